@@ -1,0 +1,106 @@
+"""The backends the benchmarks measure, each run in its own process:
+``python benchmarks/_backends.py KIND PORT [SLEEP]``.
+
+Every backend answers each ``new_message`` with a ``message_to_connection`` back to its sender,
+carrying the same message (the replay benchmark's handler).
+
+- ``raw``: the ceiling: a blocking socket loop that reads, splits lines, decodes with orjson,
+  encodes the reply and writes, with no framework at all;
+- ``strands``: strands-trio's ``StrandsClient``;
+- ``pystrands``: the asyncio peer from PyPI (``AsyncPyStrandsClient``);
+- ``flood``: strands-trio with a handler that sleeps SLEEP seconds before replying (memory).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import sys
+
+import orjson
+import trio
+
+from strands_trio import BrokerConnectionError, ClientConfig, Context, StrandsClient
+
+
+def run_raw(port: int) -> None:
+    sock = socket.create_connection(("127.0.0.1", port))
+    partial = b""
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            return
+        lines = (partial + data).split(b"\n")
+        partial = lines.pop()
+        out = []
+        for line in lines:
+            frame = orjson.loads(line)
+            params = frame["params"]
+            out.append(
+                orjson.dumps(
+                    {
+                        "request_id": frame["request_id"],
+                        "action": "message_to_connection",
+                        "params": {
+                            "conn_id": params["context"]["client_id"],
+                            "message": params["message"],
+                        },
+                    },
+                    option=orjson.OPT_APPEND_NEWLINE,
+                )
+            )
+        sock.sendall(b"".join(out))
+
+
+class _Echo(StrandsClient):
+    async def on_message(self, message: str, context: Context) -> None:
+        await self.send_private_message(context.client_id, message)
+
+
+class _SleepyEcho(StrandsClient):
+    sleep = 0.001
+
+    async def on_message(self, message: str, context: Context) -> None:
+        await trio.sleep(self.sleep)
+        await self.send_private_message(context.client_id, message)
+
+
+def run_strands(port: int, cls: type[StrandsClient] = _Echo) -> None:
+    client = cls("127.0.0.1", port, config=ClientConfig(reconnect=False))
+    with contextlib.suppress(BrokerConnectionError):  # the driver closed the connection
+        trio.run(client.run)
+
+
+def run_pystrands(port: int) -> None:
+    from pystrands import AsyncPyStrandsClient
+
+    class Echo(AsyncPyStrandsClient):  # type: ignore[misc]
+        async def on_message(self, message: str, context: object) -> None:
+            await self.send_private_message(context.client_id, message)  # type: ignore[attr-defined]
+
+    async def main() -> None:
+        client = Echo(host="127.0.0.1", port=port, auto_reconnect=False)
+        await client.connect()
+        await client.run_forever()
+
+    asyncio.run(main())
+
+
+def main() -> None:
+    kind, port = sys.argv[1], int(sys.argv[2])
+    if kind == "raw":
+        run_raw(port)
+    elif kind == "strands":
+        run_strands(port)
+    elif kind == "pystrands":
+        run_pystrands(port)
+    elif kind == "flood":
+        _SleepyEcho.sleep = float(sys.argv[3])
+        run_strands(port, _SleepyEcho)
+    else:
+        raise SystemExit(f"unknown backend kind {kind!r}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,649 @@
+"""The Trio backend client: connects to a broker and turns its events into handler calls.
+
+Theory of operation. ``run()`` owns every task the client starts; none outlives it:
+
+    run()                                  the caller's task
+    ├── watcher                            sleeps; turns the caller's cancellation into a drain
+    └── [shielded services scope]
+        ├── dispatcher workers             run handlers (KeyedDispatcher)
+        └── connection loop                connect, read, reconnect with backoff (run's task)
+            └── writer                     one per connection (Outbox.write_loop)
+
+Events are read by the connection loop, decoded by the sans-IO codec and submitted to the
+dispatcher keyed by WebSocket client id, so one client's events run in order and different
+clients' events run concurrently (up to ``max_concurrency``). When ``max_pending_events`` are
+waiting, the loop stops reading until the backlog halves: the kernel's buffers fill and TCP
+pushes back on the broker. Handlers' sends are encoded and queued on the connection's outbox,
+which one writer task flushes in coalesced writes.
+
+Cancellation: the services live in a shielded cancel scope, so the caller's cancellation does
+not hit handlers mid-way. The watcher task, outside the shield, sees it and starts a graceful
+shutdown: stop connecting and reading, let queued and running handlers finish and the outbox
+flush, close the connection. The services scope gets a deadline of ``shutdown_timeout`` at that
+moment; whatever is still running then is cancelled. Then the caller's ``Cancelled`` goes on.
+
+Reconnection: a connection ends on EOF, a broken socket, a failed write, or silence (nothing,
+not even a heartbeat, for ``heartbeat_interval * dead_after_heartbeats``). The loop then waits
+the next backoff delay and connects again; the delays start over after each successful
+connection. Handlers keep running across reconnections; their sends fail with
+:class:`NotConnectedError` while there is no connection (or wait for one, with ``wait=True``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import math
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
+from typing import Any, NoReturn, Self
+
+import attrs
+import trio
+
+from ._config import ClientConfig
+from ._dispatch import KeyedDispatcher
+from ._errors import BrokerConnectionError, LocalProtocolError, NotConnectedError
+from ._handlers import Handlers, as_async
+from ._outbox import Outbox
+from ._util import collapse_single_exception
+from .context import ConnectionRequestContext, Context
+from .protocol import (
+    BadFrame,
+    ConnectionRequest,
+    Disconnected,
+    ErrorEvent,
+    FrameDecoder,
+    Heartbeat,
+    NewConnection,
+    NewMessage,
+    Response,
+    Role,
+    encode,
+    encode_broadcast,
+    encode_message_to_connection,
+    encode_message_to_room,
+)
+
+__all__ = ["ClientStatistics", "StrandsClient"]
+
+logger = logging.getLogger("strands_trio.client")
+
+StreamFactory = Callable[[], Awaitable[trio.abc.Stream]]
+
+_RECEIVE_SIZE = 65536
+
+
+@attrs.frozen(kw_only=True)
+class ClientStatistics:
+    """A snapshot of what a client has done, from :meth:`StrandsClient.statistics`.
+
+    Counters are cumulative over the client's life, across reconnections and runs.
+    """
+
+    #: Whether a connection to the broker is up now.
+    connected: bool
+    #: Connections made, and attempts that failed.
+    connections: int
+    connect_failures: int
+    #: Frames received from the broker (heartbeats and bad frames included).
+    events_received: int
+    heartbeats: int
+    #: Lines from the broker that could not be decoded (logged and skipped).
+    protocol_errors: int
+    #: Handler calls that raised (logged; the client went on).
+    handler_errors: int
+    #: Events queued or being handled now, and handlers running now.
+    events_pending: int
+    handlers_running: int
+    #: Connection requests accepted and rejected (by a handler, an error or a timeout).
+    requests_accepted: int
+    requests_rejected: int
+    requests_timed_out: int
+    #: Frames written to the broker, and the writes that carried them.
+    frames_sent: int
+    writes: int
+    #: Frames that were queued or being written when a connection ended (logged).
+    frames_dropped: int
+    #: Sends refused with NotConnectedError.
+    sends_refused: int
+    #: Events received but never handled because a shutdown ran out of time (logged).
+    events_dropped: int
+
+
+class _Counters:
+    """The mutable counters behind :class:`ClientStatistics`."""
+
+    def __init__(self) -> None:
+        self.connections = self.connect_failures = 0
+        self.events_received = self.heartbeats = self.protocol_errors = 0
+        self.handler_errors = 0
+        self.requests_accepted = self.requests_rejected = self.requests_timed_out = 0
+        self.frames_sent = self.writes = self.frames_dropped = self.sends_refused = 0
+        self.events_dropped = 0
+
+
+class StrandsClient:
+    """A backend for a PyStrands broker: subclass it and override the ``on_*`` callbacks.
+
+    The callbacks and send methods have the names of the asyncio peer
+    (``pystrands.AsyncPyStrandsClient``), so porting a backend means changing imports and
+    running it with ``trio.run(client.run)``. Callbacks may be ``async def`` (run on the event
+    loop) or plain ``def`` (run in a worker thread).
+
+    Args:
+        host: The broker's backend host.
+        port: The broker's backend port (8081 for the reference broker).
+        config: Reconnection, concurrency, buffer and timeout settings.
+        connect: How to open the byte stream to the broker, instead of TCP to
+            ``host:port``: for TLS, a Unix socket, or :class:`strands_trio.testing.FakeBroker`.
+
+    Example::
+
+        class Echo(StrandsClient):
+            async def on_message(self, message, context):
+                await self.send_room_message(context.room_id, message)
+
+        trio.run(Echo("localhost", 8081).run)
+    """
+
+    def __init__(
+        self,
+        host: str = "localhost",
+        port: int = 8081,
+        *,
+        config: ClientConfig | None = None,
+        connect: StreamFactory | None = None,
+    ) -> None:
+        if config is not None and not isinstance(config, ClientConfig):
+            raise TypeError(f"config must be a ClientConfig, got {type(config).__name__}")
+        self.host = host
+        self.port = port
+        self.config = config or ClientConfig()
+        self._connect: StreamFactory = connect or partial(trio.open_tcp_stream, host, port)
+        self._where = (
+            f"{host}:{port}" if connect is None else getattr(connect, "__qualname__", repr(connect))
+        )
+        self._ids = itertools.count()
+        self._id_prefix = secrets.token_hex(4) + "-"
+        self._counters = _Counters()
+        self._thread_limiter = trio.CapacityLimiter(self.config.max_threads)
+        self._running = False
+        self._stopping = False
+        self._outbox: Outbox | None = None
+        self._connected = trio.Event()
+        self._input_scope: trio.CancelScope | None = None
+        self._services: trio.CancelScope | None = None
+        self._dispatcher: KeyedDispatcher | None = None
+        self._handlers: Handlers | None = None
+
+    # ------------------------------------------------------------------ callbacks
+
+    async def on_connection_request(self, request: ConnectionRequestContext) -> bool | None:
+        """A WebSocket client asks to connect. Return ``True`` to accept, ``False`` to reject,
+        or ``None`` to answer ``request.accepted``. Place the client by setting
+        ``request.context.room_id`` / ``client_id`` / ``metadata``; they default to the
+        request's ``url``, a fresh UUID4 and ``{}``. If this raises or takes longer than
+        ``config.request_timeout``, the request is rejected.
+
+        The default accepts everyone, like the asyncio peer's.
+        """
+        return True
+
+    async def on_new_connection(self, context: Context) -> None:
+        """An accepted client is connected. The default does nothing."""
+
+    async def on_message(self, message: str, context: Context) -> None:
+        """A client sent *message*. The default does nothing."""
+
+    async def on_disconnect(self, context: Context) -> None:
+        """A client left. The default does nothing."""
+
+    async def on_error(self, error: str, context: Context | ConnectionRequestContext) -> None:
+        """The broker reported *error*. *context* is a :class:`ConnectionRequestContext` when
+        it is about a request that came while no backend was connected. The default logs it.
+        """
+        logger.warning("broker reported an error: %s", error)
+
+    # ------------------------------------------------------------------ sending
+
+    async def send_room_message(self, room_id: str, message: str, *, wait: bool = False) -> None:
+        """Send *message* to every client in *room_id*.
+
+        Returns once the frame is queued for writing; waits only when the outbox is full.
+
+        Args:
+            wait: While disconnected, wait for the next connection instead of raising.
+
+        Raises:
+            NotConnectedError: there is no connection to the broker (and ``wait`` is false).
+            TypeError: *room_id* or *message* is not a string.
+        """
+        if type(room_id) is not str or type(message) is not str:
+            _raise_type_error(room_id=room_id, message=message)
+        await self._send(encode_message_to_room(self._next_id(), room_id, message), wait)
+
+    async def send_private_message(
+        self, client_id: str, message: str, *, wait: bool = False
+    ) -> None:
+        """Send *message* to the client *client_id*. See :meth:`send_room_message`."""
+        if type(client_id) is not str or type(message) is not str:
+            _raise_type_error(client_id=client_id, message=message)
+        await self._send(encode_message_to_connection(self._next_id(), client_id, message), wait)
+
+    async def broadcast_message(self, message: str, *, wait: bool = False) -> None:
+        """Send *message* to every client. See :meth:`send_room_message`."""
+        if type(message) is not str:
+            _raise_type_error(message=message)
+        await self._send(encode_broadcast(self._next_id(), message), wait)
+
+    def _next_id(self) -> str:
+        return f"{self._id_prefix}{next(self._ids)}"
+
+    async def _send(self, data: bytes, wait: bool) -> None:
+        # Not a schedule point unless the outbox is full: a handler's replies cost
+        # microseconds. Outbox.send(), inlined for the common case.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        outbox = self._outbox
+        if outbox is not None and not outbox.closed:
+            outbox.send_nowait(data)
+            if outbox.full:
+                await outbox.wait_for_space()
+            return
+        while True:
+            outbox = self._outbox
+            if outbox is None:
+                if not wait:
+                    self._counters.sends_refused += 1
+                    raise NotConnectedError(
+                        f"not connected to the broker at {self._where} "
+                        "(pass wait=True to wait for the connection)"
+                    )
+                await self.wait_connected()
+                continue
+            try:
+                await outbox.send(data)
+                return
+            except NotConnectedError:
+                if not wait:
+                    self._counters.sends_refused += 1
+                    raise
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def is_connected(self) -> bool:
+        """Whether a connection to the broker is up now."""
+        return self._outbox is not None
+
+    async def wait_connected(self) -> None:
+        """Return once a connection to the broker is up (at once if it is)."""
+        while self._outbox is None:
+            await self._connected.wait()
+
+    def statistics(self) -> ClientStatistics:
+        """What this client has done so far: see :class:`ClientStatistics`."""
+        c = self._counters
+        outbox, dispatcher = self._outbox, self._dispatcher
+        return ClientStatistics(
+            connected=outbox is not None,
+            connections=c.connections,
+            connect_failures=c.connect_failures,
+            events_received=c.events_received,
+            heartbeats=c.heartbeats,
+            protocol_errors=c.protocol_errors,
+            handler_errors=c.handler_errors,
+            events_pending=dispatcher.pending if dispatcher else 0,
+            handlers_running=dispatcher.running if dispatcher else 0,
+            requests_accepted=c.requests_accepted,
+            requests_rejected=c.requests_rejected,
+            requests_timed_out=c.requests_timed_out,
+            frames_sent=c.frames_sent + (outbox.frames_written if outbox else 0),
+            writes=c.writes + (outbox.writes if outbox else 0),
+            frames_dropped=c.frames_dropped,
+            sends_refused=c.sends_refused,
+            events_dropped=c.events_dropped,
+        )
+
+    # ------------------------------------------------------------------ running
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Connect to the broker and handle its events until cancelled.
+
+        With ``await nursery.start(client.run)``, returns once the first connection is up.
+        Reconnects with backoff when the connection fails or is lost (see :class:`ClientConfig`).
+
+        Cancellation: cancelling the enclosing scope is the way to stop. The client stops
+        reading, lets queued and running handlers finish and the outbox flush for up to
+        ``config.shutdown_timeout`` seconds, cancels what is left, closes the connection, and
+        lets the ``Cancelled`` propagate.
+
+        Raises:
+            BrokerConnectionError: the connection could not be made or was lost and
+                ``config.reconnect`` is false.
+            RuntimeError: this client is already running.
+        """
+        if self._running:
+            raise RuntimeError("this StrandsClient is already running")
+        self._running = True
+        self._stopping = False
+        self._handlers = self._handler_table()
+        self._dispatcher = dispatcher = KeyedDispatcher(
+            max_concurrency=self.config.max_concurrency,
+            max_pending=self.config.max_pending_events,
+            on_error=self._on_handler_error,
+        )
+        failure: BrokerConnectionError | None = None
+        try:
+            async with trio.open_nursery() as guard:
+                guard.start_soon(self._watch_for_cancellation)
+                with trio.CancelScope(shield=True) as self._services:
+                    async with trio.open_nursery() as services:
+                        await services.start(dispatcher.run)
+                        try:
+                            await self._connection_loop(task_status)
+                        except BrokerConnectionError as exc:
+                            failure = exc
+                            self._begin_shutdown()
+                        finally:
+                            dispatcher.close()
+                guard.cancel_scope.cancel()
+        finally:
+            self._running = False
+            lost = dispatcher.dropped()
+            if lost:
+                self._counters.events_dropped += lost
+                logger.warning(
+                    "shutdown deadline passed: %d received events were not handled", lost
+                )
+        if failure is not None:
+            raise failure
+
+    @contextlib.asynccontextmanager
+    async def connected(self) -> AsyncIterator[Self]:
+        """Run the client for the duration of an ``async with`` block, which starts once the
+        first connection is up::
+
+            async with MyBackend("localhost", 8081).connected() as client:
+                await client.broadcast_message("backend up")
+
+        Leaving the block stops the client as cancellation does (graceful, bounded by
+        ``config.shutdown_timeout``). An exception from the block or from the client
+        propagates as itself, not wrapped in an exception group.
+        """
+        with collapse_single_exception():
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.run)
+                try:
+                    yield self
+                finally:
+                    nursery.cancel_scope.cancel()
+
+    def _handler_table(self) -> Handlers:
+        """The callbacks to call; subclasses that take handlers from elsewhere override this."""
+        limiter = self._thread_limiter
+        return Handlers(
+            on_connection_request=as_async(self.on_connection_request, limiter),
+            on_new_connection=as_async(self.on_new_connection, limiter),
+            on_message=as_async(self.on_message, limiter),
+            on_disconnect=as_async(self.on_disconnect, limiter),
+            on_error=as_async(self.on_error, limiter),
+        )
+
+    async def _watch_for_cancellation(self) -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            self._begin_shutdown()
+
+    def _begin_shutdown(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        if self._input_scope is not None:
+            self._input_scope.cancel()
+        if self._services is not None:
+            self._services.deadline = trio.current_time() + self.config.shutdown_timeout
+
+    def _stop_requested(self) -> bool:
+        # A method, not the attribute: mypy would keep it narrowed to False across awaits.
+        return self._stopping
+
+    def _input(self) -> trio.CancelScope:
+        """A cancel scope for waiting on the outside world, cancelled by shutdown."""
+        scope = trio.CancelScope()
+        if self._stopping:
+            scope.cancel()
+        self._input_scope = scope
+        return scope
+
+    async def _connection_loop(self, task_status: trio.TaskStatus[None]) -> None:
+        config = self.config
+        delays = config.reconnect_delays()
+        first_attempt = True
+        while not self._stopping:
+            if not first_attempt:
+                delay = next(delays)
+                logger.info("reconnecting to the broker at %s in %.2f s", self._where, delay)
+                with self._input():
+                    await trio.sleep(delay)
+                if self._stop_requested():
+                    return
+            first_attempt = False
+            stream = None
+            with self._input():
+                try:
+                    stream = await self._connect()
+                except OSError as exc:
+                    self._counters.connect_failures += 1
+                    logger.warning("cannot connect to the broker at %s: %s", self._where, exc)
+                    if not config.reconnect:
+                        raise BrokerConnectionError(
+                            f"cannot connect to the broker at {self._where}: {exc}"
+                        ) from exc
+            if stream is None:
+                continue
+            delays = config.reconnect_delays()
+            reason = await self._run_connection(stream, task_status)
+            task_status = trio.TASK_STATUS_IGNORED
+            if self._stop_requested():
+                return
+            logger.warning("connection to the broker at %s lost: %s", self._where, reason)
+            if not config.reconnect:
+                raise BrokerConnectionError(
+                    f"connection to the broker at {self._where} lost: {reason}"
+                )
+
+    async def _run_connection(
+        self, stream: trio.abc.Stream, task_status: trio.TaskStatus[None]
+    ) -> str:
+        """Serve one connection until it ends; return why it ended."""
+        outbox = Outbox(self.config.max_outgoing_bytes)
+        input_scope = self._input()
+        write_failure: list[str] = []
+
+        async def write() -> None:
+            try:
+                await outbox.write_loop(stream)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                write_failure.append(f"write failed: {exc or type(exc).__name__}")
+                input_scope.cancel()
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(write)
+                self._outbox = outbox
+                self._counters.connections += 1
+                self._connected.set()
+                logger.info("connected to the broker at %s", self._where)
+                task_status.started()
+                reason = await self._read_loop(stream, outbox, input_scope)
+                if self._stopping:
+                    assert self._dispatcher is not None
+                    await self._dispatcher.wait_drained()
+                    await outbox.flush()
+                nursery.cancel_scope.cancel()
+        finally:
+            self._outbox = None
+            self._connected = trio.Event()
+            self._counters.frames_sent += outbox.frames_written
+            self._counters.writes += outbox.writes
+            lost = outbox.close()
+            if lost:
+                self._counters.frames_dropped += lost
+                logger.warning("%d frame(s) to the broker were not written: connection ended", lost)
+            await trio.aclose_forcefully(stream)
+        return write_failure[0] if write_failure else reason
+
+    async def _read_loop(
+        self, stream: trio.abc.ReceiveStream, outbox: Outbox, scope: trio.CancelScope
+    ) -> str:
+        """Read, decode and dispatch events until the connection ends; return why it ended."""
+        assert self._dispatcher is not None
+        dispatcher = self._dispatcher
+        submit = dispatcher.submit
+        counters = self._counters
+        decoder = FrameDecoder(Role.BACKEND, max_line_length=self.config.max_line_length)
+        silence = self.config.silence_timeout
+        assert self._handlers is not None
+        handlers = self._handlers
+        on_message, on_new_connection = handlers.on_message, handlers.on_new_connection
+        on_disconnect, on_error = handlers.on_disconnect, handlers.on_error
+
+        # The dispatcher's jobs: one per event kind, each calling its handler.
+        async def handle_message(event: NewMessage) -> None:
+            await on_message(event.message, event.context)
+
+        async def handle_new_connection(event: NewConnection) -> None:
+            await on_new_connection(event.context)
+
+        async def handle_disconnect(event: Disconnected) -> None:
+            await on_disconnect(event.context)
+
+        async def handle_error(event: ErrorEvent) -> None:
+            await on_error(event.error, event.context)
+
+        with scope:
+            while True:
+                scope.deadline = trio.current_time() + silence
+                try:
+                    data = await stream.receive_some(_RECEIVE_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    return f"read failed: {exc or type(exc).__name__}"
+                if not data:
+                    for bad in decoder.feed_eof():
+                        self._on_bad_frame(bad)
+                    return "the broker closed the connection"
+                frames = decoder.feed(data)
+                counters.events_received += len(frames)
+                for frame in frames:
+                    kind = type(frame)
+                    if kind is NewMessage:
+                        submit(frame.context.client_id, handle_message, frame)  # type: ignore[union-attr]
+                    elif kind is Heartbeat:
+                        counters.heartbeats += 1
+                    elif kind is NewConnection:
+                        submit(frame.context.client_id, handle_new_connection, frame)  # type: ignore[union-attr]
+                    elif kind is Disconnected:
+                        submit(frame.context.client_id, handle_disconnect, frame)  # type: ignore[union-attr]
+                    elif kind is ConnectionRequest:
+                        submit(None, self._handle_request, (outbox, frame))
+                    elif kind is ErrorEvent:
+                        context = frame.context  # type: ignore[union-attr]
+                        key = context.client_id if type(context) is Context else None
+                        submit(key or None, handle_error, frame)
+                    else:  # a BadFrame: a backend's decoder yields nothing else
+                        self._on_bad_frame(frame)  # type: ignore[arg-type]
+                if dispatcher.full:
+                    scope.deadline = math.inf  # our silence, not the broker's
+                    await dispatcher.wait_for_space()
+        if self._stopping:
+            return "the client is stopping"
+        return f"the broker sent nothing for {silence:g} s"
+
+    def _on_bad_frame(self, bad: BadFrame) -> None:
+        self._counters.protocol_errors += 1
+        logger.warning("skipped a bad frame from the broker: %s: %r", bad.reason, bad.line)
+
+    # ------------------------------------------------------------------ handling events
+
+    async def _handle_request(self, job: tuple[Outbox, ConnectionRequest]) -> None:
+        """Ask ``on_connection_request`` and answer on the connection the request came on."""
+        assert self._handlers is not None
+        outbox, event = job
+        request = ConnectionRequestContext(
+            headers=event.headers,
+            url=event.url,
+            remote_addr=event.remote_addr,
+            context=Context(client_id=str(uuid.uuid4()), room_id=event.url),
+        )
+        accepted = False
+        timeout = self.config.request_timeout
+        with trio.move_on_after(math.inf if timeout is None else timeout) as timer:
+            try:
+                result = await self._handlers.on_connection_request(request)
+            except Exception:
+                self._counters.handler_errors += 1
+                logger.exception("on_connection_request raised: rejecting %s", event.remote_addr)
+            else:
+                accepted = result if isinstance(result, bool) else bool(request.accepted)
+        if timer.cancelled_caught:
+            self._counters.requests_timed_out += 1
+            logger.warning(
+                "on_connection_request took over %g s: rejecting %s", timeout, event.remote_addr
+            )
+        data = self._encode_response(event, request, accepted)
+        if outbox.closed:
+            self._counters.frames_dropped += 1
+            logger.warning(
+                "cannot answer the connection request from %s: its connection is closed",
+                event.remote_addr,
+            )
+            return
+        await outbox.send(data)
+
+    def _encode_response(
+        self, event: ConnectionRequest, request: ConnectionRequestContext, accepted: bool
+    ) -> bytes:
+        if accepted:
+            context = request.context
+            try:
+                data = encode(
+                    Response(
+                        request_id=event.request_id,
+                        accepted=True,
+                        client_id=context.client_id,
+                        room_id=context.room_id,
+                        metadata=context.metadata,
+                    )
+                )
+            except LocalProtocolError as exc:
+                self._counters.handler_errors += 1
+                logger.error("cannot accept %s: %s; rejecting it", event.remote_addr, exc)
+            else:
+                self._counters.requests_accepted += 1
+                return data
+        self._counters.requests_rejected += 1
+        return encode(Response(request_id=event.request_id, accepted=False))
+
+    def _on_handler_error(self, fn: Any, arg: Any, exc: Exception) -> None:
+        self._counters.handler_errors += 1
+        event = arg[1] if isinstance(arg, tuple) else arg
+        context = getattr(event, "context", None)
+        logger.error(
+            "handler for %s raised (client %s)",
+            getattr(type(event), "ACTION", type(event).__name__),
+            getattr(context, "client_id", "?"),
+            exc_info=exc,
+        )
+
+
+def _raise_type_error(**arguments: object) -> NoReturn:
+    for name, value in arguments.items():
+        if type(value) is not str:
+            hint = "; encode objects first, e.g. json.dumps(obj)" if name == "message" else ""
+            raise TypeError(f"{name} must be a str, got {type(value).__name__}{hint}")
+    raise AssertionError("no argument had the wrong type")  # pragma: no cover

@@ -1,0 +1,52 @@
+"""The exceptions strands-trio raises.
+
+One base class, :class:`StrandsError`, so that ``except StrandsError`` catches everything this
+library raises on purpose. Protocol errors are split as in h11: :class:`RemoteProtocolError` is
+the peer's fault (a line we could not decode), :class:`LocalProtocolError` is ours (a frame we
+were asked to send that the protocol cannot carry). Nothing here imports trio: the sans-IO
+protocol package raises these too.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BrokerConnectionError",
+    "LocalProtocolError",
+    "NotConnectedError",
+    "ProtocolError",
+    "RemoteProtocolError",
+    "StrandsError",
+]
+
+
+class StrandsError(Exception):
+    """Base class of every exception strands-trio raises on purpose."""
+
+
+class ProtocolError(StrandsError):
+    """A frame that does not follow the wire protocol (WIRE.md)."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent a line we cannot decode: not JSON, not an object, unknown action, missing
+    fields or wrong types.
+
+    The client never lets this escape its reader: the line is logged, counted and skipped.
+    """
+
+
+class LocalProtocolError(ProtocolError):
+    """We were asked to send something the protocol cannot carry (for example an accepted
+    ``response`` without a ``client_id``)."""
+
+
+class NotConnectedError(StrandsError):
+    """A send was attempted while the client has no connection to a broker.
+
+    Pass ``wait=True`` to the send methods to wait for the next connection instead.
+    """
+
+
+class BrokerConnectionError(StrandsError):
+    """The connection to the broker could not be made or was lost, and reconnecting is turned
+    off (``ClientConfig(reconnect=False)``). Raised by ``StrandsClient.run()``."""

@@ -1,0 +1,33 @@
+"""Small helpers shared by the trio-facing modules."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import trio
+
+__all__ = ["collapse_single_exception"]
+
+
+@contextlib.contextmanager
+def collapse_single_exception() -> Iterator[None]:
+    """Re-raise an exception group that holds one exception (after dropping ``Cancelled``
+    ones) as that exception.
+
+    For ``async with`` helpers that hide a nursery: an error from the block or from the one
+    task behind it reaches the caller as itself, so ``except SomeError`` works. A group of
+    several real errors is left alone.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        real = group.split(trio.Cancelled)[1]
+        if real is not None and len(real.exceptions) == 1:
+            inner = real.exceptions[0]
+            while isinstance(inner, BaseExceptionGroup) and len(inner.exceptions) == 1:
+                inner = inner.exceptions[0]
+            if not isinstance(inner, BaseExceptionGroup):
+                # Keeps the inner exception's own cause; hides the group it came in.
+                raise inner from inner.__cause__
+        raise

@@ -1,0 +1,67 @@
+"""The broker wire protocol, sans-IO: frames, the codec, and the line splitter.
+
+Nothing in this package imports trio or does any I/O: it turns bytes into frames and frames
+into bytes, for the client and the broker alike. See ``docs/protocol.md`` for the protocol and
+how the reference broker's quirks are handled here.
+"""
+
+from .._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from ._codec import (
+    FrameDecoder,
+    Role,
+    decode_line,
+    encode,
+    encode_broadcast,
+    encode_message_to_connection,
+    encode_message_to_room,
+)
+from ._convert import make_converter, unwrap_metadata
+from ._frames import (
+    Action,
+    BadFrame,
+    Broadcast,
+    ConnectionRequest,
+    Disconnected,
+    ErrorEvent,
+    Event,
+    Frame,
+    Heartbeat,
+    MessageToConnection,
+    MessageToRoom,
+    NewConnection,
+    NewMessage,
+    Response,
+)
+from ._lines import DEFAULT_MAX_LINE_LENGTH, LineSplitter, LineTooLong
+
+__all__ = [
+    "DEFAULT_MAX_LINE_LENGTH",
+    "Action",
+    "BadFrame",
+    "Broadcast",
+    "ConnectionRequest",
+    "Disconnected",
+    "ErrorEvent",
+    "Event",
+    "Frame",
+    "FrameDecoder",
+    "Heartbeat",
+    "LineSplitter",
+    "LineTooLong",
+    "LocalProtocolError",
+    "MessageToConnection",
+    "MessageToRoom",
+    "NewConnection",
+    "NewMessage",
+    "ProtocolError",
+    "RemoteProtocolError",
+    "Response",
+    "Role",
+    "decode_line",
+    "encode",
+    "encode_broadcast",
+    "encode_message_to_connection",
+    "encode_message_to_room",
+    "make_converter",
+    "unwrap_metadata",
+]

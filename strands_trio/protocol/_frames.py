@@ -1,0 +1,180 @@
+"""The frames of the broker wire protocol, as frozen attrs classes.
+
+Every frame on the wire is ``{"request_id": str, "action": str, "params": object}``. Here each
+action is a class: its fields are ``request_id`` plus the params, and its ``ACTION`` class
+variable is the action's name on the wire. *Events* go from the broker to a backend, *actions*
+from a backend to the broker.
+
+Contexts are the user-facing models of :mod:`strands_trio.context`, already corrected for the
+reference broker's quirks by the codec, so a client can hand them to handlers as they are.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import attrs
+
+from ..context import ConnectionRequestContext, Context
+
+__all__ = [
+    "Action",
+    "BadFrame",
+    "Broadcast",
+    "ConnectionRequest",
+    "Disconnected",
+    "ErrorEvent",
+    "Event",
+    "Frame",
+    "Heartbeat",
+    "MessageToConnection",
+    "MessageToRoom",
+    "NewConnection",
+    "NewMessage",
+    "Response",
+]
+
+# ---------------------------------------------------------------- broker to backend (events)
+
+
+@attrs.frozen(kw_only=True)
+class ConnectionRequest:
+    """A WebSocket client asks to connect; the backend must answer with a :class:`Response`
+    carrying the same ``request_id``."""
+
+    ACTION: ClassVar[str] = "connection_request"
+    request_id: str
+    headers: dict[str, list[str]]
+    url: str
+    remote_addr: str
+
+
+@attrs.frozen(kw_only=True)
+class NewConnection:
+    """An accepted WebSocket client is now connected."""
+
+    ACTION: ClassVar[str] = "new_connection"
+    request_id: str
+    context: Context
+
+
+@attrs.frozen(kw_only=True)
+class NewMessage:
+    """A connected WebSocket client sent a message (a binary frame arrives as a string too)."""
+
+    ACTION: ClassVar[str] = "new_message"
+    request_id: str
+    context: Context
+    message: str
+
+
+@attrs.frozen(kw_only=True)
+class Disconnected:
+    """A WebSocket client left."""
+
+    ACTION: ClassVar[str] = "disconnected"
+    request_id: str
+    context: Context
+
+
+@attrs.frozen(kw_only=True)
+class ErrorEvent:
+    """The broker reports an error.
+
+    ``context`` is a :class:`Context` for an error about a connected client, or a
+    :class:`ConnectionRequestContext` when the error is about a connection request that came
+    while no backend was connected (WIRE.md quirk 2).
+    """
+
+    ACTION: ClassVar[str] = "error"
+    request_id: str
+    error: str
+    context: Context | ConnectionRequestContext
+
+
+@attrs.frozen(kw_only=True)
+class Heartbeat:
+    """The broker's liveness signal, every 15 s from the reference broker."""
+
+    ACTION: ClassVar[str] = "heartbeat"
+    request_id: str = "heartbeat"
+
+
+# ---------------------------------------------------------------- backend to broker (actions)
+
+
+@attrs.frozen(kw_only=True)
+class Response:
+    """The answer to a :class:`ConnectionRequest`.
+
+    When ``accepted``, ``client_id`` and ``room_id`` are required (the reference broker drops
+    the client otherwise) and ``metadata`` is what later events carry in their context.
+    """
+
+    ACTION: ClassVar[str] = "response"
+    request_id: str
+    accepted: bool
+    client_id: str | None = None
+    room_id: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+@attrs.frozen(kw_only=True)
+class MessageToRoom:
+    """Send ``message`` to every client in ``room_id``."""
+
+    ACTION: ClassVar[str] = "message_to_room"
+    request_id: str
+    room_id: str
+    message: str
+
+
+@attrs.frozen(kw_only=True)
+class MessageToConnection:
+    """Send ``message`` to the client whose ``client_id`` is ``conn_id``."""
+
+    ACTION: ClassVar[str] = "message_to_connection"
+    request_id: str
+    conn_id: str
+    message: str
+
+
+@attrs.frozen(kw_only=True)
+class Broadcast:
+    """Send ``message`` to every client."""
+
+    ACTION: ClassVar[str] = "broadcast"
+    request_id: str
+    message: str
+
+
+# ---------------------------------------------------------------- decoding failures
+
+
+@attrs.frozen(kw_only=True)
+class BadFrame:
+    """A line the decoder could not turn into a frame. Not a wire frame: the decoder yields it
+    in place of the frame, so the reader can log it, count it and go on with the next line.
+
+    Attributes:
+        reason: What was wrong, as ``"reason @ $.path"`` where a field was at fault.
+        line: The start of the offending line (at most 200 bytes), for the log.
+    """
+
+    reason: str
+    line: bytes
+
+
+Event = ConnectionRequest | NewConnection | NewMessage | Disconnected | ErrorEvent | Heartbeat
+Action = Response | MessageToRoom | MessageToConnection | Broadcast
+Frame = Event | Action
+
+EVENT_TYPES: tuple[type[Event], ...] = (
+    ConnectionRequest,
+    NewConnection,
+    NewMessage,
+    Disconnected,
+    ErrorEvent,
+    Heartbeat,
+)
+ACTION_TYPES: tuple[type[Action], ...] = (Response, MessageToRoom, MessageToConnection, Broadcast)

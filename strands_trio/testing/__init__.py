@@ -1,0 +1,22 @@
+"""Helpers for testing a strands-trio backend with pytest-trio, without a real broker.
+
+:class:`FakeBroker` is an in-memory broker that behaves like the reference one (quirks
+included); :class:`FakeWebSocket` is a simulated browser client of it. See
+``docs/testing.md``.
+"""
+
+from ._fake_broker import (
+    ConnectionRejected,
+    FakeBroker,
+    FakeWebSocket,
+    canonical_header,
+    open_fake_broker,
+)
+
+__all__ = [
+    "ConnectionRejected",
+    "FakeBroker",
+    "FakeWebSocket",
+    "canonical_header",
+    "open_fake_broker",
+]

@@ -165,7 +165,10 @@ def flood(block: bytes, events: int, sleep: float) -> tuple[float, float, float]
 
 
 def plot(
-    results: dict[str, list[float]], flood_result: tuple[float, float, float] | None, path: Path
+    results: dict[str, list[float]],
+    flood_result: tuple[float, float, float] | None,
+    flood_events: int,
+    path: Path,
 ) -> None:
     import matplotlib
 
@@ -178,17 +181,18 @@ def plot(
     high = [max(results[k]) - m for m, k in zip(medians, kinds, strict=True)]
     fig, ax = plt.subplots(figsize=(8, 3.8))
     bars = ax.barh([LABELS[k] for k in kinds], medians, xerr=[low, high], color="#4c72b0")
-    for bar, value in zip(bars, medians, strict=True):
-        ax.text(
-            bar.get_width(), bar.get_y() + bar.get_height() / 2, f"  {value:,.0f}/s", va="center"
-        )
+    peer = statistics.median(results["pystrands"]) if "pystrands" in results else None
+    for bar, kind, value in zip(bars, kinds, medians, strict=True):
+        label = f"  {value:,.0f}/s" + (f"  ({value / peer:.1f}x peer)" if peer else "")
+        ax.text(max(results[kind]), bar.get_y() + bar.get_height() / 2, label, va="center")
     ax.invert_yaxis()
     ax.set_xlabel("events per second (median of rounds; bars: min to max)")
     title = "Replay: new_message -> send_private_message, 100 clients, one core"
     if flood_result:
-        title += f"\nflood of 1M events, sleeping handler: peak RSS {flood_result[1]:.0f} MB"
+        peak = flood_result[1]
+        title += f"\nflood of {flood_events:,} events, sleeping handler: peak RSS {peak:.0f} MB"
     ax.set_title(title, fontsize=10)
-    ax.set_xlim(0, max(medians) * 1.3)
+    ax.set_xlim(0, max(max(v) for v in results.values()) * 1.45)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -248,7 +252,7 @@ def main() -> None:
             f"peak RSS {peak:.1f} MB (idle {idle:.1f} MB), {seconds:.1f} s, "
             f"{args.flood_events / seconds:,.0f} events/s"
         )
-    plot(results, flood_result, args.plot)
+    plot(results, flood_result, args.flood_events, args.plot)
     print(f"\nplot written to {args.plot}")
 
 

@@ -15,7 +15,7 @@ from ._client import ClientStatistics, StrandsClient, StreamFactory
 from ._config import ClientConfig
 from ._errors import NotConnectedError
 from ._handlers import Handlers, as_async
-from ._util import collapse_single_exception
+from ._util import collapse_single_exception, running
 
 __all__ = ["StrandsApp"]
 
@@ -165,13 +165,8 @@ class StrandsApp:
     ) -> AsyncIterator[Self]:
         """Serve for the duration of an ``async with`` block, entered once connected: see
         :meth:`StrandsClient.connected`."""
-        with collapse_single_exception():
-            async with trio.open_nursery() as nursery:
-                await nursery.start(partial(self.serve, host, port, connect=connect))
-                try:
-                    yield self
-                finally:
-                    nursery.cancel_scope.cancel()
+        async with running(partial(self.serve, host, port, connect=connect)):
+            yield self
 
     def run(
         self, host: str = "localhost", port: int = 8081, *, connect: StreamFactory | None = None

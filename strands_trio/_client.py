@@ -46,10 +46,10 @@ import trio
 
 from ._config import ClientConfig
 from ._dispatch import KeyedDispatcher
-from ._errors import BrokerConnectionError, LocalProtocolError, NotConnectedError
+from ._errors import BrokerConnectionError, NotConnectedError
 from ._handlers import Handlers, as_async
 from ._outbox import Outbox
-from ._util import collapse_single_exception
+from ._util import running
 from .context import ConnectionRequestContext, Context
 from .protocol import (
     BadFrame,
@@ -353,6 +353,7 @@ class StrandsClient:
                 guard.cancel_scope.cancel()
         finally:
             self._running = False
+            self._services = self._input_scope = None
             lost = dispatcher.dropped()
             if lost:
                 self._counters.events_dropped += lost
@@ -374,13 +375,8 @@ class StrandsClient:
         ``config.shutdown_timeout``). An exception from the block or from the client
         propagates as itself, not wrapped in an exception group.
         """
-        with collapse_single_exception():
-            async with trio.open_nursery() as nursery:
-                await nursery.start(self.run)
-                try:
-                    yield self
-                finally:
-                    nursery.cancel_scope.cancel()
+        async with running(self.run):
+            yield self
 
     def _handler_table(self) -> Handlers:
         """The callbacks to call; subclasses that take handlers from elsewhere override this."""
@@ -609,8 +605,8 @@ class StrandsClient:
         self, event: ConnectionRequest, request: ConnectionRequestContext, accepted: bool
     ) -> bytes:
         if accepted:
-            context = request.context
             try:
+                context = request.context
                 data = encode(
                     Response(
                         request_id=event.request_id,
@@ -620,7 +616,7 @@ class StrandsClient:
                         metadata=context.metadata,
                     )
                 )
-            except LocalProtocolError as exc:
+            except Exception as exc:  # whatever the handler left there, the request is answered
                 self._counters.handler_errors += 1
                 logger.error("cannot accept %s: %s; rejecting it", event.remote_addr, exc)
             else:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
 import trio
 
-__all__ = ["collapse_single_exception"]
+__all__ = ["collapse_single_exception", "running"]
 
 
 @contextlib.contextmanager
@@ -31,3 +32,20 @@ def collapse_single_exception() -> Iterator[None]:
                 # Keeps the inner exception's own cause; hides the group it came in.
                 raise inner from inner.__cause__
         raise
+
+
+@contextlib.asynccontextmanager
+async def running(start: Callable[..., Awaitable[Any]]) -> AsyncIterator[Any]:
+    """Run ``start`` (a ``task_status``-taking async function) in a nursery for the length of
+    the block, entered once it has started; yields what it passed to ``started()``.
+
+    Leaving the block cancels it. Errors from the block or from the task reach the caller as
+    themselves (see :func:`collapse_single_exception`).
+    """
+    with collapse_single_exception():
+        async with trio.open_nursery() as nursery:
+            value = await nursery.start(start)
+            try:
+                yield value
+            finally:
+                nursery.cancel_scope.cancel()

@@ -289,11 +289,20 @@ def encode(frame: Frame) -> bytes:
 
     Raises:
         LocalProtocolError: the frame cannot be sent: an accepted :class:`Response` without a
-            ``client_id`` or ``room_id``, or params that are not JSON (a set in the metadata,
-            a non-string key, a lone surrogate in a string).
+            ``client_id`` or ``room_id`` (non-empty strings) or with metadata that is not a
+            dict, or params that JSON cannot carry (an arbitrary object, a lone surrogate).
     """
-    if type(frame) is Response and frame.accepted and not (frame.client_id and frame.room_id):
-        raise LocalProtocolError("an accepted response needs a client_id and a room_id")
+    if type(frame) is Response and frame.accepted:
+        if not (type(frame.client_id) is str and frame.client_id):
+            raise LocalProtocolError(
+                f"an accepted response needs a client_id, got {frame.client_id!r}"
+            )
+        if not (type(frame.room_id) is str and frame.room_id):
+            raise LocalProtocolError(f"an accepted response needs a room_id, got {frame.room_id!r}")
+        if not (frame.metadata is None or type(frame.metadata) is dict):
+            raise LocalProtocolError(
+                f"metadata must be a dict, got {type(frame.metadata).__name__}"
+            )
     try:
         return orjson.dumps(
             {

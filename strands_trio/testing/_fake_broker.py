@@ -33,7 +33,7 @@ import attrs
 import trio
 import trio.testing
 
-from .._util import collapse_single_exception
+from .._util import running
 from ..context import ConnectionRequestContext, Context
 from ..protocol import (
     Action,
@@ -511,10 +511,5 @@ async def open_fake_broker(
         queue_size=queue_size,
         heartbeat_interval=heartbeat_interval,
     )
-    with collapse_single_exception():
-        async with trio.open_nursery() as nursery:
-            await nursery.start(broker.serve)
-            try:
-                yield broker
-            finally:
-                nursery.cancel_scope.cancel()
+    async with running(broker.serve):
+        yield broker

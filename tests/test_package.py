@@ -1,0 +1,63 @@
+"""The package as installed: its layout, the sans-IO boundary, and the demo command."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import strands_trio
+
+PACKAGE = Path(strands_trio.__file__).parent
+SANS_IO = [
+    *sorted((PACKAGE / "protocol").glob("*.py")),
+    PACKAGE / "context.py",
+    PACKAGE / "_errors.py",
+]
+
+
+def run_python(code: str, cwd: Path) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return result.stdout.strip()
+
+
+def test_middleware_is_a_subpackage_only(tmp_path: Path) -> None:
+    """middleware/ is importable as strands_trio.middleware, and nothing installs a top-level
+    module called middleware."""
+    code = "import importlib.util, strands_trio.middleware; print(importlib.util.find_spec('middleware'))"
+    assert run_python(code, tmp_path) == "None"
+
+
+def test_protocol_imports_no_trio() -> None:
+    """The protocol package and the models it uses import nothing from trio (sans-IO)."""
+    for path in SANS_IO:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            assert not any(name.split(".")[0] == "trio" for name in names), path
+
+
+def test_demo_runs_and_exits(tmp_path: Path) -> None:
+    """`python -m strands_trio demo` plays its conversation over loopback and exits 0."""
+    result = subprocess.run(
+        [sys.executable, "-m", "strands_trio", "demo"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "mallory connects with a bad token -> refused" in result.stdout
+    assert 'bob receives:   {"from": "alice", "text": "hello bob!"}' in result.stdout
+    assert result.stdout.rstrip().endswith("demo finished: the backend shut down cleanly")

@@ -5,7 +5,7 @@ connects to a broker over TCP and handles its events under Trio's structured con
 """
 
 from ._app import StrandsApp
-from ._client import ClientStatistics, StrandsClient
+from ._client import StrandsClient
 from ._config import ClientConfig
 from ._errors import (
     BrokerConnectionError,
@@ -15,6 +15,7 @@ from ._errors import (
     RemoteProtocolError,
     StrandsError,
 )
+from ._statistics import ClientStatistics
 from .context import ConnectionRequestContext, Context
 
 __version__ = "0.1.0"

@@ -11,10 +11,11 @@ from typing import Any, Self, TypeVar
 
 import trio
 
-from ._client import ClientStatistics, StrandsClient, StreamFactory
+from ._client import StrandsClient, StreamFactory
 from ._config import ClientConfig
 from ._errors import NotConnectedError
 from ._handlers import Handlers, as_async
+from ._statistics import ClientStatistics
 from ._util import collapse_single_exception, running
 
 __all__ = ["StrandsApp"]

@@ -36,12 +36,10 @@ import itertools
 import logging
 import math
 import secrets
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from typing import Any, NoReturn, Self
 
-import attrs
 import trio
 
 from ._config import ClientConfig
@@ -49,6 +47,8 @@ from ._dispatch import KeyedDispatcher
 from ._errors import BrokerConnectionError, NotConnectedError
 from ._handlers import Handlers, as_async
 from ._outbox import Outbox
+from ._requests import ask, encode_answer, new_request
+from ._statistics import ClientStatistics, Counters
 from ._util import running
 from .context import ConnectionRequestContext, Context
 from .protocol import (
@@ -60,70 +60,19 @@ from .protocol import (
     Heartbeat,
     NewConnection,
     NewMessage,
-    Response,
     Role,
-    encode,
     encode_broadcast,
     encode_message_to_connection,
     encode_message_to_room,
 )
 
-__all__ = ["ClientStatistics", "StrandsClient"]
+__all__ = ["StrandsClient"]
 
 logger = logging.getLogger("strands_trio.client")
 
 StreamFactory = Callable[[], Awaitable[trio.abc.Stream]]
 
 _RECEIVE_SIZE = 65536
-
-
-@attrs.frozen(kw_only=True)
-class ClientStatistics:
-    """A snapshot of what a client has done, from :meth:`StrandsClient.statistics`.
-
-    Counters are cumulative over the client's life, across reconnections and runs.
-    """
-
-    #: Whether a connection to the broker is up now.
-    connected: bool
-    #: Connections made, and attempts that failed.
-    connections: int
-    connect_failures: int
-    #: Frames received from the broker (heartbeats and bad frames included).
-    events_received: int
-    heartbeats: int
-    #: Lines from the broker that could not be decoded (logged and skipped).
-    protocol_errors: int
-    #: Handler calls that raised (logged; the client went on).
-    handler_errors: int
-    #: Events queued or being handled now, and handlers running now.
-    events_pending: int
-    handlers_running: int
-    #: Connection requests accepted and rejected (by a handler, an error or a timeout).
-    requests_accepted: int
-    requests_rejected: int
-    requests_timed_out: int
-    #: Frames written to the broker, and the writes that carried them.
-    frames_sent: int
-    writes: int
-    #: Frames that were queued or being written when a connection ended (logged).
-    frames_dropped: int
-    #: Sends refused with NotConnectedError.
-    sends_refused: int
-    #: Events received but never handled because a shutdown ran out of time (logged).
-    events_dropped: int
-
-
-class _Counters:
-    """The mutable counters behind :class:`ClientStatistics`."""
-
-    def __init__(self) -> None:
-        self.connections = self.connect_failures = 0
-        self.events_received = self.heartbeats = self.protocol_errors = 0
-        self.handler_errors = 0
-        self.requests_accepted = self.requests_rejected = self.requests_timed_out = 0
-        self.frames_sent = self.writes = self.frames_dropped = self.sends_refused = 0
-        self.events_dropped = 0
 
 
 class StrandsClient:
@@ -169,7 +118,7 @@ class StrandsClient:
         )
         self._ids = itertools.count()
         self._id_prefix = secrets.token_hex(4) + "-"
-        self._counters = _Counters()
+        self._counters = Counters()
         self._thread_limiter = trio.CapacityLimiter(self.config.max_threads)
         self._running = False
         self._stopping = False
@@ -244,33 +193,22 @@ class StrandsClient:
         return f"{self._id_prefix}{next(self._ids)}"
 
     async def _send(self, data: bytes, wait: bool) -> None:
-        # Not a schedule point unless the outbox is full: a handler's replies cost
-        # microseconds. Outbox.send(), inlined for the common case.
+        # A cancellation point, but not a schedule point unless the outbox is full: a handler's
+        # replies cost microseconds.
         await trio.lowlevel.checkpoint_if_cancelled()
         outbox = self._outbox
-        if outbox is not None and not outbox.closed:
-            outbox.send_nowait(data)
-            if outbox.full:
-                await outbox.wait_for_space()
-            return
-        while True:
+        while outbox is None:
+            if not wait:
+                self._counters.sends_refused += 1
+                raise NotConnectedError(
+                    f"not connected to the broker at {self._where} "
+                    "(pass wait=True to wait for the connection)"
+                )
+            await self.wait_connected()
             outbox = self._outbox
-            if outbox is None:
-                if not wait:
-                    self._counters.sends_refused += 1
-                    raise NotConnectedError(
-                        f"not connected to the broker at {self._where} "
-                        "(pass wait=True to wait for the connection)"
-                    )
-                await self.wait_connected()
-                continue
-            try:
-                await outbox.send(data)
-                return
-            except NotConnectedError:
-                if not wait:
-                    self._counters.sends_refused += 1
-                    raise
+        outbox.send_nowait(data)
+        if outbox.full:
+            await outbox.wait_for_space()
 
     # ------------------------------------------------------------------ state
 
@@ -477,7 +415,7 @@ class StrandsClient:
                 logger.info("connected to the broker at %s", self._where)
                 task_status.started()
                 reason = await self._read_loop(stream, outbox, input_scope)
-                if self._stopping:
+                if self._stopping and not write_failure:
                     assert self._dispatcher is not None
                     await self._dispatcher.wait_drained()
                     await outbox.flush()
@@ -570,28 +508,17 @@ class StrandsClient:
         """Ask ``on_connection_request`` and answer on the connection the request came on."""
         assert self._handlers is not None
         outbox, event = job
-        request = ConnectionRequestContext(
-            headers=event.headers,
-            url=event.url,
-            remote_addr=event.remote_addr,
-            context=Context(client_id=str(uuid.uuid4()), room_id=event.url),
-        )
+        request = new_request(event)
         accepted = False
         timeout = self.config.request_timeout
         with trio.move_on_after(math.inf if timeout is None else timeout) as timer:
-            try:
-                result = await self._handlers.on_connection_request(request)
-            except Exception:
-                self._counters.handler_errors += 1
-                logger.exception("on_connection_request raised: rejecting %s", event.remote_addr)
-            else:
-                accepted = result if isinstance(result, bool) else bool(request.accepted)
+            accepted = await ask(self._handlers.on_connection_request, request, self._counters)
         if timer.cancelled_caught:
             self._counters.requests_timed_out += 1
             logger.warning(
                 "on_connection_request took over %g s: rejecting %s", timeout, event.remote_addr
             )
-        data = self._encode_response(event, request, accepted)
+        data = encode_answer(event, request, accepted, self._counters)
         if outbox.closed:
             self._counters.frames_dropped += 1
             logger.warning(
@@ -599,31 +526,9 @@ class StrandsClient:
                 event.remote_addr,
             )
             return
-        await outbox.send(data)
-
-    def _encode_response(
-        self, event: ConnectionRequest, request: ConnectionRequestContext, accepted: bool
-    ) -> bytes:
-        if accepted:
-            try:
-                context = request.context
-                data = encode(
-                    Response(
-                        request_id=event.request_id,
-                        accepted=True,
-                        client_id=context.client_id,
-                        room_id=context.room_id,
-                        metadata=context.metadata,
-                    )
-                )
-            except Exception as exc:  # whatever the handler left there, the request is answered
-                self._counters.handler_errors += 1
-                logger.error("cannot accept %s: %s; rejecting it", event.remote_addr, exc)
-            else:
-                self._counters.requests_accepted += 1
-                return data
-        self._counters.requests_rejected += 1
-        return encode(Response(request_id=event.request_id, accepted=False))
+        outbox.send_nowait(data)
+        if outbox.full:
+            await outbox.wait_for_space()
 
     def _on_handler_error(self, fn: Any, arg: Any, exc: Exception) -> None:
         self._counters.handler_errors += 1

@@ -84,19 +84,6 @@ class Outbox:
         while self._size >= self._max_bytes and not self._closed:
             await self._space_lot.park()
 
-    async def send(self, frame: bytes) -> None:
-        """Queue one encoded frame; wait only while the outbox is over its limit.
-
-        This checks for cancellation but is not a schedule point unless it has to wait.
-
-        Raises:
-            NotConnectedError: the connection has ended.
-        """
-        await trio.lowlevel.checkpoint_if_cancelled()
-        self.send_nowait(frame)
-        if self._size >= self._max_bytes:
-            await self.wait_for_space()
-
     async def flush(self) -> None:
         """Wait until everything queued so far has been written (or the outbox closed)."""
         while (self._chunks or self._in_flight) and not self._closed:

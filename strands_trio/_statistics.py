@@ -1,0 +1,56 @@
+"""What a client counts, and the frozen snapshot of it that ``statistics()`` returns."""
+
+from __future__ import annotations
+
+import attrs
+
+__all__ = ["ClientStatistics", "Counters"]
+
+
+@attrs.frozen(kw_only=True)
+class ClientStatistics:
+    """A snapshot of what a client has done, from :meth:`StrandsClient.statistics`.
+
+    Counters are cumulative over the client's life, across reconnections and runs.
+    """
+
+    #: Whether a connection to the broker is up now.
+    connected: bool
+    #: Connections made, and attempts that failed.
+    connections: int
+    connect_failures: int
+    #: Frames received from the broker (heartbeats and bad frames included).
+    events_received: int
+    heartbeats: int
+    #: Lines from the broker that could not be decoded (logged and skipped).
+    protocol_errors: int
+    #: Handler calls that raised (logged; the client went on).
+    handler_errors: int
+    #: Events queued or being handled now, and handlers running now.
+    events_pending: int
+    handlers_running: int
+    #: Connection requests accepted and rejected (by a handler, an error or a timeout).
+    requests_accepted: int
+    requests_rejected: int
+    requests_timed_out: int
+    #: Frames written to the broker, and the writes that carried them.
+    frames_sent: int
+    writes: int
+    #: Frames that were queued or being written when a connection ended (logged).
+    frames_dropped: int
+    #: Sends refused with NotConnectedError.
+    sends_refused: int
+    #: Events received but never handled because a shutdown ran out of time (logged).
+    events_dropped: int
+
+
+class Counters:
+    """The mutable counters behind :class:`ClientStatistics`."""
+
+    def __init__(self) -> None:
+        self.connections = self.connect_failures = 0
+        self.events_received = self.heartbeats = self.protocol_errors = 0
+        self.handler_errors = 0
+        self.requests_accepted = self.requests_rejected = self.requests_timed_out = 0
+        self.frames_sent = self.writes = self.frames_dropped = self.sends_refused = 0
+        self.events_dropped = 0

@@ -295,8 +295,10 @@ class FakeBroker:
         self._links.append(link)
         self._notify_backends_changed()
         queued, self._queue = list(self._queue), deque(maxlen=self._queue.maxlen)
-        for event in queued:  # WIRE.md quirk 3: flushed to the next backend, in order
-            await self._send_to(link, event)
+        for position, event in enumerate(queued):  # WIRE.md quirk 3: flushed in order
+            if not await self._send_to(link, event):
+                self._queue.extendleft(reversed(queued[position:]))  # keep them for the next
+                break
         return link
 
     async def _read_backend(self, link: _Link) -> None:
@@ -435,8 +437,8 @@ class FakeBroker:
         )
         pending = self._pending[request.request_id] = _Pending(link)
         try:
-            await self._send_to(link, request)
-            await pending.done.wait()
+            if await self._send_to(link, request):  # a failure sets done, without a response
+                await pending.done.wait()
         finally:
             del self._pending[request.request_id]
         response = pending.response
@@ -483,14 +485,17 @@ class FakeBroker:
             self._enqueue(event)
             return
         ws._link = link
-        await self._send_to(link, event)
+        if not await self._send_to(link, event):
+            await self._deliver(event, ws)  # to another backend, or the queue
 
-    async def _send_to(self, link: _Link, event: Event) -> None:
+    async def _send_to(self, link: _Link, event: Event) -> bool:
+        """Send *event* to *link*; if the link is broken, drop it and return False."""
         try:
             await link.send(event)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._drop_link(link)
-            self._enqueue(event)
+            return False
+        return True
 
     def _enqueue(self, event: Event) -> None:
         if len(self._queue) == self._queue.maxlen:

@@ -3,11 +3,12 @@
     python benchmarks/codec.py
 
 The numbers behind the codec's choices (docs/dependencies.md): orjson against the stdlib json
-module, cattrs structuring against the hand-written hot path, and three ways to encode the
-reply frame. Each is timed over the 1000 new_message frames of the replay benchmark (100
-clients, the reference broker's nested metadata), best of several runs, in microseconds per
-frame. Encodings are timed in place: replies are kept and joined as the client's outbox does,
-which is where allocation patterns show.
+module, cattrs structuring against the hand-written hot path, attrs' frozen ``__init__``
+against filling a frame's slots, and three ways to encode the reply frame. Each is timed
+over the 1000 new_message frames of the replay benchmark (100 clients, the reference broker's
+nested metadata), best of several runs, in microseconds per frame. Encodings are timed in
+place: replies are kept and joined as the client's outbox does, which is where allocation
+patterns show.
 
 Prints a table and writes a PNG plot (``--plot``).
 """
@@ -30,7 +31,7 @@ from strands_trio.protocol import (
     encode,
     encode_message_to_connection,
 )
-from strands_trio.protocol._codec import _FAST, _FAST_PATHS, Role
+from strands_trio.protocol._codec import _FAST, _FAST_PATHS, Role, _new_message
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -59,6 +60,7 @@ def main() -> None:
     params = [(obj["params"] | {"request_id": obj["request_id"]}) for obj in objects]
     structure = _FAST.get_structure_hook(NewMessage)
     fast = _FAST_PATHS[Role.BACKEND]["new_message"]
+    build = _new_message
     decoder = FrameDecoder()
     frames: list[NewMessage] = decoder.feed(block)  # type: ignore[assignment]
 
@@ -88,6 +90,27 @@ def main() -> None:
             "structure",
             "hand-written hot path",
             per_frame(lambda: [fast(p, p["request_id"]) for p in params], count, args.repeat),
+        ),
+        (
+            "build",
+            "NewMessage: attrs' frozen __init__",
+            per_frame(
+                lambda: [
+                    NewMessage(request_id=f.request_id, context=f.context, message=f.message)
+                    for f in frames
+                ],
+                count,
+                args.repeat,
+            ),
+        ),
+        (
+            "build",
+            "NewMessage: filled through slots",
+            per_frame(
+                lambda: [build(f.request_id, f.context, f.message) for f in frames],
+                count,
+                args.repeat,
+            ),
         ),
         (
             "decode",

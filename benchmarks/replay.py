@@ -35,7 +35,6 @@ BACKENDS = HERE / "_backends.py"
 CLIENTS = 100
 BLOCK = 1000  # frames per pre-encoded block: 10 from each client
 STALL_LIMIT = 60.0  # seconds without a reply before a run is abandoned
-BACKEND_CPU = int(os.environ.get("BACKEND_CPU", "1"))
 
 LABELS = {
     "raw": "raw loop (ceiling)",
@@ -90,7 +89,7 @@ class Run:
         port = self.listener.getsockname()[1]
         self.proc = subprocess.Popen(
             [sys.executable, str(BACKENDS), kind, str(port), *extra],
-            preexec_fn=lambda: pin(BACKEND_CPU),
+            preexec_fn=lambda: pin(1),
         )
         self.listener.settimeout(30)
         self.conn, _ = self.listener.accept()

@@ -74,18 +74,21 @@ def _structurers(role: Role) -> dict[str, tuple[_Structure, type[Frame]]]:
 
 _STRUCTURERS = {role: _structurers(role) for role in Role}
 
-# The hot path. Structuring a new_message with the converter costs ~2 us here, of a ~6.5 us
-# budget per event (docs/benchmarks.md); these hand-written twins of its hooks cost ~1.2 us,
-# most of it building the attrs objects. They accept only what is plainly valid and return
-# None otherwise; the converter then decides, so they never accept what it refuses
+# The hot path. Structuring a new_message with the converter costs ~1.9 us here, of a ~6.5 us
+# budget per event; these hand-written twins of its hooks ~1.3 us, most of it building the
+# attrs objects (benchmarks/codec.py, docs/dependencies.md). They accept only what is plainly
+# valid and return None otherwise; the converter then decides, so they never accept what it refuses
 # (tests/test_codec.py checks that both agree on generated data).
 
 
+_F = TypeVar("_F")
+
+
 def _slot_constructor(cls: type[_F]) -> Callable[..., _F]:
-    """A positional constructor for a frozen, slotted attrs class that fills the slots
-    directly: 0.33 us against 0.69 us for attrs' frozen ``__init__`` (one
-    ``object.__setattr__`` call per field). Only for classes whose fields have no default,
-    validator or converter, which is checked here."""
+    """A positional constructor for a frozen, slotted attrs class with two or three fields
+    that fills the slots directly: faster than attrs' frozen ``__init__``, which calls
+    ``object.__setattr__`` once per field (``benchmarks/codec.py`` measures both). Only for
+    fields without default, validator or converter, which is checked here."""
     fields = attrs.fields(cls)  # type: ignore[arg-type]
     for field in fields:
         if field.default is not attrs.NOTHING or field.validator or field.converter:
@@ -102,19 +105,20 @@ def _slot_constructor(cls: type[_F]) -> Callable[..., _F]:
             return obj
 
         return construct2
-    set_a, set_b, set_c = setters
+    if len(setters) == 3:
+        set_a, set_b, set_c = setters
 
-    def construct3(a: Any, b: Any, c: Any) -> _F:
-        obj = new(cls)
-        set_a(obj, a)
-        set_b(obj, b)
-        set_c(obj, c)
-        return obj
+        def construct3(a: Any, b: Any, c: Any) -> _F:
+            obj = new(cls)
+            set_a(obj, a)
+            set_b(obj, b)
+            set_c(obj, c)
+            return obj
 
-    return construct3
+        return construct3
+    raise TypeError(f"{cls.__name__} has {len(setters)} fields; only 2 or 3 are supported")
 
 
-_F = TypeVar("_F")
 _new_message = _slot_constructor(NewMessage)  # (request_id, context, message)
 _new_connection = _slot_constructor(NewConnection)  # (request_id, context)
 _disconnected = _slot_constructor(Disconnected)  # (request_id, context)
@@ -176,12 +180,17 @@ def decode_line(line: bytes | bytearray, role: Role = Role.BACKEND) -> Frame:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         raise RemoteProtocolError(f"not JSON: {exc}") from None
+    return _decode_parsed(obj, role, _FAST_PATHS[role])
+
+
+def _decode_parsed(obj: Any, role: Role, fast_paths: dict[str, _FastPath]) -> Frame:
+    """The hot path if it applies, else the converter."""
     if type(obj) is dict:
         action = obj.get("action")
         params = obj.get("params")
         request_id = obj.get("request_id")
         if type(action) is str and type(params) is dict and type(request_id) is str:
-            fast = _FAST_PATHS[role].get(action)
+            fast = fast_paths.get(action)
             if fast is not None:
                 frame = fast(params, request_id)
                 if frame is not None:
@@ -246,26 +255,13 @@ class FrameDecoder:
         append = out.append
         role = self._role
         fast_paths = _FAST_PATHS[role]
-        loads = orjson.loads
+        loads, decode = orjson.loads, _decode_parsed
         for line in self._splitter.feed(data):
             if isinstance(line, LineTooLong):
                 append(BadFrame(reason=f"line longer than {line.limit} bytes", line=line.excerpt))
                 continue
-            # decode_line(), inlined: this loop runs once per event.
             try:
-                obj = loads(line)
-                if type(obj) is dict:
-                    action = obj.get("action")
-                    params = obj.get("params")
-                    request_id = obj.get("request_id")
-                    if type(action) is str and type(params) is dict and type(request_id) is str:
-                        fast = fast_paths.get(action)
-                        if fast is not None:
-                            frame = fast(params, request_id)
-                            if frame is not None:
-                                append(frame)
-                                continue
-                append(_decode_object(obj, role))
+                append(decode(loads(line), role, fast_paths))
             except orjson.JSONDecodeError as exc:
                 append(BadFrame(reason=f"not JSON: {exc}", line=bytes(line[:_EXCERPT])))
             except RemoteProtocolError as exc:
@@ -281,7 +277,6 @@ class FrameDecoder:
 
 
 _OPTIONS = orjson.OPT_APPEND_NEWLINE
-_dumps = orjson.dumps
 
 
 def encode(frame: Frame) -> bytes:
@@ -318,8 +313,9 @@ def encode(frame: Frame) -> bytes:
 
 # The send hot path: the same JSON as encode(MessageToRoom(...)) and friends, without building
 # a frame and unstructuring it. Strings are quoted by the stdlib json module's C escaper into
-# one small str: measured in the replay benchmark, orjson.dumps here cost ~0.9 us per send in
-# place (its 1 KiB initial buffer per call goes through malloc and fragments), this ~0.3 us.
+# one small str: with replies held until the writer joins them, orjson.dumps costs ~1.6 us per
+# reply (its 1 KiB initial buffer per call goes through malloc), this ~0.4 us
+# (benchmarks/codec.py).
 # tests/test_codec.py checks that both encodings decode to the same frames.
 
 

@@ -74,7 +74,6 @@ class _Link:
     """The broker's end of one backend connection."""
 
     stream: trio.abc.Stream
-    name: str
     lock: trio.Lock = attrs.field(factory=trio.Lock)
     alive: bool = True
 
@@ -121,7 +120,7 @@ class FakeWebSocket:
         self._broker = broker
         self._link = link
         if broker.nested_metadata:  # WIRE.md quirk 1: the whole response params
-            self._wire_metadata = encode_params(response)
+            self._wire_metadata = _response_params(response)
         else:
             self._wire_metadata = self.metadata
         self._inbox_send, self._inbox = trio.open_memory_channel[str](float("inf"))
@@ -162,7 +161,7 @@ class FakeWebSocket:
             self._inbox_send.send_nowait(message)
 
 
-def encode_params(response: Response) -> dict[str, Any]:
+def _response_params(response: Response) -> dict[str, Any]:
     """The ``params`` object of an accepted response, as the reference broker keeps it."""
     params: dict[str, Any] = {
         "accepted": True,
@@ -291,7 +290,7 @@ class FakeBroker:
 
     async def _add_link(self, stream: trio.abc.Stream) -> _Link:
         self.backend_connections += 1
-        link = _Link(stream, name=f"backend-{self.backend_connections}")
+        link = _Link(stream)
         self._links.append(link)
         self._notify_backends_changed()
         queued, self._queue = list(self._queue), deque(maxlen=self._queue.maxlen)

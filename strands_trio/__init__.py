@@ -15,6 +15,28 @@ from ._errors import (
     RemoteProtocolError,
     StrandsError,
 )
+from ._host import (
+    ConnectionHost,
+    ConnectionRequestHost,
+    ErrorHost,
+    EventType,
+    EventTypeError,
+    ExecutionContext,
+    HostContext,
+    MessageHost,
+    MetadataKey,
+    error_message,
+)
+from ._pipeline import CallNext, ExceptionHandler, Guard, Middleware, exception_handler
+from ._reflect import (
+    Reflector,
+    reflector,
+    set_metadata,
+    use_exception_handlers,
+    use_guards,
+    use_middleware,
+)
+from ._router import MessageRoute, Router, make_message_converter
 from ._statistics import ClientStatistics
 from .context import ConnectionRequestContext, Context
 
@@ -22,16 +44,40 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BrokerConnectionError",
+    "CallNext",
     "ClientConfig",
     "ClientStatistics",
+    "ConnectionHost",
     "ConnectionRequestContext",
+    "ConnectionRequestHost",
     "Context",
+    "ErrorHost",
+    "EventType",
+    "EventTypeError",
+    "ExceptionHandler",
+    "ExecutionContext",
+    "Guard",
+    "HostContext",
     "LocalProtocolError",
+    "MessageHost",
+    "MessageRoute",
+    "MetadataKey",
+    "Middleware",
     "NotConnectedError",
     "ProtocolError",
+    "Reflector",
     "RemoteProtocolError",
+    "Router",
     "StrandsApp",
     "StrandsClient",
     "StrandsError",
     "__version__",
+    "error_message",
+    "exception_handler",
+    "make_message_converter",
+    "reflector",
+    "set_metadata",
+    "use_exception_handlers",
+    "use_guards",
+    "use_middleware",
 ]

@@ -5,16 +5,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from functools import partial
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, overload
 
+import cattrs
 import trio
 
 from ._client import StrandsClient, StreamFactory
 from ._config import ClientConfig
 from ._errors import NotConnectedError
-from ._handlers import Handlers, as_async
+from ._pipeline import ForbiddenHook, exception_handler, validate_pipeline
+from ._router import Router
 from ._statistics import ClientStatistics
 from ._util import collapse_single_exception, running
 
@@ -23,14 +25,6 @@ __all__ = ["StrandsApp"]
 logger = logging.getLogger("strands_trio.app")
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-_CALLBACKS = (
-    "on_connection_request",
-    "on_new_connection",
-    "on_message",
-    "on_disconnect",
-    "on_error",
-)
 
 
 class StrandsApp:
@@ -57,14 +51,49 @@ class StrandsApp:
     registered behaves as the :class:`StrandsClient` default (accept every connection
     request, log broker errors, ignore the rest).
 
+    Every event passes through *middleware*, then *guards*, before its handler (see
+    :class:`StrandsClient` for each argument, and the middleware guide in the docs).
+
     Args:
         config: Settings for the client that :meth:`serve` runs.
+        middleware: Outermost first: ``async def middleware(ctx, call_next)``.
+        guards: Checked before every handler: ``can_activate(ctx) -> bool``.
+        exception_handlers: Tried in order for an exception from the pipeline.
+        on_forbidden: ``(ctx, guard)``, called when a guard refuses a message.
+        message_type_field: The field of a JSON message that :meth:`on_message` routes on.
+        converter: The cattrs converter that structures routed payloads (strict, unknown
+            keys refused, by default).
+
+    Raises:
+        TypeError: a middleware is not async, a guard has no ``can_activate``, or an
+            exception handler has no ``exception_types`` / ``catch``.
     """
 
-    def __init__(self, *, config: ClientConfig | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        config: ClientConfig | None = None,
+        middleware: Sequence[Any] = (),
+        guards: Sequence[Any] = (),
+        exception_handlers: Sequence[Any] = (),
+        on_forbidden: ForbiddenHook | None = None,
+        message_type_field: str = "type",
+        converter: cattrs.Converter | None = None,
+    ) -> None:
         self.config = config or ClientConfig()
+        validate_pipeline(middleware, guards, exception_handlers)
+        self.middleware = list(middleware)
+        self.guards = list(guards)
+        self.exception_handlers = list(exception_handlers)
+        self.on_forbidden = on_forbidden
+        self.router = Router(type_field=message_type_field, converter=converter)
         self._callbacks: dict[str, Callable[..., Any]] = {}
         self._client: StrandsClient | None = None
+
+    @property
+    def message_type_field(self) -> str:
+        """The field of a JSON message that names its type (``"type"`` by default)."""
+        return self.router.type_field
 
     # ------------------------------------------------------------------ registration
 
@@ -76,9 +105,40 @@ class StrandsApp:
         """Register the new connection handler: ``(context) -> None``."""
         return self._register("on_new_connection", fn)
 
-    def on_message(self, fn: F) -> F:
-        """Register the message handler: ``(message, context) -> None``."""
-        return self._register("on_message", fn)
+    @overload
+    def on_message(self, fn: F, /) -> F: ...
+
+    @overload
+    def on_message(self, type: str, /, *, model: type | None = None) -> Callable[[F], F]: ...
+
+    def on_message(self, fn_or_type: Any, /, *, model: type | None = None) -> Any:
+        """Register a message handler, raw or typed.
+
+        ``@app.on_message`` registers the raw handler ``(message: str, context)``: it gets
+        every message, or, once typed routes exist, every message no route matches.
+
+        ``@app.on_message("chat.send", model=ChatSend)`` routes JSON messages whose type field
+        is ``"chat.send"`` to ``(payload: ChatSend, context)``; the payload is structured by
+        the app's converter after the guards passed. One that does not fit never reaches the
+        handler: the client gets an ``invalid_message`` error frame with the reason, and
+        ``on_error`` is called with it. Without *model*, the payload is the decoded dict.
+
+        Raises:
+            ValueError: the type (or the raw handler) already has a handler.
+        """
+        if isinstance(fn_or_type, str):
+            kind = fn_or_type
+
+            def register(fn: F) -> F:
+                if not callable(fn):
+                    raise TypeError(f"@app.on_message({kind!r}) needs a function, got {fn!r}")
+                self.router.add(kind, fn, model)
+                return fn
+
+            return register
+        if model is not None:
+            raise TypeError("model= needs a message type: @app.on_message('type', model=...)")
+        return self._register("on_message", fn_or_type)
 
     def on_disconnect(self, fn: F) -> F:
         """Register the disconnect handler: ``(context) -> None``."""
@@ -87,6 +147,18 @@ class StrandsApp:
     def on_error(self, fn: F) -> F:
         """Register the broker error handler: ``(error, context) -> None``."""
         return self._register("on_error", fn)
+
+    def exception_handler(
+        self, *exception_types: type[BaseException]
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Register a function ``(ctx, exc)`` for exceptions of *exception_types* raised by any
+        middleware, guard or handler (after any handler-specific ones)."""
+
+        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+            self.exception_handlers.append(exception_handler(*exception_types)(fn))
+            return fn
+
+        return register
 
     def _register(self, name: str, fn: F) -> F:
         if not callable(fn):
@@ -154,7 +226,17 @@ class StrandsApp:
         """
         if self._client is not None:
             raise RuntimeError("this StrandsApp is already serving")
-        self._client = _AppClient(self, host, port, config=self.config, connect=connect)
+        self._client = _AppClient(
+            self,
+            host,
+            port,
+            config=self.config,
+            connect=connect,
+            middleware=self.middleware,
+            guards=self.guards,
+            exception_handlers=self.exception_handlers,
+            on_forbidden=self.on_forbidden,
+        )
         try:
             await self._client.run(task_status=task_status)
         finally:
@@ -199,15 +281,14 @@ class _AppClient(StrandsClient):
     """The client behind a :class:`StrandsApp`: its callbacks are the app's functions."""
 
     def __init__(self, app: StrandsApp, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
         self._app = app
+        super().__init__(*args, **kwargs)
 
-    def _handler_table(self) -> Handlers:
-        defaults = super()._handler_table()
-        limiter = self._thread_limiter
-        chosen = {
-            name: as_async(self._app._callbacks[name], limiter)
-            for name in _CALLBACKS
-            if name in self._app._callbacks
-        }
-        return Handlers(**{name: chosen.get(name, getattr(defaults, name)) for name in _CALLBACKS})
+    def _callbacks(self) -> dict[str, Callable[..., Any]]:
+        return {**super()._callbacks(), **self._app._callbacks}
+
+    def _router(self) -> Router | None:
+        return self._app.router
+
+    def _has_message_fallback(self) -> bool:
+        return "on_message" in self._app._callbacks

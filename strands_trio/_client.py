@@ -36,7 +36,7 @@ import itertools
 import logging
 import math
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, NoReturn, Self
 
@@ -45,9 +45,12 @@ import trio
 from ._config import ClientConfig
 from ._dispatch import KeyedDispatcher
 from ._errors import BrokerConnectionError, NotConnectedError
-from ._handlers import Handlers, as_async
+from ._handlers import EventJobs, Handlers, as_async, direct_jobs
 from ._outbox import Outbox
+from ._pipeline import ForbiddenHook, Pipeline
+from ._reflect import EXCEPTION_HANDLERS_KEY, GUARDS_KEY, MIDDLEWARE_KEY, reflector
 from ._requests import ask, encode_answer, new_request
+from ._router import Router
 from ._statistics import ClientStatistics, Counters
 from ._util import running
 from .context import ConnectionRequestContext, Context
@@ -89,6 +92,16 @@ class StrandsClient:
         config: Reconnection, concurrency, buffer and timeout settings.
         connect: How to open the byte stream to the broker, instead of TCP to
             ``host:port``: for TLS, a Unix socket, or :class:`strands_trio.testing.FakeBroker`.
+        middleware: What every event passes through before its handler, outermost first:
+            ``async def middleware(ctx, call_next)`` functions or objects with such an async
+            ``__call__`` (see :mod:`strands_trio.middleware`).
+        guards: Checked in order after the middleware: objects with ``can_activate(ctx)`` or
+            functions ``(ctx) -> bool``, sync or async. A refused connection request is
+            rejected; a refused message is dropped and passed to *on_forbidden*.
+        exception_handlers: Tried in order for an exception from the pipeline: objects with
+            ``exception_types`` and ``catch(ctx, exc)``, or :func:`exception_handler` functions.
+        on_forbidden: ``(ctx, guard)``, called when a guard refuses a message; by default
+            the refusal is logged and the client gets a ``forbidden`` error frame.
 
     Example::
 
@@ -106,6 +119,10 @@ class StrandsClient:
         *,
         config: ClientConfig | None = None,
         connect: StreamFactory | None = None,
+        middleware: Sequence[Any] = (),
+        guards: Sequence[Any] = (),
+        exception_handlers: Sequence[Any] = (),
+        on_forbidden: ForbiddenHook | None = None,
     ) -> None:
         if config is not None and not isinstance(config, ClientConfig):
             raise TypeError(f"config must be a ClientConfig, got {type(config).__name__}")
@@ -127,7 +144,12 @@ class StrandsClient:
         self._input_scope: trio.CancelScope | None = None
         self._services: trio.CancelScope | None = None
         self._dispatcher: KeyedDispatcher | None = None
-        self._handlers: Handlers | None = None
+        self._jobs: EventJobs | None = None
+        self._middleware = tuple(middleware)
+        self._guards = tuple(guards)
+        self._exception_handlers = tuple(exception_handlers)
+        self._on_forbidden = on_forbidden
+        self._pipeline()  # check the middleware, guards and handlers now, not at run()
 
     # ------------------------------------------------------------------ callbacks
 
@@ -244,6 +266,9 @@ class StrandsClient:
             frames_dropped=c.frames_dropped,
             sends_refused=c.sends_refused,
             events_dropped=c.events_dropped,
+            events_refused=c.events_refused,
+            messages_invalid=c.messages_invalid,
+            messages_unrouted=c.messages_unrouted,
         )
 
     # ------------------------------------------------------------------ running
@@ -268,7 +293,7 @@ class StrandsClient:
             raise RuntimeError("this StrandsClient is already running")
         self._running = True
         self._stopping = False
-        self._handlers = self._handler_table()
+        self._jobs = self._event_jobs()
         self._dispatcher = dispatcher = KeyedDispatcher(
             max_concurrency=self.config.max_concurrency,
             max_pending=self.config.max_pending_events,
@@ -316,15 +341,57 @@ class StrandsClient:
         async with running(self.run):
             yield self
 
-    def _handler_table(self) -> Handlers:
-        """The callbacks to call; subclasses that take handlers from elsewhere override this."""
+    def _callbacks(self) -> dict[str, Callable[..., Any]]:
+        """The five callbacks as written; subclasses that take them from elsewhere override
+        this."""
+        return {
+            "on_connection_request": self.on_connection_request,
+            "on_new_connection": self.on_new_connection,
+            "on_message": self.on_message,
+            "on_disconnect": self.on_disconnect,
+            "on_error": self.on_error,
+        }
+
+    def _router(self) -> Router | None:
+        return None
+
+    def _pipeline(self) -> Pipeline | None:
+        """The pipeline of middleware, guards and routes, or ``None`` when there is nothing
+        between events and handlers."""
+        router = self._router()
+        if not (
+            self._middleware
+            or self._guards
+            or self._exception_handlers
+            or (router is not None and router.routes)
+            or _has_per_handler_metadata(self._callbacks().values())
+        ):
+            return None
+        return Pipeline(
+            app=getattr(self, "_app", self),
+            client=self,
+            callbacks=self._callbacks(),
+            middleware=self._middleware,
+            guards=self._guards,
+            exception_handlers=self._exception_handlers,
+            on_forbidden=self._on_forbidden,
+            router=router,
+            message_fallback=self._has_message_fallback(),
+            counters=self._counters,
+            limiter=self._thread_limiter,
+        )
+
+    def _has_message_fallback(self) -> bool:
+        return True
+
+    def _event_jobs(self) -> EventJobs:
+        pipeline = self._pipeline()
+        if pipeline is not None:
+            return pipeline.jobs()
         limiter = self._thread_limiter
-        return Handlers(
-            on_connection_request=as_async(self.on_connection_request, limiter),
-            on_new_connection=as_async(self.on_new_connection, limiter),
-            on_message=as_async(self.on_message, limiter),
-            on_disconnect=as_async(self.on_disconnect, limiter),
-            on_error=as_async(self.on_error, limiter),
+        callbacks = self._callbacks()
+        return direct_jobs(
+            Handlers(**{name: as_async(fn, limiter) for name, fn in callbacks.items()})
         )
 
     async def _watch_for_cancellation(self) -> None:
@@ -442,23 +509,10 @@ class StrandsClient:
         counters = self._counters
         decoder = FrameDecoder(Role.BACKEND, max_line_length=self.config.max_line_length)
         silence = self.config.silence_timeout
-        assert self._handlers is not None
-        handlers = self._handlers
-        on_message, on_new_connection = handlers.on_message, handlers.on_new_connection
-        on_disconnect, on_error = handlers.on_disconnect, handlers.on_error
-
-        # The dispatcher's jobs: one per event kind, each calling its handler.
-        async def handle_message(event: NewMessage) -> None:
-            await on_message(event.message, event.context)
-
-        async def handle_new_connection(event: NewConnection) -> None:
-            await on_new_connection(event.context)
-
-        async def handle_disconnect(event: Disconnected) -> None:
-            await on_disconnect(event.context)
-
-        async def handle_error(event: ErrorEvent) -> None:
-            await on_error(event.error, event.context)
+        assert self._jobs is not None
+        jobs = self._jobs
+        handle_message, handle_new_connection = jobs.message, jobs.new_connection
+        handle_disconnect, handle_error = jobs.disconnect, jobs.error
 
         with scope:
             while True:
@@ -506,13 +560,13 @@ class StrandsClient:
 
     async def _handle_request(self, job: tuple[Outbox, ConnectionRequest]) -> None:
         """Ask ``on_connection_request`` and answer on the connection the request came on."""
-        assert self._handlers is not None
+        assert self._jobs is not None
         outbox, event = job
         request = new_request(event)
         accepted = False
         timeout = self.config.request_timeout
         with trio.move_on_after(math.inf if timeout is None else timeout) as timer:
-            accepted = await ask(self._handlers.on_connection_request, request, self._counters)
+            accepted = await ask(partial(self._jobs.request, event), request, self._counters)
         if timer.cancelled_caught:
             self._counters.requests_timed_out += 1
             logger.warning(
@@ -540,6 +594,14 @@ class StrandsClient:
             getattr(context, "client_id", "?"),
             exc_info=exc,
         )
+
+
+def _has_per_handler_metadata(callbacks: Any) -> bool:
+    return any(
+        reflector.get(key, fn)
+        for fn in callbacks
+        for key in (MIDDLEWARE_KEY, GUARDS_KEY, EXCEPTION_HANDLERS_KEY)
+    )
 
 
 def _raise_type_error(**arguments: object) -> NoReturn:

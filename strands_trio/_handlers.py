@@ -1,4 +1,4 @@
-"""The five callbacks a backend provides, gathered in one record, and how sync ones run."""
+"""The five callbacks a backend provides, how sync ones run, and the jobs that call them."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import attrs
 import trio
 
 from .context import ConnectionRequestContext, Context
+from .protocol import ConnectionRequest, Disconnected, ErrorEvent, NewConnection, NewMessage
 
-__all__ = ["Handlers", "as_async"]
+__all__ = ["EventJobs", "Handlers", "as_async", "direct_jobs", "is_async_callable"]
 
 RequestHandler = Callable[[ConnectionRequestContext], Awaitable[bool | None]]
 ContextHandler = Callable[[Context], Awaitable[None]]
@@ -59,3 +60,48 @@ def as_async(
         return await trio.to_thread.run_sync(fn, *args, limiter=limiter, abandon_on_cancel=True)
 
     return in_thread
+
+
+@attrs.frozen(kw_only=True)
+class EventJobs:
+    """What the client runs for each kind of event: the decoded frame in, the handler called.
+
+    ``request`` gets the frame and the :class:`ConnectionRequestContext` made for it and
+    returns the handler's answer (``True``/``False``, or ``None`` for ``request.accepted``).
+    """
+
+    request: Callable[[ConnectionRequest, ConnectionRequestContext], Awaitable[bool | None]]
+    new_connection: Callable[[NewConnection], Awaitable[None]]
+    message: Callable[[NewMessage], Awaitable[None]]
+    disconnect: Callable[[Disconnected], Awaitable[None]]
+    error: Callable[[ErrorEvent], Awaitable[None]]
+
+
+def direct_jobs(handlers: Handlers) -> EventJobs:
+    """Jobs that call the handlers directly: the path of a client without a pipeline."""
+    on_message, on_new_connection = handlers.on_message, handlers.on_new_connection
+    on_disconnect, on_error = handlers.on_disconnect, handlers.on_error
+    on_connection_request = handlers.on_connection_request
+
+    async def request(event: ConnectionRequest, request: ConnectionRequestContext) -> bool | None:
+        return await on_connection_request(request)
+
+    async def message(event: NewMessage) -> None:
+        await on_message(event.message, event.context)
+
+    async def new_connection(event: NewConnection) -> None:
+        await on_new_connection(event.context)
+
+    async def disconnect(event: Disconnected) -> None:
+        await on_disconnect(event.context)
+
+    async def error(event: ErrorEvent) -> None:
+        await on_error(event.error, event.context)
+
+    return EventJobs(
+        request=request,
+        new_connection=new_connection,
+        message=message,
+        disconnect=disconnect,
+        error=error,
+    )

@@ -42,6 +42,12 @@ class ClientStatistics:
     sends_refused: int
     #: Events received but never handled because a shutdown ran out of time (logged).
     events_dropped: int
+    #: Events a guard refused (connection requests rejected, messages dropped).
+    events_refused: int = 0
+    #: Routed messages whose payload did not fit the route's model (the client was told).
+    messages_invalid: int = 0
+    #: Messages no route matched, with no fallback handler (the client was told).
+    messages_unrouted: int = 0
 
 
 class Counters:
@@ -53,4 +59,5 @@ class Counters:
         self.handler_errors = 0
         self.requests_accepted = self.requests_rejected = self.requests_timed_out = 0
         self.frames_sent = self.writes = self.frames_dropped = self.sends_refused = 0
-        self.events_dropped = 0
+        self.events_dropped = self.events_refused = 0
+        self.messages_invalid = self.messages_unrouted = 0

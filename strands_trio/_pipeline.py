@@ -1,0 +1,464 @@
+"""The pipeline every broker event passes through: middleware, guards, then the handler.
+
+Theory of operation. The client turns each decoded event into a *job* (:class:`EventJobs`).
+Without middleware, guards, exception handlers or routes, a job calls the handler directly
+(:func:`direct_jobs`). Otherwise :class:`Pipeline` builds, once, one chain per handler::
+
+    event ─▶ resolve handler ─▶ ExecutionContext
+             (route by type)      │
+                                  ▼
+    ┌─ exception handlers (per handler, then global) ─────────────────────────────┐
+    │  ┌─ app middleware[0] ─────────────────────────────────────────────────┐    │
+    │  │  ┌─ app middleware[1] … then @use_middleware on the handler ─────┐  │    │
+    │  │  │  ┌─ guards (app's, then the handler's) ───────────────────┐   │  │    │
+    │  │  │  │  payload validation (typed routes) ─▶ handler           │   │  │    │
+    │  │  │  └─────────────────────────────────────────────────────────┘   │  │    │
+    │  │  └────────────────────────────────────────────────────────────────┘  │    │
+    │  └──────────────────────────────────────────────────────────────────────┘    │
+    └─────────────────────────────────────────────────────────────────────────────┘
+
+A middleware is ``async def middleware(ctx, call_next)``: code before ``await call_next(ctx)``
+runs on the way in, code after it on the way out, and not calling it stops the event there.
+The first middleware listed is the outermost. The chain is a nest of small closures made when
+the client starts, so an event costs one context object plus one call per layer.
+
+Connection requests are answered from ``request.accepted`` once the chain returns, but only if
+someone answered: the handler (its return value), a guard (refused), or a middleware through
+``ctx.switch_to_connection_request().accept()`` / ``.reject()``. A middleware that stops the
+chain without answering rejects the request: stopping must never let a client in.
+
+An exception from the chain goes to the first exception handler whose types match (the
+handler's own, then the app's); if none matches it propagates to the client, which logs and
+counts it as a handler error (and rejects a connection request).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any, Protocol
+
+import attrs
+import trio
+
+from ._handlers import EventJobs, as_async, is_async_callable
+from ._host import EventType, ExecutionContext
+from ._reflect import EXCEPTION_HANDLERS_KEY, GUARDS_KEY, MIDDLEWARE_KEY, reflector
+from ._router import MessageRoute, Router
+from ._statistics import Counters
+from .context import ConnectionRequestContext, Context
+from .protocol import ConnectionRequest, ErrorEvent, NewMessage
+
+if TYPE_CHECKING:
+    from ._client import StrandsClient
+
+__all__ = [
+    "CallNext",
+    "ExceptionHandler",
+    "Guard",
+    "Middleware",
+    "Pipeline",
+    "default_on_forbidden",
+    "exception_handler",
+    "validate_pipeline",
+]
+
+logger = logging.getLogger("strands_trio.pipeline")
+
+CallNext = Callable[[ExecutionContext], Awaitable[None]]
+Middleware = Callable[[ExecutionContext, CallNext], Awaitable[None]]
+ForbiddenHook = Callable[[ExecutionContext, Any], Awaitable[None]]
+
+
+class Guard(Protocol):
+    """Decides whether an event may reach its handler. ``can_activate`` may be sync or async;
+    a plain function ``(ctx) -> bool`` works as a guard too."""
+
+    def can_activate(self, ctx: ExecutionContext) -> bool | Awaitable[bool]: ...
+
+
+class ExceptionHandler(Protocol):
+    """Handles the exceptions of :attr:`exception_types` raised in the pipeline.
+    ``catch`` may be sync or async, and may raise to pass the exception on."""
+
+    @property
+    def exception_types(self) -> tuple[type[BaseException], ...]: ...
+
+    def catch(self, ctx: ExecutionContext, exc: BaseException) -> Awaitable[None] | None: ...
+
+
+@attrs.frozen
+class _FunctionExceptionHandler:
+    exception_types: tuple[type[BaseException], ...]
+    function: Callable[[ExecutionContext, BaseException], Any]
+
+    def catch(self, ctx: ExecutionContext, exc: BaseException) -> Any:
+        return self.function(ctx, exc)
+
+
+def exception_handler(
+    *exception_types: type[BaseException],
+) -> Callable[[Callable[[ExecutionContext, Any], Any]], ExceptionHandler]:
+    """Make an exception handler of a function ``(ctx, exc)``::
+
+    @exception_handler(PermissionError)
+    async def denied(ctx, exc):
+        await ctx.send_error("forbidden", str(exc))
+
+    app = StrandsApp(exception_handlers=[denied])
+    """
+    _check_exception_types(exception_types)
+
+    def decorate(fn: Callable[[ExecutionContext, Any], Any]) -> ExceptionHandler:
+        if not callable(fn):
+            raise TypeError(f"exception_handler needs a function, got {fn!r}")
+        return _FunctionExceptionHandler(exception_types, fn)
+
+    return decorate
+
+
+def _check_exception_types(types: tuple[Any, ...]) -> None:
+    if not types or not all(isinstance(t, type) and issubclass(t, BaseException) for t in types):
+        raise TypeError(f"exception types must be exception classes, got {types!r}")
+
+
+async def default_on_forbidden(ctx: ExecutionContext, guard: Any) -> None:
+    """What happens to a message a guard refused, unless the app says otherwise: it is
+    logged, and its client gets a ``forbidden`` error frame."""
+    logger.info(
+        "%s refused a message from client %s to %s",
+        _name(guard),
+        ctx.client_id,
+        getattr(ctx.get_handler(), "__qualname__", ctx.get_handler()),
+    )
+    await ctx.send_error("forbidden", "you are not allowed to do that")
+
+
+def _name(obj: Any) -> str:
+    return getattr(obj, "__qualname__", None) or type(obj).__qualname__
+
+
+# ---------------------------------------------------------------------- building blocks
+
+
+@attrs.frozen
+class _Check:
+    """A guard, normalized: ``check(ctx)`` returns a bool or an awaitable of one."""
+
+    guard: Any
+    check: Callable[[ExecutionContext], Any]
+
+
+@attrs.frozen
+class _Catcher:
+    types: tuple[type[BaseException], ...]
+    handler: Any
+    catch: Callable[[ExecutionContext, BaseException], Any]
+
+
+@attrs.frozen
+class Chain:
+    """One handler's chain, built once: what runs for an event that resolved to it."""
+
+    handler: Callable[..., Any]
+    cls: type | None
+    run: CallNext
+    catchers: tuple[_Catcher, ...]
+
+
+def _as_check(guard: Any) -> _Check:
+    check = getattr(guard, "can_activate", None)
+    if check is None:
+        if not callable(guard):
+            raise TypeError(f"a guard needs a can_activate(ctx) method, got {guard!r}")
+        check = guard
+    return _Check(guard, check)
+
+
+def _as_catcher(handler: Any) -> _Catcher:
+    types = getattr(handler, "exception_types", None)
+    catch = getattr(handler, "catch", None)
+    if types is None or catch is None:
+        raise TypeError(
+            f"an exception handler needs exception_types and catch(ctx, exc), got {handler!r}; "
+            "for a function, use @exception_handler(SomeError)"
+        )
+    types = tuple(types) if isinstance(types, list | tuple) else (types,)
+    _check_exception_types(types)
+    return _Catcher(types, handler, catch)
+
+
+def _check_middleware(middleware: Any) -> Any:
+    if not is_async_callable(middleware):
+        raise TypeError(
+            f"middleware must be async: async def middleware(ctx, call_next) or an object "
+            f"with an async __call__(ctx, call_next); got {middleware!r}"
+        )
+    return middleware
+
+
+def validate_pipeline(
+    middleware: Sequence[Any], guards: Sequence[Any], exception_handlers: Sequence[Any]
+) -> None:
+    """Check each part now, so that a mistake is a ``TypeError`` where it is written.
+
+    Raises:
+        TypeError: a middleware is not async, a guard has no ``can_activate``, or an
+            exception handler has no ``exception_types`` / ``catch``.
+    """
+    for m in middleware:
+        _check_middleware(m)
+    for g in guards:
+        _as_check(g)
+    for h in exception_handlers:
+        _as_catcher(h)
+
+
+def _bind(middleware: Middleware, call_next: CallNext) -> CallNext:
+    # A plain function returning the middleware's coroutine: no extra coroutine per layer.
+    def step(ctx: ExecutionContext) -> Awaitable[None]:
+        return middleware(ctx, call_next)
+
+    return step
+
+
+def _owning_class(handler: Any) -> type | None:
+    owner = getattr(handler, "__self__", None)
+    return type(owner) if inspect.ismethod(handler) and owner is not None else None
+
+
+# ---------------------------------------------------------------------- the pipeline
+
+
+class Pipeline:
+    """Builds the chains of a client's handlers and the jobs that run events through them.
+
+    Args:
+        app: What ``ctx.get_app()`` returns.
+        client: The client whose handlers these are.
+        callbacks: The user's five callbacks by name (``on_message`` ...), as written.
+        middleware: The app's middleware, outermost first.
+        guards: The app's guards, checked in order.
+        exception_handlers: The app's exception handlers, tried in order.
+        on_forbidden: Called with ``(ctx, guard)`` when a guard refuses a message.
+        router: Typed message routes, or ``None``.
+        message_fallback: Whether ``callbacks["on_message"]`` is the user's own handler, the
+            fallback for messages no route matches; if not, those get an error frame.
+        counters: Where refused and invalid events are counted.
+        limiter: The thread limiter for sync handlers.
+    """
+
+    def __init__(
+        self,
+        *,
+        app: Any,
+        client: StrandsClient,
+        callbacks: Mapping[str, Callable[..., Any]],
+        middleware: Sequence[Any],
+        guards: Sequence[Any],
+        exception_handlers: Sequence[Any],
+        on_forbidden: ForbiddenHook | None,
+        router: Router | None,
+        message_fallback: bool = True,
+        counters: Counters,
+        limiter: trio.CapacityLimiter,
+    ) -> None:
+        self._app = app
+        self._client = client
+        self._counters = counters
+        self._limiter = limiter
+        self._middleware = tuple(_check_middleware(m) for m in middleware)
+        self._guards = tuple(_as_check(g) for g in guards)
+        self._catchers = tuple(_as_catcher(h) for h in exception_handlers)
+        self._on_forbidden = as_async(on_forbidden or default_on_forbidden, limiter)
+        self._on_error = as_async(callbacks["on_error"], limiter)
+        self._router = router if router is not None and router.routes else None
+
+        self.request = self._build(callbacks["on_connection_request"], self._call_request)
+        self.new_connection = self._build(callbacks["on_new_connection"], self._call_context)
+        self.disconnect = self._build(callbacks["on_disconnect"], self._call_context)
+        self.error = self._build(callbacks["on_error"], self._call_error)
+        self.message = self._build(callbacks["on_message"], self._call_message)
+        self.routes: dict[str, Chain] = {}
+        if self._router is not None:
+            if not message_fallback:
+                self.message = self._build(_unrouted_message, self._call_unrouted)
+            for kind, route in self._router.routes.items():
+                self.routes[kind] = self._build(route.handler, partial(self._call_typed, route))
+
+    def _build(
+        self,
+        handler: Callable[..., Any],
+        call: Callable[[Callable[..., Awaitable[Any]], ExecutionContext], Awaitable[None]],
+    ) -> Chain:
+        """One handler's chain: the app's middleware, the handler's, the guards, the call."""
+        fn = as_async(handler, self._limiter)
+        guards = self._guards + tuple(_as_check(g) for g in reflector.get(GUARDS_KEY, handler, ()))
+        middleware = self._middleware + tuple(
+            _check_middleware(m) for m in reflector.get(MIDDLEWARE_KEY, handler, ())
+        )
+        catchers = (
+            tuple(_as_catcher(h) for h in reflector.get(EXCEPTION_HANDLERS_KEY, handler, ()))
+            + self._catchers
+        )
+
+        async def endpoint(ctx: ExecutionContext) -> None:
+            await call(fn, ctx)
+
+        run: CallNext = endpoint
+        if guards:
+            run = partial(self._guarded, guards, endpoint)
+        for layer in reversed(middleware):
+            run = _bind(layer, run)
+        return Chain(handler=handler, cls=_owning_class(handler), run=run, catchers=catchers)
+
+    def jobs(self) -> EventJobs:
+        """The client's jobs, one per event kind, running events through the chains."""
+        return EventJobs(
+            request=self._request_job,
+            new_connection=partial(
+                self._context_job, EventType.NEW_CONNECTION, self.new_connection
+            ),
+            message=self._message_job,
+            disconnect=partial(self._context_job, EventType.DISCONNECT, self.disconnect),
+            error=self._error_job,
+        )
+
+    # ------------------------------------------------------------------ running a chain
+
+    def _context(self, kind: EventType, args: tuple[Any, ...], chain: Chain) -> ExecutionContext:
+        return ExecutionContext(
+            kind, args, app=self._app, client=self._client, handler=chain.handler, cls=chain.cls
+        )
+
+    async def _run(self, chain: Chain, ctx: ExecutionContext) -> None:
+        if not chain.catchers:
+            await chain.run(ctx)
+            return
+        try:
+            await chain.run(ctx)
+        except Exception as exc:
+            for catcher in chain.catchers:
+                if isinstance(exc, catcher.types):
+                    result = catcher.catch(ctx, exc)
+                    if inspect.isawaitable(result):
+                        await result
+                    return
+            raise
+
+    async def _guarded(
+        self, guards: tuple[_Check, ...], endpoint: CallNext, ctx: ExecutionContext
+    ) -> None:
+        for guard in guards:
+            allowed = guard.check(ctx)
+            if inspect.isawaitable(allowed):
+                allowed = await allowed
+            if not allowed:
+                await self._refused(ctx, guard.guard)
+                return
+        await endpoint(ctx)
+
+    async def _refused(self, ctx: ExecutionContext, guard: Any) -> None:
+        self._counters.events_refused += 1
+        kind = ctx.get_type()
+        if kind is EventType.CONNECTION_REQUEST:
+            ctx.switch_to_connection_request().reject()
+            logger.info("%s rejected the connection request from %s", _name(guard), _remote(ctx))
+        elif kind is EventType.MESSAGE:
+            await self._on_forbidden(ctx, guard)
+        else:
+            logger.debug(
+                "%s skipped the %s handler for client %s", _name(guard), kind, ctx.client_id
+            )
+
+    # ------------------------------------------------------------------ jobs
+
+    async def _request_job(
+        self, event: ConnectionRequest, request: ConnectionRequestContext
+    ) -> bool:
+        chain = self.request
+        ctx = self._context(EventType.CONNECTION_REQUEST, (event, request), chain)
+        await self._run(chain, ctx)
+        ctx.store_state()
+        return request.accepted if ctx.answered else False
+
+    async def _context_job(self, kind: EventType, chain: Chain, event: Any) -> None:
+        await self._run(chain, self._context(kind, (event, event.context), chain))
+
+    async def _message_job(self, event: NewMessage) -> None:
+        chain = self.message
+        payload = None
+        if self._router is not None:
+            kind, payload = self._router.decode(event.message)
+            chain = self.routes.get(kind, chain) if kind is not None else chain
+        ctx = self._context(EventType.MESSAGE, (event, event.message, event.context), chain)
+        ctx.payload = payload
+        await self._run(chain, ctx)
+
+    async def _error_job(self, event: ErrorEvent) -> None:
+        chain = self.error
+        await self._run(
+            chain, self._context(EventType.ERROR, (event, event.error, event.context), chain)
+        )
+
+    # ------------------------------------------------------------------ handler calls
+
+    @staticmethod
+    async def _call_request(fn: Callable[..., Awaitable[Any]], ctx: ExecutionContext) -> None:
+        request = ctx.get_args()[1]
+        result = await fn(request)
+        if isinstance(result, bool):
+            request.accepted = result
+        ctx.answered = True
+
+    @staticmethod
+    async def _call_context(fn: Callable[..., Awaitable[Any]], ctx: ExecutionContext) -> None:
+        await fn(ctx.get_args()[1])
+
+    @staticmethod
+    async def _call_error(fn: Callable[..., Awaitable[Any]], ctx: ExecutionContext) -> None:
+        _, error, context = ctx.get_args()
+        await fn(error, context)
+
+    @staticmethod
+    async def _call_message(fn: Callable[..., Awaitable[Any]], ctx: ExecutionContext) -> None:
+        _, message, context = ctx.get_args()
+        await fn(message, context)
+
+    async def _call_typed(
+        self, route: MessageRoute, fn: Callable[..., Awaitable[Any]], ctx: ExecutionContext
+    ) -> None:
+        assert self._router is not None
+        context: Context = ctx.get_args()[2]
+        try:
+            payload = self._router.structure(route, ctx.payload)
+        except ValueError as exc:
+            self._counters.messages_invalid += 1
+            reason = f"invalid {route.type!r} message: {exc}"
+            logger.info("client %s sent an %s", context.client_id, reason)
+            await ctx.send_error("invalid_message", reason)
+            await self._on_error(reason, context)
+            return
+        await fn(payload, context)
+
+    async def _call_unrouted(
+        self, fn: Callable[..., Awaitable[Any]], ctx: ExecutionContext
+    ) -> None:
+        assert self._router is not None
+        _, message, context = ctx.get_args()
+        self._counters.messages_unrouted += 1
+        reason = self._router.why_unrouted(message)
+        logger.info("client %s sent a message no route matches: %s", context.client_id, reason)
+        await ctx.send_error("unknown_type", reason)
+        del fn
+
+
+async def _unrouted_message(message: str, context: Context) -> None:
+    """The fallback for messages no route matches when the app has no raw ``on_message``."""
+
+
+def _remote(ctx: ExecutionContext) -> str:
+    request = ctx.get_args()[1]
+    return getattr(request, "remote_addr", "?")

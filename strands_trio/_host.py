@@ -44,6 +44,7 @@ __all__ = [
     "HostContext",
     "MessageHost",
     "MetadataKey",
+    "Target",
     "error_message",
 ]
 
@@ -127,6 +128,17 @@ class MetadataKey(Generic[T]):
         context.metadata[self.name] = self.converter.unstructure(value)
 
 
+@attrs.frozen
+class Target:
+    """What handles an event: the app, the client, and, once resolved, the handler and its
+    class. One per handler, shared by every event that resolves to it."""
+
+    app: Any
+    client: Any
+    handler: Callable[..., Any] | None = None
+    cls: type | None = None
+
+
 class HostContext:
     """What middleware, guards and exception handlers are told about one broker event.
 
@@ -135,21 +147,44 @@ class HostContext:
     event's own data; :meth:`get_args` gives the raw pieces.
     """
 
-    __slots__ = ("_app", "_args", "_client", "_state", "_type", "answered", "payload")
+    # Four slots set per event; what few events need (an answer, a payload, state) lives in
+    # the lazily made _extra dict, so that the common event costs as little as possible.
+    __slots__ = ("_args", "_extra", "_target", "_type")
 
     def __init__(
         self, type: EventType, args: tuple[Any, ...], *, app: Any, client: StrandsClient
     ) -> None:
         self._type = type
         self._args = args
-        self._app = app
-        self._client = client
-        self._state: dict[str, tuple[MetadataKey[Any], Any]] | None = None
-        #: For a connection request: whether an answer was given (by the handler, a guard,
-        #: or ``accept()`` / ``reject()``). A request nobody answered is rejected.
-        self.answered = False
-        #: For a routed message: the decoded JSON object, before validation.
-        self.payload: Any = None
+        self._target = Target(app, client)
+        self._extra: dict[str, Any] | None = None
+
+    @property
+    def answered(self) -> bool:
+        """For a connection request: whether an answer was given (by the handler, a guard, or
+        ``accept()`` / ``reject()``). A request nobody answered is rejected."""
+        return self._extra is not None and self._extra.get("answered", False)
+
+    @answered.setter
+    def answered(self, value: bool) -> None:
+        self._extras()["answered"] = value
+
+    @property
+    def payload(self) -> Any:
+        """For a routed message: its decoded JSON object, before validation; else ``None``."""
+        return None if self._extra is None else self._extra.get("payload")
+
+    @payload.setter
+    def payload(self, value: Any) -> None:
+        self._extras()["payload"] = value
+
+    def _extras(self) -> dict[str, Any]:
+        if self._extra is None:
+            self._extra = {}
+        return self._extra
+
+    def _states(self) -> dict[str, tuple[MetadataKey[Any], Any]]:
+        return self._extras().setdefault("state", {})  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._type.value} client={self.client_id!r}>"
@@ -161,11 +196,11 @@ class HostContext:
     def get_app(self) -> Any:
         """The :class:`~strands_trio.StrandsApp` handling the event, or the
         :class:`~strands_trio.StrandsClient` subclass for a client without an app."""
-        return self._app
+        return self._target.app
 
     def get_client(self) -> StrandsClient:
         """The connected client, through which middleware can send."""
-        return self._client
+        return self._target.client  # type: ignore[no-any-return]
 
     def get_args(self) -> tuple[Any, ...]:
         """The raw pieces: the decoded frame, then the handler's arguments. For example
@@ -195,13 +230,11 @@ class HostContext:
         Raises:
             ValueError: the metadata holds data that does not fit ``key.type``.
         """
-        state = self._state
-        if state is not None and key.name in state:
+        state = self._states()
+        if key.name in state:
             return cast(T, state[key.name][1])
         value = key.get(self.context)
-        if self._state is None:
-            self._state = {}
-        self._state[key.name] = (key, value)
+        state[key.name] = (key, value)
         return value
 
     def set_state(self, key: MetadataKey[T], value: T) -> None:
@@ -212,15 +245,14 @@ class HostContext:
         carries it in every later event of the connection.
         """
         key.set(self.context, value)
-        if self._state is None:
-            self._state = {}
-        self._state[key.name] = (key, value)
+        self._states()[key.name] = (key, value)
 
     def store_state(self) -> None:
         """Write every value set with :meth:`set_state` into ``context.metadata`` again."""
-        if self._state:
+        state = None if self._extra is None else self._extra.get("state")
+        if state:
             context = self.context
-            for key, value in self._state.values():
+            for key, value in state.values():
                 if value is not None:
                     key.set(context, value)
 
@@ -235,9 +267,9 @@ class HostContext:
         client_id = self.client_id
         if not client_id:
             return
-        field = getattr(self._app, "message_type_field", "type")
+        field = getattr(self._target.app, "message_type_field", "type")
         try:
-            await self._client.send_private_message(
+            await self.get_client().send_private_message(
                 client_id, error_message(code, reason, type_field=field)
             )
         except StrandsError as exc:
@@ -294,31 +326,26 @@ class ExecutionContext(HostContext):
     """A :class:`HostContext` whose handler is known: what every middleware, guard and
     exception handler receives."""
 
-    __slots__ = ("_class", "_handler")
+    __slots__ = ()
 
-    def __init__(
-        self,
-        type: EventType,
-        args: tuple[Any, ...],
-        *,
-        app: Any,
-        client: StrandsClient,
-        handler: Callable[..., Any],
-        cls: type | None,
-    ) -> None:
-        super().__init__(type, args, app=app, client=client)
-        self._handler = handler
-        self._class = cls
+    def __init__(self, type: EventType, args: tuple[Any, ...], target: Target) -> None:
+        # Not through super().__init__: one call less per event.
+        self._type = type
+        self._args = args
+        self._target = target
+        self._extra = None
 
     def get_handler(self) -> Callable[..., Any]:
         """The function that will handle the event, as the user wrote it (for a sync handler,
         the function itself, not its thread wrapper): where decorators put metadata."""
-        return self._handler
+        handler = self._target.handler
+        assert handler is not None
+        return handler
 
     def get_class(self) -> type | None:
         """The class the handler is a method of (a :class:`~strands_trio.StrandsClient`
         subclass), or ``None`` for a plain function."""
-        return self._class
+        return self._target.cls
 
 
 @attrs.frozen

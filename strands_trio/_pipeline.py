@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import types
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
@@ -66,6 +67,11 @@ __all__ = [
 ]
 
 logger = logging.getLogger("strands_trio.pipeline")
+
+# Enum members cost ~0.1 µs per attribute access on CPython 3.11: hot paths use these.
+_CONNECTION_REQUEST = EventType.CONNECTION_REQUEST
+_MESSAGE = EventType.MESSAGE
+_ERROR = EventType.ERROR
 
 CallNext = Callable[[ExecutionContext], Awaitable[None]]
 Middleware = Callable[[ExecutionContext, CallNext], Awaitable[None]]
@@ -215,14 +221,21 @@ def validate_pipeline(
 
 
 def _bind(middleware: Middleware, call_next: CallNext) -> CallNext:
+    # An object's bound __call__ is taken once: calling the object itself would look it up on
+    # every event (~0.1 µs a layer).
+    call = middleware
+    if not isinstance(middleware, types.FunctionType | types.MethodType | partial):
+        call = middleware.__call__  # type: ignore[operator]
+
     # A plain function returning the middleware's coroutine: no extra coroutine per layer.
     def step(ctx: ExecutionContext) -> Awaitable[None]:
-        return middleware(ctx, call_next)
+        return call(ctx, call_next)
 
     return step
 
 
 def _owning_class(handler: Any) -> type | None:
+    handler = inspect.unwrap(handler)  # through functools.wraps decorators
     owner = getattr(handler, "__self__", None)
     return type(owner) if inspect.ismethod(handler) and owner is not None else None
 
@@ -360,10 +373,10 @@ class Pipeline:
     async def _refused(self, ctx: ExecutionContext, guard: Any) -> None:
         self._counters.events_refused += 1
         kind = ctx.get_type()
-        if kind is EventType.CONNECTION_REQUEST:
+        if kind is _CONNECTION_REQUEST:
             ctx.switch_to_connection_request().reject()
             logger.info("%s rejected the connection request from %s", _name(guard), _remote(ctx))
-        elif kind is EventType.MESSAGE:
+        elif kind is _MESSAGE:
             await self._on_forbidden(ctx, guard)
         else:
             logger.debug(
@@ -376,7 +389,7 @@ class Pipeline:
         self, event: ConnectionRequest, request: ConnectionRequestContext
     ) -> bool:
         chain = self.request
-        ctx = ExecutionContext(EventType.CONNECTION_REQUEST, (event, request), chain)
+        ctx = ExecutionContext(_CONNECTION_REQUEST, (event, request), chain)
         try:
             await chain.run(ctx)
         except Exception as exc:
@@ -397,7 +410,7 @@ class Pipeline:
         if self._router is not None:
             kind, payload = self._router.decode(event.message)
             chain = self.routes.get(kind, chain) if kind is not None else chain
-        ctx = ExecutionContext(EventType.MESSAGE, (event, event.message, event.context), chain)
+        ctx = ExecutionContext(_MESSAGE, (event, event.message, event.context), chain)
         if payload is not None:
             ctx.payload = payload
         try:
@@ -407,7 +420,7 @@ class Pipeline:
 
     async def _error_job(self, event: ErrorEvent) -> None:
         chain = self.error
-        ctx = ExecutionContext(EventType.ERROR, (event, event.error, event.context), chain)
+        ctx = ExecutionContext(_ERROR, (event, event.error, event.context), chain)
         try:
             await chain.run(ctx)
         except Exception as exc:

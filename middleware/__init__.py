@@ -1,9 +1,112 @@
 """Built-in middleware for strands-trio, imported as ``strands_trio.middleware``.
 
+Each is an object with ``async def __call__(ctx, call_next)`` to put in an app's list, with a
+frozen configuration checked when it is made and a ``statistics()`` of what it counted::
+
+    from strands_trio.middleware import Auth, JWTVerifier, Logging, Rate, RateLimit
+
+    app = StrandsApp(middleware=[
+        Logging(),
+        Auth(verifier=JWTVerifier(key=SECRET, algorithms=("HS256",), audience="chat")),
+        RateLimit(messages=Rate(burst=10, per_second=2)),
+    ])
+
+- :class:`Auth` verifies a token at the connection request (:class:`JWTVerifier`, with keys
+  from :class:`JWKSKeys` if wanted, :class:`APIKeyVerifier`, or your own async function) and
+  keeps the :class:`Identity` in the connection's metadata (:data:`IDENTITY`); :func:`roles`
+  restricts a handler to some roles.
+- :class:`RateLimit` limits connection requests and messages per key (GCRA, :class:`Rate`),
+  in a :class:`MemoryStore` or any :class:`RateLimitStore`.
+- :class:`Logging` writes one structured record per event, with secret headers redacted.
+- :class:`Timeout` gives handlers a deadline; :class:`Metrics` exports Prometheus figures.
+
 This folder is installed as the ``strands_trio.middleware`` subpackage (see ``package-dir`` in
-``pyproject.toml``); nothing installs a top-level ``middleware`` module. The middleware stack
-itself and the built-in middleware (auth, rate limit, logging, timeout, metrics) come with the
-middleware issue; until then this package is empty.
+``pyproject.toml``); nothing installs a top-level ``middleware`` module. JWT support needs the
+``auth`` extra (PyJWT, httpx), metrics the ``metrics`` extra (prometheus_client); both are
+imported only when used.
 """
 
-__all__: list[str] = []
+from ._auth import IDENTITY, ROLES, Auth, AuthStatistics, RoleGuard, roles
+from ._credentials import (
+    APIKeyVerifier,
+    AuthError,
+    Identity,
+    TokenSource,
+    Verifier,
+    as_verifier,
+    first_of,
+    from_cookie,
+    from_header,
+    from_query,
+)
+from ._jwks import JWKSKeys, JWKSStatistics
+from ._jwt import JWTVerifier
+from ._logging import DEFAULT_REDACTED_HEADERS, Logging, LoggingConfig, LoggingStatistics
+from ._metrics import DURATION_BUCKETS, Metrics, MetricsConfig, MetricsStatistics
+from ._ratelimit import (
+    REMOTE_IP,
+    RateLimit,
+    RateLimitStatistics,
+    by_client,
+    by_identity,
+    by_metadata,
+    by_remote_ip,
+    by_room,
+)
+from ._ratelimit_store import (
+    Decision,
+    MemoryStore,
+    MemoryStoreStatistics,
+    Rate,
+    RateLimitStore,
+    gcra,
+)
+from ._timeout import HandlerTimeout, Timeout, TimeoutConfig, TimeoutStatistics
+
+__all__ = [
+    "DEFAULT_REDACTED_HEADERS",
+    "DURATION_BUCKETS",
+    "IDENTITY",
+    "REMOTE_IP",
+    "ROLES",
+    "APIKeyVerifier",
+    "Auth",
+    "AuthError",
+    "AuthStatistics",
+    "Decision",
+    "HandlerTimeout",
+    "Identity",
+    "JWKSKeys",
+    "JWKSStatistics",
+    "JWTVerifier",
+    "Logging",
+    "LoggingConfig",
+    "LoggingStatistics",
+    "MemoryStore",
+    "MemoryStoreStatistics",
+    "Metrics",
+    "MetricsConfig",
+    "MetricsStatistics",
+    "Rate",
+    "RateLimit",
+    "RateLimitStatistics",
+    "RateLimitStore",
+    "RoleGuard",
+    "Timeout",
+    "TimeoutConfig",
+    "TimeoutStatistics",
+    "TokenSource",
+    "Verifier",
+    "as_verifier",
+    "by_client",
+    "by_identity",
+    "by_metadata",
+    "by_remote_ip",
+    "by_room",
+    "first_of",
+    "from_cookie",
+    "from_header",
+    "from_query",
+    "gcra",
+    "roles",
+]

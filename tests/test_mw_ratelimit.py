@@ -1,0 +1,152 @@
+"""The RateLimit middleware: exact burst and refill on trio's virtual clock, separate limits
+for connections and messages, the keys, the actions, and a store that is not in memory."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import trio
+
+from strands_trio.middleware import (
+    REMOTE_IP,
+    Decision,
+    Identity,
+    MemoryStore,
+    Rate,
+    RateLimit,
+    by_identity,
+    by_metadata,
+    by_remote_ip,
+    by_room,
+)
+from strands_trio.testing import MiddlewareHarness
+
+
+async def test_message_burst_then_refill(autojump_clock: trio.abc.Clock) -> None:
+    """Burst messages pass at once, the next is refused with a rate_limited frame saying when
+    to retry, and one more passes exactly one interval later."""
+    limit = RateLimit(messages=Rate(burst=3, per_second=2))
+    harness = MiddlewareHarness([limit])
+    for _ in range(3):
+        assert (await harness.message("x", client_id="ann")).reached
+    assert not (await harness.message("x", client_id="ann")).reached
+    ((to, text),) = harness.sent
+    assert to == "ann"
+    assert json.loads(text) == {
+        "type": "error",
+        "code": "rate_limited",
+        "reason": "too many messages: retry in 0.5 s",
+    }
+    assert (await harness.message("x", client_id="bob")).reached  # another client's bucket
+    await trio.sleep(0.5)
+    assert (await harness.message("x", client_id="ann")).reached
+    assert not (await harness.message("x", client_id="ann")).reached
+    stats = limit.statistics()
+    assert (stats.allowed, stats.messages_limited) == (5, 2)
+    assert stats.store is not None
+    assert stats.store.keys == 2
+
+
+async def test_drop_sends_nothing() -> None:
+    """on_message_limit='drop' refuses silently."""
+    harness = MiddlewareHarness(
+        [RateLimit(messages=Rate(burst=1, per_second=1), on_message_limit="drop")]
+    )
+    assert (await harness.message("x")).reached
+    assert not (await harness.message("x")).reached
+    assert harness.sent == []
+
+
+async def test_connections_limited_per_ip(autojump_clock: trio.abc.Clock) -> None:
+    """Connection requests have their own limit, per remote IP whatever the port; one over it
+    is rejected, and messages are not limited by it."""
+    limit = RateLimit(connections=Rate(burst=2, per_second=0.5))
+    harness = MiddlewareHarness([limit])
+    for port in (1, 2):
+        assert (await harness.connection_request(remote_addr=f"10.0.0.1:{port}")).accepted
+    outcome = await harness.connection_request(remote_addr="10.0.0.1:3")
+    assert (outcome.accepted, outcome.reached) == (False, False)
+    assert (await harness.connection_request(remote_addr="[::1]:4")).accepted
+    assert (await harness.message("x")).reached
+    await trio.sleep(2)
+    assert (await harness.connection_request(remote_addr="10.0.0.1:5")).accepted
+    assert limit.statistics().connections_limited == 1
+
+
+async def test_remote_ip_follows_the_connection() -> None:
+    """With messages keyed by remote IP, the IP seen at the request rides in metadata, so all
+    connections from one address share a bucket."""
+    harness = MiddlewareHarness(
+        [RateLimit(messages=Rate(burst=1, per_second=1), message_key=by_remote_ip)]
+    )
+    outcome = await harness.connection_request(remote_addr="192.0.2.7:999")
+    assert outcome.request is not None
+    metadata = outcome.request.context.metadata
+    assert metadata[REMOTE_IP.name] == "192.0.2.7"
+    assert (await harness.message("x", client_id="a", metadata=metadata)).reached
+    assert not (await harness.message("x", client_id="b", metadata=metadata)).reached
+    assert (await harness.message("x", client_id="c")).reached  # no IP known: not limited
+
+
+@pytest.mark.parametrize(
+    ("key", "same", "other"),
+    [
+        (by_room, {"room_id": "r1"}, {"room_id": "r2"}),
+        (by_metadata("user"), {"metadata": {"user": 7}}, {"metadata": {"user": 8}}),
+        (
+            by_identity,
+            {"metadata": {"identity": Identity(subject="ann").to_json()}},
+            {"metadata": {"identity": Identity(subject="bob").to_json()}},
+        ),
+    ],
+)
+async def test_keys(key: object, same: dict[str, object], other: dict[str, object]) -> None:
+    """Room, metadata field and identity keys put different clients in one bucket when they
+    share the value, and in different ones otherwise."""
+    harness = MiddlewareHarness(
+        [RateLimit(messages=Rate(burst=1, per_second=1), message_key=key)]  # type: ignore[arg-type]
+    )
+    assert (await harness.message("x", client_id="a", **same)).reached  # type: ignore[arg-type]
+    assert not (await harness.message("x", client_id="b", **same)).reached  # type: ignore[arg-type]
+    assert (await harness.message("x", client_id="c", **other)).reached  # type: ignore[arg-type]
+
+
+class CountingStore:
+    """A store that is not a MemoryStore: the middleware must await its hit()."""
+
+    def __init__(self) -> None:
+        self.inner = MemoryStore()
+        self.keys: list[str] = []
+
+    async def hit(self, key: str, rate: Rate, now: float) -> Decision:
+        await trio.lowlevel.checkpoint()
+        self.keys.append(key)
+        return self.inner.hit_nowait(key, rate, now)
+
+
+async def test_any_store() -> None:
+    """Another RateLimitStore is awaited, with keys prefixed by the kind of limit."""
+    store = CountingStore()
+    limit = RateLimit(
+        messages=Rate(burst=1, per_second=1), connections=Rate(burst=1, per_second=1), store=store
+    )
+    harness = MiddlewareHarness([limit])
+    await harness.connection_request(remote_addr="10.0.0.9:1")
+    await harness.message("x", client_id="ann")
+    assert not (await harness.message("x", client_id="ann")).reached
+    assert store.keys == ["c:10.0.0.9", "m:ann", "m:ann"]
+    assert limit.statistics().store is None
+
+
+def test_configuration_is_checked() -> None:
+    """No limit at all, a wrong action, a rate of the wrong type and a key that is not a
+    function are refused when the middleware is made."""
+    with pytest.raises(ValueError, match="needs messages=Rate"):
+        RateLimit()
+    with pytest.raises(ValueError, match="on_message_limit"):
+        RateLimit(messages=Rate(burst=1, per_second=1), on_message_limit="kick")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="must be a Rate"):
+        RateLimit(messages=5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="must be a function"):
+        RateLimit(messages=Rate(burst=1, per_second=1), message_key="client_id")  # type: ignore[arg-type]

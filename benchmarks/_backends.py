@@ -8,20 +8,34 @@ carrying the same message (the replay benchmark's handler).
   encodes the reply and writes, with no framework at all;
 - ``strands``: strands-trio's ``StrandsClient``;
 - ``pystrands``: the asyncio peer from PyPI (``AsyncPyStrandsClient``);
-- ``flood``: strands-trio with a handler that sleeps SLEEP seconds before replying (memory).
+- ``flood``: strands-trio with a handler that sleeps SLEEP seconds before replying (memory);
+- ``pipeline``: ``StrandsClient`` with a pipeline but no middleware (an exception handler
+  that never matches): the fixed cost of the pipeline;
+- ``noop5``: ``StrandsClient`` with five middleware that only ``await call_next(ctx)``;
+- ``stack``: ``StrandsClient`` with the real stack of :func:`real_stack`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import sys
+from typing import Any
 
 import orjson
 import trio
 
-from strands_trio import BrokerConnectionError, ClientConfig, Context, StrandsClient
+from strands_trio import (
+    BrokerConnectionError,
+    CallNext,
+    ClientConfig,
+    Context,
+    ExecutionContext,
+    StrandsClient,
+    exception_handler,
+)
 
 
 def run_raw(port: int) -> None:
@@ -66,8 +80,35 @@ class _SleepyEcho(StrandsClient):
         await self.send_private_message(context.client_id, message)
 
 
-def run_strands(port: int, cls: type[StrandsClient] = _Echo) -> None:
-    client = cls("127.0.0.1", port, config=ClientConfig(reconnect=False))
+async def _noop(ctx: ExecutionContext, call_next: CallNext) -> None:
+    await call_next(ctx)
+
+
+def real_stack() -> list[object]:
+    """Auth (JWT at connection requests; on messages, the identity carried in metadata),
+    a rate limit per client id that lets the benchmark's traffic through, and logging at a
+    level that is disabled."""
+    from strands_trio.middleware import Auth, JWTVerifier, Logging, Rate, RateLimit
+
+    logging.getLogger("strands_trio.events").setLevel(logging.WARNING)
+    return [
+        Logging(level=logging.INFO),
+        Auth(verifier=JWTVerifier(key="benchmark secret, 32 bytes or more", algorithms=("HS256",))),
+        RateLimit(messages=Rate(burst=10_000, per_second=100_000)),
+    ]
+
+
+class _NeverRaised(Exception):
+    pass
+
+
+@exception_handler(_NeverRaised)
+def _never(ctx: ExecutionContext, exc: BaseException) -> None:
+    pass
+
+
+def run_strands(port: int, cls: type[StrandsClient] = _Echo, **pipeline: Any) -> None:
+    client = cls("127.0.0.1", port, config=ClientConfig(reconnect=False), **pipeline)
     with contextlib.suppress(BrokerConnectionError):  # the driver closed the connection
         trio.run(client.run)
 
@@ -95,6 +136,12 @@ def main() -> None:
         run_strands(port)
     elif kind == "pystrands":
         run_pystrands(port)
+    elif kind == "pipeline":
+        run_strands(port, exception_handlers=[_never])
+    elif kind == "noop5":
+        run_strands(port, middleware=[_noop] * 5)
+    elif kind == "stack":
+        run_strands(port, middleware=real_stack())
     elif kind == "flood":
         _SleepyEcho.sleep = float(sys.argv[3])
         run_strands(port, _SleepyEcho)

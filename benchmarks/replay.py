@@ -54,7 +54,11 @@ def frame_block() -> bytes:
                 "accepted": True,
                 "client_id": client,
                 "room_id": "bench",
-                "metadata": {"user": client, "role": "member"},
+                # What an auth middleware leaves in metadata: the identity it verified.
+                "metadata": {
+                    "user": client,
+                    "identity": {"subject": client, "roles": ["member"], "claims": {}},
+                },
             },
         }
         frame = {

@@ -1,0 +1,241 @@
+"""Rate-limit store micro-benchmark: what one hit costs, against the ``limits`` library.
+
+    python benchmarks/ratelimit.py            # full run (about two minutes)
+    python benchmarks/ratelimit.py --quick    # a smoke run (seconds)
+
+Every contender enforces the same limit, 100 hits per second per key (``limits``' "100/second";
+for us ``Rate(per_second=100, burst=100)``), in two scenarios:
+
+- *hot key*: one key hit in a tight loop, a client flooding: nearly every hit is refused;
+- *10,000 keys*: keys hit in turn, each about once every 10 ms: nearly every hit is allowed.
+
+Contenders: ``MemoryStore.hit_nowait`` (what the middleware calls), ``MemoryStore.hit`` (the
+async protocol method, a Trio checkpoint per hit, run under ``trio.run``), and ``limits``'
+``MovingWindowRateLimiter`` and ``FixedWindowRateLimiter`` on its ``MemoryStorage``, when
+``limits`` is installed. Every contender reads a clock per hit (``limits`` calls
+``time.time()`` itself; we pass ``time.monotonic()``), and ``limits`` builds its key from the
+identifier per hit, as its API does. Each figure is the best of several runs, in microseconds
+per hit. Then two probes: whether ``limits``' memory storage starts threads, and whether its
+async API runs under Trio.
+
+Prints a table and writes a PNG plot (``--plot``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import trio
+
+from strands_trio.middleware._ratelimit_store import MemoryStore, Rate
+
+HERE = Path(__file__).resolve().parent
+KEYS = 10_000
+RATE = Rate(per_second=100, burst=100)
+
+Loop = Callable[[list[str]], object]
+
+
+def per_hit(loop: Loop, keys: list[str], repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        loop(keys)
+        best = min(best, time.perf_counter() - start)
+    return best / len(keys) * 1e6
+
+
+def ours_nowait(store: MemoryStore) -> Loop:
+    def run(keys: list[str]) -> None:
+        hit, rate, clock = store.hit_nowait, RATE, time.monotonic
+        for key in keys:
+            hit(key, rate, clock())
+
+    return run
+
+
+def ours_async(store: MemoryStore) -> Loop:
+    async def main(keys: list[str]) -> None:
+        hit, rate, clock = store.hit, RATE, time.monotonic
+        for key in keys:
+            await hit(key, rate, clock())
+
+    def run(keys: list[str]) -> None:
+        trio.run(main, keys)
+
+    return run
+
+
+def limits_loops() -> dict[str, Callable[[], Loop]] | None:
+    try:
+        from limits import RateLimitItemPerSecond
+        from limits.storage import MemoryStorage
+        from limits.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
+    except ImportError:
+        return None
+    item = RateLimitItemPerSecond(100)
+
+    def make(strategy: type[MovingWindowRateLimiter | FixedWindowRateLimiter]) -> Loop:
+        hit = strategy(MemoryStorage()).hit
+
+        def run(keys: list[str]) -> None:
+            for key in keys:
+                hit(item, key)
+
+        return run
+
+    return {
+        "limits MovingWindow (MemoryStorage)": lambda: make(MovingWindowRateLimiter),
+        "limits FixedWindow (MemoryStorage)": lambda: make(FixedWindowRateLimiter),
+    }
+
+
+def probe_limits_threads(seconds: float) -> str:
+    from limits import RateLimitItemPerSecond
+    from limits.storage import MemoryStorage
+    from limits.strategies import MovingWindowRateLimiter
+
+    before = threading.active_count()
+    storage = MemoryStorage()
+    after = threading.active_count()
+    starts = 0
+    original = threading.Timer.start
+
+    def counting_start(timer: threading.Timer) -> None:
+        nonlocal starts
+        starts += 1
+        original(timer)
+
+    threading.Timer.start = counting_start  # type: ignore[method-assign, assignment]
+    try:
+        limiter, item = MovingWindowRateLimiter(storage), RateLimitItemPerSecond(100)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            limiter.hit(item, "hot")
+    finally:
+        threading.Timer.start = original  # type: ignore[method-assign]
+    return (
+        f"limits MemoryStorage(): threads {before} -> {after} on construction; "
+        f"{starts} more timer threads started during {seconds:g} s of hits "
+        "(ours: none, ever)"
+    )
+
+
+def probe_limits_async_under_trio() -> str:
+    from limits import RateLimitItemPerSecond
+    from limits.aio.storage import MemoryStorage
+    from limits.aio.strategies import MovingWindowRateLimiter
+
+    async def main() -> bool:
+        limiter = MovingWindowRateLimiter(MemoryStorage())
+        return await limiter.hit(RateLimitItemPerSecond(100), "hot")
+
+    with warnings.catch_warnings():
+        # The coroutine it failed to schedule is never awaited: not our warning to show.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        try:
+            trio.run(main)
+        except Exception as exc:
+            return f"limits.aio under trio.run: fails with {type(exc).__name__}: {exc}"
+        finally:
+            gc.collect()
+    return "limits.aio under trio.run: works"
+
+
+def plot(rows: list[tuple[str, str, float, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.2))
+    labels = [f"{scenario}: {how}" for scenario, how, _, _ in rows]
+    colors = ["#c44e52" if how.startswith("limits") else "#55a868" for _, how, _, _ in rows]
+    bars = ax.barh(labels, [value for _, _, value, _ in rows], color=colors)
+    for bar, (_, _, value, ratio) in zip(bars, rows, strict=True):
+        ax.text(
+            bar.get_width(),
+            bar.get_y() + bar.get_height() / 2,
+            f" {value:.2f} ({ratio:.1f}x)",
+            va="center",
+        )
+    ax.invert_yaxis()
+    ax.set_xlabel("microseconds per hit, best of runs (ratio to hit_nowait)")
+    ax.set_title("Rate limiting, 100 hits/s per key: cost of one hit", fontsize=10)
+    ax.set_xlim(0, max(value for _, _, value, _ in rows) * 1.35)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--hits", type=int, default=500_000, help="hits per timed run")
+    parser.add_argument("--repeat", type=int, default=7, help="runs per figure (best kept)")
+    parser.add_argument(
+        "--plot", type=Path, default=HERE.parent / "docs" / "images" / "ratelimit.png"
+    )
+    parser.add_argument("--quick", action="store_true", help="50k hits, 2 runs")
+    args = parser.parse_args()
+    if args.quick:
+        args.hits, args.repeat = 50_000, 2
+
+    store = MemoryStore()  # the baseline's, for the share of hits allowed
+    contenders: dict[str, Callable[[], Loop]] = {
+        "MemoryStore.hit_nowait": lambda: ours_nowait(store),
+        "MemoryStore.hit (async)": lambda: ours_async(MemoryStore()),
+    }
+    theirs = limits_loops()
+    if theirs is None:
+        print("limits is not installed: its rows are skipped (pip install limits)")
+    else:
+        contenders |= theirs
+    # The probes first, while no other thread runs.
+    probes = []
+    if theirs is not None:
+        probes = [probe_limits_threads(0.5), probe_limits_async_under_trio()]
+    names = [f"k{n}" for n in range(KEYS)]
+    scenarios = {
+        "hot key": ["hot"] * args.hits,
+        f"{KEYS:,} keys": [names[n % KEYS] for n in range(args.hits)],
+    }
+
+    rows: list[tuple[str, str, float, float]] = []
+    allowed: dict[str, float] = {}
+    for scenario, keys in scenarios.items():
+        store = MemoryStore()
+        baseline = None
+        for how, make in contenders.items():
+            print(f"  {scenario}: {how} ...", end="", flush=True, file=sys.stderr)
+            value = per_hit(make(), keys, args.repeat)
+            print(f" {value:.2f} us", file=sys.stderr)
+            baseline = baseline or value
+            rows.append((scenario, how, value, value / baseline))
+        stats = store.statistics()
+        allowed[scenario] = stats.allowed / stats.hits
+
+    print(
+        f"\nRate limiting, 100 hits/s per key: {args.hits:,} hits per run, best of "
+        f"{args.repeat}, microseconds per hit"
+    )
+    print(f"{'scenario':12s} {'how':36s} {'us/hit':>7s} {'x nowait':>9s}")
+    for scenario, how, value, ratio in rows:
+        print(f"{scenario:12s} {how:36s} {value:7.2f} {ratio:9.1f}")
+    for scenario, share in allowed.items():
+        print(f"{scenario}: {share:.2%} of MemoryStore's hits allowed")
+    for line in probes:
+        print(line)
+
+    plot(rows, args.plot)
+    print(f"\nplot written to {args.plot}")
+
+
+if __name__ == "__main__":
+    main()

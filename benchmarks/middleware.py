@@ -73,7 +73,7 @@ def main() -> None:
     if args.events % BLOCK:
         parser.error(f"--events must be a multiple of {BLOCK}")
     pin(0)
-    block = frame_block()
+    block = frame_block(identity=True)  # every contender gets the same frames
     kinds = args.contenders.split(",")
     results: dict[str, list[float]] = {k: [] for k in kinds}
     for round_no in range(1, args.rounds + 1):

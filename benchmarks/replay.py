@@ -43,10 +43,15 @@ LABELS = {
 }
 
 
-def frame_block() -> bytes:
+def frame_block(*, identity: bool = False) -> bytes:
+    """BLOCK ``new_message`` frames, 10 from each client. With *identity*, each connection's
+    metadata also holds what the Auth middleware leaves there: the identity it verified."""
     lines = []
     for i in range(BLOCK):
         client = f"client-{i % CLIENTS}"
+        inner: dict[str, object] = {"user": client, "role": "member"}
+        if identity:
+            inner["identity"] = {"subject": client, "roles": ["member"], "claims": {}}
         context = {
             "client_id": client,
             "room_id": "bench",
@@ -54,11 +59,7 @@ def frame_block() -> bytes:
                 "accepted": True,
                 "client_id": client,
                 "room_id": "bench",
-                # What an auth middleware leaves in metadata: the identity it verified.
-                "metadata": {
-                    "user": client,
-                    "identity": {"subject": client, "roles": ["member"], "claims": {}},
-                },
+                "metadata": inner,
             },
         }
         frame = {

@@ -188,7 +188,7 @@ class RateLimit:
                         await self._limit_message(ctx, delay)
                         return
         elif kind is _CONNECTION_REQUEST:
-            if self.connection_key is by_remote_ip or self.message_key is by_remote_ip:
+            if self.messages is not None and self.message_key is by_remote_ip:
                 request = ctx.switch_to_connection_request().get_request()
                 ctx.set_state(REMOTE_IP, _ip(request.remote_addr))
             rate = self.connections

@@ -89,6 +89,16 @@ async def test_remote_ip_follows_the_connection() -> None:
     assert (await harness.message("x", client_id="c")).reached  # no IP known: not limited
 
 
+async def test_remote_ip_is_stored_only_when_messages_need_it() -> None:
+    """Limits that do not key messages by IP leave the connection's metadata alone."""
+    harness = MiddlewareHarness(
+        [RateLimit(messages=Rate(burst=1, per_second=1), connections=Rate(burst=1, per_second=1))]
+    )
+    outcome = await harness.connection_request(remote_addr="192.0.2.7:999")
+    assert outcome.request is not None
+    assert outcome.request.context.metadata == {}
+
+
 @pytest.mark.parametrize(
     ("key", "same", "other"),
     [

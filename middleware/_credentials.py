@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol, Self, TypeAlias, cast
 from urllib.parse import parse_qs, urlsplit
@@ -26,6 +25,7 @@ import attrs
 import trio
 
 from strands_trio._errors import StrandsError
+from strands_trio._handlers import is_async_callable
 from strands_trio.context import ConnectionRequestContext
 
 __all__ = [
@@ -275,11 +275,9 @@ def as_verifier(obj: Verifier | Callable[[str], Awaitable[Identity]]) -> Verifie
         TypeError: *obj* is neither.
     """
     verify = getattr(obj, "verify", None)
-    if verify is not None and inspect.iscoroutinefunction(verify):
+    if verify is not None and is_async_callable(verify):
         return cast(Verifier, obj)  # an async verify(), checked just above
-    if callable(obj) and (
-        inspect.iscoroutinefunction(obj) or inspect.iscoroutinefunction(type(obj).__call__)
-    ):
+    if callable(obj) and is_async_callable(obj):
         return _FunctionVerifier(obj)
     raise TypeError(
         f"expected a verifier (an object with 'async def verify(token)') or an async function "

@@ -94,7 +94,7 @@ class JWTVerifier:
 
     Attributes:
         key: The secret for HS*, a PEM string or a ``cryptography`` public key for RS*, PS*,
-            ES* and EdDSA (a private key is reduced to its public half), or a
+            ES* and EdDSA (a private key is accepted: only its public half is used), or a
             :class:`JWKSKeys`. Never shown in the repr.
         algorithms: The algorithms a token may use. Required: never derived from the token.
         issuer: The ``iss`` a token must have, if given.

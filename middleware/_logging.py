@@ -51,13 +51,16 @@ from ._outcome import outcome_of
 
 __all__ = ["DEFAULT_REDACTED_HEADERS", "REDACTED", "Logging", "LoggingConfig", "LoggingStatistics"]
 
-#: The header names whose values :class:`Logging` replaces by ``"[redacted]"`` by default.
+#: The header names whose values :class:`Logging` always replaces by ``"[redacted]"``.
+#: ``Sec-WebSocket-Protocol`` is the one header a browser's WebSocket API lets a page set, so
+#: it is where browser clients put tokens.
 DEFAULT_REDACTED_HEADERS: Final = (
     "authorization",
     "cookie",
     "proxy-authorization",
     "x-api-key",
     "set-cookie",
+    "sec-websocket-protocol",
 )
 
 REDACTED: Final = "[redacted]"
@@ -99,7 +102,9 @@ def _to_names(value: Collection[str]) -> frozenset[str]:
     for name in names:
         if not isinstance(name, str) or not name:
             raise ValueError(f"redact must hold non-empty header names, got {name!r}")
-    return frozenset(name.casefold() for name in names)
+    # Added to the defaults, never instead of them: naming one more header must not
+    # unredact Authorization.
+    return frozenset(name.casefold() for name in (*DEFAULT_REDACTED_HEADERS, *names))
 
 
 @attrs.frozen(kw_only=True)
@@ -109,8 +114,9 @@ class LoggingConfig:
     Attributes:
         logger: The logger records go to (a name is looked up with :func:`logging.getLogger`).
         level: The level of every record.
-        redact: Header names whose values are replaced by ``"[redacted]"``, compared without
-            regard to case (stored case-folded).
+        redact: Header names whose values are replaced by ``"[redacted]"``, besides
+            :data:`DEFAULT_REDACTED_HEADERS`, compared without regard to case (stored
+            case-folded).
     """
 
     logger: logging.Logger = attrs.field(
@@ -119,9 +125,7 @@ class LoggingConfig:
         repr=lambda lg: repr(lg.name),
     )
     level: int = attrs.field(default=logging.INFO, validator=_check_level)
-    redact: frozenset[str] = attrs.field(
-        default=frozenset(DEFAULT_REDACTED_HEADERS), converter=_to_names
-    )
+    redact: frozenset[str] = attrs.field(default=(), converter=_to_names)
 
 
 @attrs.frozen(kw_only=True)

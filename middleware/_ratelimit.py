@@ -19,6 +19,8 @@ metadata (``remote_ip``) when it saw the request.
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import logging
 from collections.abc import Callable
 from typing import Any, Literal
@@ -56,6 +58,11 @@ REMOTE_IP: MetadataKey[str] = MetadataKey("remote_ip", str)
 
 
 def _ip(remote_addr: str) -> str:
+    """The address without its port: ``1.2.3.4:5`` and ``[::1]:5`` become ``1.2.3.4`` and
+    ``::1``; a bare address (IPv6 ones included) is returned as it is."""
+    bare = remote_addr.removeprefix("[").removesuffix("]")
+    with contextlib.suppress(ValueError):
+        return str(ipaddress.ip_address(bare))
     host, sep, port = remote_addr.rpartition(":")
     if not sep or not port.isdigit():
         return remote_addr
@@ -105,7 +112,7 @@ def by_identity(ctx: ExecutionContext) -> str | None:
 class RateLimitStatistics:
     """What a :class:`RateLimit` has counted."""
 
-    #: Events let through after a hit, and events refused, by kind.
+    #: Events checked against a limit and let through, and events refused, by kind.
     allowed: int
     messages_limited: int
     connections_limited: int
@@ -181,12 +188,14 @@ class RateLimit:
                     delay_nowait = self._delay_nowait  # inlined: no coroutine per event
                     if delay_nowait is not None:
                         delay = delay_nowait("m:" + key, rate, trio.current_time())
+                        allowed = not delay
                     else:
-                        decision = await self.store.hit("m:" + key, rate, trio.current_time())
-                        delay = decision.retry_after if not decision.allowed else 0.0
-                    if delay:
+                        decision = await self.store.hit("m:" + key, rate)
+                        allowed, delay = decision.allowed, decision.retry_after
+                    if not allowed:
                         await self._limit_message(ctx, delay)
                         return
+                    self._counters.allowed += 1
         elif kind is _CONNECTION_REQUEST:
             if self.messages is not None and self.message_key is by_remote_ip:
                 request = ctx.switch_to_connection_request().get_request()
@@ -194,15 +203,13 @@ class RateLimit:
             rate = self.connections
             if rate is not None:
                 key = self.connection_key(ctx)
-                if (
-                    key is not None
-                    and not (await self.store.hit("c:" + key, rate, trio.current_time())).allowed
-                ):
-                    self._counters.connections_limited += 1
-                    logger.debug("rejected a connection request over the limit of %s", key)
-                    ctx.switch_to_connection_request().reject()
-                    return
-        self._counters.allowed += 1
+                if key is not None:
+                    if not (await self.store.hit("c:" + key, rate)).allowed:
+                        self._counters.connections_limited += 1
+                        logger.debug("rejected a connection request over the limit of %s", key)
+                        ctx.switch_to_connection_request().reject()
+                        return
+                    self._counters.allowed += 1
         await call_next(ctx)
 
     async def _limit_message(self, ctx: ExecutionContext, retry_after: float) -> None:

@@ -61,8 +61,6 @@ QUANTUM = 2.0**-20
 _MAX_HORIZON = 2.0**32  # seconds: a bucket's span must stay well inside the exact range
 _SWEEP_PERIOD = 1024  # hits between two sweeps, at least
 _EVICT_TO = 0.9  # past the cap, evict down to this share of it
-_SWEEP_EVERY = 16  # hits between two sweeps
-_SWEEP_BUDGET = 32  # idle keys dropped per sweep at most
 _CACHED_DECISIONS = 256  # allowed decisions kept ready, by remaining count
 
 
@@ -219,12 +217,12 @@ class RateLimitStore(Protocol):
 
     The same store serves several limits at once (connections, messages), each with its own
     :class:`Rate` and its own key prefix chosen by the caller; a key is always hit with the
-    same rate. A shared store (Redis) runs :func:`gcra` atomically per hit, with *now* from a
-    clock every process shares.
+    same rate. The store reads its own clock: a shared store (Redis) must use one that every
+    process sharing it agrees on (the server's time), and runs :func:`gcra` atomically per hit.
     """
 
-    async def hit(self, key: str, rate: Rate, now: float) -> Decision:
-        """Count one hit on *key* at *now* (seconds) and say whether it is within *rate*."""
+    async def hit(self, key: str, rate: Rate) -> Decision:
+        """Count one hit on *key* now and say whether it is within *rate*."""
         ...
 
 
@@ -312,14 +310,15 @@ class MemoryStore:
             self._sweep(now)
         return wait
 
-    async def hit(self, key: str, rate: Rate, now: float) -> Decision:
-        """Count one hit on *key* at *now* (seconds) and say whether it is within *rate*.
+    async def hit(self, key: str, rate: Rate, now: float | None = None) -> Decision:
+        """Count one hit on *key* at *now* (seconds; by default ``trio.current_time()``, a
+        clock of this process only) and say whether it is within *rate*.
 
         Cancellation: a checkpoint, as every Trio async function is, taken before the hit;
         when cancelled the hit is not counted.
         """
         await trio.lowlevel.checkpoint()
-        return self.hit_nowait(key, rate, now)
+        return self.hit_nowait(key, rate, trio.current_time() if now is None else now)
 
     def expire(self, now: float) -> int:
         """Drop every key idle at *now* (its TAT has passed) and return how many were dropped.
@@ -353,9 +352,9 @@ class MemoryStore:
     def _evict(self, now: float) -> None:
         self._sweep(now)
         tats = self._tats
-        excess = len(tats) - int(self._max_keys * _EVICT_TO)
-        if len(tats) <= self._max_keys or excess <= 0:
+        if len(tats) <= self._max_keys:
             return
+        excess = len(tats) - int(self._max_keys * _EVICT_TO)
         for key, _ in heapq.nsmallest(excess, tats.items(), key=_tat_of):
             del tats[key]
         self._evicted += excess

@@ -67,6 +67,21 @@ async def test_valid_token_stores_the_identity() -> None:
     assert outcome.request.context.metadata["identity"]["subject"] == "ann"
 
 
+async def test_claims_stay_out_of_metadata_unless_asked() -> None:
+    """By default only subject and roles ride in metadata; keep_claims=True keeps the claims."""
+    lean = await MiddlewareHarness([Auth(verifier=VERIFIER)]).connection_request(
+        headers=bearer(token())
+    )
+    assert lean.request is not None
+    assert lean.request.context.metadata["identity"]["claims"] == {}
+    full = await MiddlewareHarness([Auth(verifier=VERIFIER, keep_claims=True)]).connection_request(
+        headers=bearer(token())
+    )
+    identity = full.ctx.get_state(IDENTITY)
+    assert identity is not None
+    assert identity.claims["aud"] == "chat"
+
+
 @pytest.mark.parametrize(
     ("headers", "reason"),
     [

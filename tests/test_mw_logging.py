@@ -233,14 +233,20 @@ async def test_a_query_string_in_a_room_id_is_redacted(events: pytest.LogCapture
 
 
 async def test_custom_redact_names_and_level(caplog: pytest.LogCaptureFixture) -> None:
-    """The redacted names are the ones given, in any case; records have the given level and go
-    to the given logger."""
+    """The names given are redacted too, in any case, and the defaults stay redacted; records
+    have the given level and go to the given logger."""
     caplog.set_level(logging.DEBUG, "myapp.audit")
     harness = MiddlewareHarness([Logging("myapp.audit", level=logging.DEBUG, redact=["X-Session"])])
-    await harness.connection_request(headers={"x-session": TOKEN, "Authorization": "visible"})
+    await harness.connection_request(
+        headers={"x-session": TOKEN, "Authorization": TOKEN, "Accept": "text/plain"}
+    )
     (record,) = caplog.records
     assert (record.name, record.levelno) == ("myapp.audit", logging.DEBUG)
-    assert record.headers == {"x-session": "[redacted]", "Authorization": "visible"}  # type: ignore[attr-defined]
+    assert record.headers == {  # type: ignore[attr-defined]
+        "x-session": "[redacted]",
+        "Authorization": "[redacted]",
+        "Accept": "text/plain",
+    }
 
 
 class SpyHeaders(dict[str, list[str]]):
@@ -324,7 +330,7 @@ def test_default_config() -> None:
     assert config.logger is logging.getLogger(LOGGER)
     assert config.level == logging.INFO
     assert config.redact == frozenset(DEFAULT_REDACTED_HEADERS)
-    assert LoggingConfig(redact=("X-Api-Key",)).redact == frozenset({"x-api-key"})
+    assert LoggingConfig(redact=("X-Token",)).redact == {"x-token", *DEFAULT_REDACTED_HEADERS}
 
 
 @pytest.mark.parametrize(

@@ -184,11 +184,13 @@ async def test_default_registry_is_the_global_one() -> None:
     """Without a registry, the metrics go to prometheus_client's global REGISTRY."""
     metrics = Metrics(namespace="strands_trio_test_default")
     assert metrics.config.registry is None
-    await MiddlewareHarness([metrics]).message("hi")
-    value = prometheus_client.REGISTRY.get_sample_value(
-        "strands_trio_test_default_events_total", {"event_type": "new_message", "outcome": "ok"}
+    name, labels = (
+        "strands_trio_test_default_events_total",
+        {"event_type": "new_message", "outcome": "ok"},
     )
-    assert value == 1
+    before = prometheus_client.REGISTRY.get_sample_value(name, labels)
+    await MiddlewareHarness([metrics]).message("hi")
+    assert prometheus_client.REGISTRY.get_sample_value(name, labels) == (before or 0) + 1
 
 
 async def test_logging_and_metrics_agree_on_outcomes(caplog: pytest.LogCaptureFixture) -> None:

@@ -48,7 +48,7 @@ async def test_message_burst_then_refill(autojump_clock: trio.abc.Clock) -> None
     assert stats.store.keys == 2
 
 
-async def test_drop_sends_nothing() -> None:
+async def test_drop_sends_nothing(autojump_clock: trio.abc.Clock) -> None:
     """on_message_limit='drop' refuses silently."""
     harness = MiddlewareHarness(
         [RateLimit(messages=Rate(burst=1, per_second=1), on_message_limit="drop")]
@@ -74,7 +74,7 @@ async def test_connections_limited_per_ip(autojump_clock: trio.abc.Clock) -> Non
     assert limit.statistics().connections_limited == 1
 
 
-async def test_remote_ip_follows_the_connection() -> None:
+async def test_remote_ip_follows_the_connection(autojump_clock: trio.abc.Clock) -> None:
     """With messages keyed by remote IP, the IP seen at the request rides in metadata, so all
     connections from one address share a bucket."""
     harness = MiddlewareHarness(
@@ -111,7 +111,9 @@ async def test_remote_ip_is_stored_only_when_messages_need_it() -> None:
         ),
     ],
 )
-async def test_keys(key: object, same: dict[str, object], other: dict[str, object]) -> None:
+async def test_keys(
+    key: object, same: dict[str, object], other: dict[str, object], autojump_clock: trio.abc.Clock
+) -> None:
     """Room, metadata field and identity keys put different clients in one bucket when they
     share the value, and in different ones otherwise."""
     harness = MiddlewareHarness(
@@ -129,13 +131,13 @@ class CountingStore:
         self.inner = MemoryStore()
         self.keys: list[str] = []
 
-    async def hit(self, key: str, rate: Rate, now: float) -> Decision:
+    async def hit(self, key: str, rate: Rate) -> Decision:
         await trio.lowlevel.checkpoint()
         self.keys.append(key)
-        return self.inner.hit_nowait(key, rate, now)
+        return self.inner.hit_nowait(key, rate, trio.current_time())
 
 
-async def test_any_store() -> None:
+async def test_any_store(autojump_clock: trio.abc.Clock) -> None:
     """Another RateLimitStore is awaited, with keys prefixed by the kind of limit."""
     store = CountingStore()
     limit = RateLimit(
@@ -146,7 +148,54 @@ async def test_any_store() -> None:
     await harness.message("x", client_id="ann")
     assert not (await harness.message("x", client_id="ann")).reached
     assert store.keys == ["c:10.0.0.9", "m:ann", "m:ann"]
-    assert limit.statistics().store is None
+    stats = limit.statistics()
+    assert (stats.allowed, stats.messages_limited, stats.store) == (2, 1, None)
+
+
+class RefusingStore:
+    """Refuses every hit, with no time to wait: a refusal all the same."""
+
+    async def hit(self, key: str, rate: Rate) -> Decision:
+        await trio.lowlevel.checkpoint()
+        return Decision(allowed=False, retry_after=0.0, remaining=0)
+
+
+async def test_a_refusal_without_retry_after_is_a_refusal() -> None:
+    """A store's decision counts, not its retry_after: allowed=False refuses the message."""
+    harness = MiddlewareHarness(
+        [RateLimit(messages=Rate(burst=1, per_second=1), store=RefusingStore())]
+    )
+    assert not (await harness.message("x")).reached
+
+
+async def test_only_limited_events_are_counted(autojump_clock: trio.abc.Clock) -> None:
+    """Events of a kind without a limit pass without being counted as allowed."""
+    limit = RateLimit(connections=Rate(burst=1, per_second=1))
+    harness = MiddlewareHarness([limit])
+    assert (await harness.message("x")).reached
+    assert limit.statistics().allowed == 0
+
+
+@pytest.mark.parametrize(
+    ("remote_addr", "ip"),
+    [
+        ("10.0.0.1:5", "10.0.0.1"),
+        ("[2001:db8::1]:443", "2001:db8::1"),
+        ("2001:db8::1", "2001:db8::1"),
+        ("2001:db8::2", "2001:db8::2"),
+        ("::1", "::1"),
+        ("10.0.0.1", "10.0.0.1"),
+    ],
+)
+async def test_remote_ip_parsing(remote_addr: str, ip: str) -> None:
+    """The port is dropped from IPv4 and bracketed IPv6 addresses; bare addresses, IPv6 ones
+    included, are kept whole."""
+    harness = MiddlewareHarness(
+        [RateLimit(messages=Rate(burst=1, per_second=1), message_key=by_remote_ip)]
+    )
+    outcome = await harness.connection_request(remote_addr=remote_addr)
+    assert outcome.request is not None
+    assert outcome.request.context.metadata[REMOTE_IP.name] == ip
 
 
 def test_configuration_is_checked() -> None:

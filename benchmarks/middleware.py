@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 from pathlib import Path
 
-from replay import BLOCK, HERE, frame_block, measure, pin
+from replay import BLOCK, HERE, frame_block, interleaved_rounds, pin
 
 LABELS = {
     "strands": "bare StrandsClient",
@@ -75,15 +74,7 @@ def main() -> None:
     pin(0)
     block = frame_block(identity=True)  # every contender gets the same frames
     kinds = args.contenders.split(",")
-    results: dict[str, list[float]] = {k: [] for k in kinds}
-    for round_no in range(1, args.rounds + 1):
-        for kind in kinds:
-            rate = measure(kind, block, args.events)
-            results[kind].append(rate)
-            print(
-                f"round {round_no}/{args.rounds}  {kind:8s} {rate:12,.0f} events/s",
-                file=sys.stderr,
-            )
+    results = interleaved_rounds(kinds, block, args.events, args.rounds)
 
     medians = {k: statistics.median(v) for k, v in results.items()}
     bare = medians.get("strands")

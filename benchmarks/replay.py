@@ -156,6 +156,20 @@ def measure(kind: str, block: bytes, events: int) -> float:
     return events / seconds
 
 
+def interleaved_rounds(
+    kinds: list[str], block: bytes, events: int, rounds: int
+) -> dict[str, list[float]]:
+    """Events/s of each backend kind, *rounds* times, the kinds taking turns in each round
+    (so that a noisy minute on this shared machine hits them all alike)."""
+    results: dict[str, list[float]] = {k: [] for k in kinds}
+    for round_no in range(1, rounds + 1):
+        for kind in kinds:
+            rate = measure(kind, block, events)
+            results[kind].append(rate)
+            print(f"round {round_no}/{rounds}  {kind:10s} {rate:12,.0f} events/s", file=sys.stderr)
+    return results
+
+
 def flood(block: bytes, events: int, sleep: float) -> tuple[float, float, float]:
     """Return (idle RSS MB, peak RSS MB, seconds) of a sleeping-handler backend under a flood."""
     run = Run("flood", str(sleep))
@@ -219,15 +233,7 @@ def main() -> None:
     pin(0)
     block = frame_block()
     kinds = args.contenders.split(",")
-    results: dict[str, list[float]] = {k: [] for k in kinds}
-    for round_no in range(1, args.rounds + 1):
-        for kind in kinds:
-            rate = measure(kind, block, args.events)
-            results[kind].append(rate)
-            print(
-                f"round {round_no}/{args.rounds}  {kind:10s} {rate:12,.0f} events/s",
-                file=sys.stderr,
-            )
+    results = interleaved_rounds(kinds, block, args.events, args.rounds)
     flood_result = None
     if args.flood_events:
         flood_result = flood(block, args.flood_events, args.flood_sleep)

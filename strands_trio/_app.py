@@ -199,6 +199,13 @@ class StrandsApp:
         """Send *message* to every client: see :meth:`StrandsClient.broadcast_message`."""
         await self.client.broadcast_message(message, wait=wait)
 
+    async def close_connection(
+        self, client_id: str, code: int = 1000, reason: str = "", *, wait: bool = False
+    ) -> None:
+        """Ask the broker to close *client_id*'s socket: see
+        :meth:`StrandsClient.close_connection` (an extension the reference broker ignores)."""
+        await self.client.close_connection(client_id, code, reason, wait=wait)
+
     def statistics(self) -> ClientStatistics:
         """The running client's statistics (see :class:`ClientStatistics`).
 

@@ -55,7 +55,9 @@ from ._statistics import ClientStatistics, Counters
 from ._util import running
 from .context import ConnectionRequestContext, Context
 from .protocol import (
+    Authenticate,
     BadFrame,
+    CloseConnection,
     ConnectionRequest,
     Disconnected,
     ErrorEvent,
@@ -64,6 +66,7 @@ from .protocol import (
     NewConnection,
     NewMessage,
     Role,
+    encode,
     encode_broadcast,
     encode_message_to_connection,
     encode_message_to_room,
@@ -210,6 +213,32 @@ class StrandsClient:
         if type(message) is not str:
             _raise_type_error(message=message)
         await self._send(encode_broadcast(self._next_id(), message), wait)
+
+    async def close_connection(
+        self, client_id: str, code: int = 1000, reason: str = "", *, wait: bool = False
+    ) -> None:
+        """Ask the broker to close the socket of *client_id* with a WebSocket close *code*
+        and *reason*; its ``disconnected`` event follows as usual.
+
+        An extension of strands-trio's broker: **the reference broker ignores it** (it has
+        no way to disconnect a client), so a backend that may run against it must not rely
+        on it. See :meth:`send_room_message` for *wait* and when this returns.
+
+        Raises:
+            ValueError: *code* is not one an application may send (1000, or 3000 to 4999),
+                or *reason* is longer than 123 bytes in UTF-8.
+            NotConnectedError: as :meth:`send_room_message`.
+        """
+        if type(client_id) is not str or type(reason) is not str:
+            _raise_type_error(client_id=client_id, reason=reason)
+        if type(code) is not int or not (code == 1000 or 3000 <= code <= 4999):
+            raise ValueError(f"close code must be 1000 or in 3000..4999, got {code!r}")
+        if len(reason.encode()) > 123:
+            raise ValueError("a close reason is at most 123 bytes in UTF-8")
+        frame = CloseConnection(
+            request_id=self._next_id(), conn_id=client_id, code=code, reason=reason
+        )
+        await self._send(encode(frame), wait)
 
     def _next_id(self) -> str:
         return f"{self._id_prefix}{next(self._ids)}"
@@ -476,6 +505,10 @@ class StrandsClient:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(write)
+                if self.config.broker_secret is not None:  # before anything else
+                    outbox.send_nowait(
+                        encode(Authenticate(request_id="auth", secret=self.config.broker_secret))
+                    )
                 self._outbox = outbox
                 self._counters.connections += 1
                 self._connected.set()

@@ -68,6 +68,9 @@ class ClientConfig:
         shutdown_timeout: On cancellation, seconds given to queued and running handlers to
             finish and to the writer to flush, before they are cancelled.
         max_threads: Worker threads for synchronous handlers (``StrandsApp``).
+        broker_secret: The shared secret of a strands-trio broker started with one: sent
+            first on every connection, in an ``authenticate`` frame (an extension; the
+            reference broker ignores it). Never shown in the repr.
     """
 
     reconnect: bool = True
@@ -84,6 +87,7 @@ class ClientConfig:
     request_timeout: float | None = attrs.field(default=10.0, validator=_positive)
     shutdown_timeout: float = attrs.field(default=5.0, validator=_non_negative)
     max_threads: int = attrs.field(default=16, validator=_at_least_one)
+    broker_secret: str | None = attrs.field(default=None, repr=False)
 
     @reconnect_backoff.validator
     def _check_backoff(self, _: attrs.Attribute[float], value: float) -> None:

@@ -60,6 +60,11 @@ class Outbox:
         return self._closed
 
     @property
+    def pending_bytes(self) -> int:
+        """Bytes queued and not yet handed to the writer."""
+        return self._size
+
+    @property
     def full(self) -> bool:
         """Whether the bytes waiting have reached the limit (senders should wait)."""
         return self._size >= self._max_bytes

@@ -22,6 +22,7 @@ from strands_trio import (
     NotConnectedError,
     StrandsClient,
 )
+from strands_trio.protocol import Authenticate, Broadcast, CloseConnection
 from strands_trio.testing import ConnectionRejected, FakeBroker, open_fake_broker
 
 from .conftest import EXACT, Recording
@@ -605,6 +606,36 @@ async def test_send_refuses_non_strings(broker: FakeBroker) -> None:
             await client.send_room_message("room", {"text": "hi"})  # type: ignore[arg-type]
         with pytest.raises(TypeError, match="client_id must be a str"):
             await client.send_private_message(42, "hi")  # type: ignore[arg-type]
+
+
+async def test_close_connection_extension(broker: FakeBroker) -> None:
+    """close_connection sends the extension frame (the fake broker, like the reference,
+    ignores it) and refuses codes and reasons a WebSocket close cannot carry."""
+    async with Recording(broker).connected() as client:
+        await client.close_connection("ann", 4001, "kicked")
+        with pytest.raises(ValueError, match="close code"):
+            await client.close_connection("ann", 1006)
+        with pytest.raises(ValueError, match="123 bytes"):
+            await client.close_connection("ann", 1000, "x" * 124)
+        await trio.testing.wait_all_tasks_blocked()
+    assert (
+        CloseConnection(
+            request_id=broker.actions[-1].request_id, conn_id="ann", code=4001, reason="kicked"
+        )
+        == broker.actions[-1]
+    )
+
+
+async def test_broker_secret_is_sent_first(broker: FakeBroker) -> None:
+    """With broker_secret set, every connection starts with an authenticate frame, and the
+    secret never shows in the config's repr."""
+    config = ClientConfig(broker_secret="a shared secret, 16+")
+    assert "shared secret" not in repr(config)
+    async with Recording(broker, config=config).connected() as client:
+        await client.broadcast_message("hello")
+        await trio.testing.wait_all_tasks_blocked()
+    assert broker.actions[0] == Authenticate(request_id="auth", secret="a shared secret, 16+")
+    assert type(broker.actions[1]) is Broadcast
 
 
 async def test_connection_log(broker: FakeBroker, caplog: pytest.LogCaptureFixture) -> None:

@@ -33,6 +33,7 @@ from strands_trio.protocol import (
     encode_broadcast,
     encode_message_to_connection,
     encode_message_to_room,
+    encode_new_message,
     unwrap_metadata,
 )
 from strands_trio.protocol._codec import _DETAILED, _FAST_PATHS
@@ -324,6 +325,10 @@ def test_encode_refuses_what_the_protocol_cannot_carry(frame: Frame) -> None:
         encode(frame)
 
 
+CONTEXT = Context(client_id="ann", room_id="lobby", metadata={"role": "admin", "n": [1, 2]})
+CONTEXT_JSON = orjson.dumps(CONTEXT.to_json()).decode()
+
+
 @given(
     request_id=st.text(max_size=20),
     target=st.text(max_size=20),
@@ -347,6 +352,11 @@ def test_fast_encoders_match_encode(request_id: str, target: str, message: str) 
             encode_broadcast,
             (request_id, message),
             Broadcast(request_id=request_id, message=message),
+        ),
+        (
+            encode_new_message,
+            (request_id, CONTEXT_JSON, message),
+            NewMessage(request_id=request_id, context=CONTEXT, message=message),
         ),
     ]
     for fast, args, frame in pairs:

@@ -14,12 +14,15 @@ from ._codec import (
     encode_broadcast,
     encode_message_to_connection,
     encode_message_to_room,
+    encode_new_message,
 )
 from ._convert import make_converter, unwrap_metadata
 from ._frames import (
     Action,
+    Authenticate,
     BadFrame,
     Broadcast,
+    CloseConnection,
     ConnectionRequest,
     Disconnected,
     ErrorEvent,
@@ -37,8 +40,10 @@ from ._lines import DEFAULT_MAX_LINE_LENGTH, LineSplitter, LineTooLong
 __all__ = [
     "DEFAULT_MAX_LINE_LENGTH",
     "Action",
+    "Authenticate",
     "BadFrame",
     "Broadcast",
+    "CloseConnection",
     "ConnectionRequest",
     "Disconnected",
     "ErrorEvent",
@@ -62,6 +67,7 @@ __all__ = [
     "encode_broadcast",
     "encode_message_to_connection",
     "encode_message_to_room",
+    "encode_new_message",
     "make_converter",
     "unwrap_metadata",
 ]

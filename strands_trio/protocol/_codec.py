@@ -45,6 +45,7 @@ __all__ = [
     "encode_broadcast",
     "encode_message_to_connection",
     "encode_message_to_room",
+    "encode_new_message",
 ]
 
 _EXCERPT = 200
@@ -352,6 +353,20 @@ def encode_broadcast(request_id: str, message: str) -> bytes:
     return _line(
         f'{{"request_id":{_quote(request_id)},"action":"broadcast",'
         f'"params":{{"message":{_quote(message)}}}}}\n'
+    )
+
+
+def encode_new_message(request_id: str, context_json: str, message: str) -> bytes:
+    """``encode(NewMessage(request_id=..., context=..., message=...))`` for a context already
+    encoded as JSON text (``orjson.dumps(context.to_json()).decode()``): a broker encodes each
+    client's context once, not once per message.
+
+    Raises:
+        LocalProtocolError: as :func:`encode_message_to_room`.
+    """
+    return _line(
+        f'{{"request_id":{_quote(request_id)},"action":"new_message",'
+        f'"params":{{"context":{context_json},"message":{_quote(message)}}}}}\n'
     )
 
 

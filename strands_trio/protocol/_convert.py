@@ -40,6 +40,12 @@ def _strict_str(value: Any, _: Any) -> str:
     return value
 
 
+def _strict_int(value: Any, _: Any) -> int:
+    if type(value) is not int:  # bool is an int subclass, and "1" is a string
+        raise TypeError(f"expected an integer, got {type(value).__name__}")
+    return value
+
+
 def _strict_bool(value: Any, _: Any) -> bool:
     if type(value) is not bool:
         raise TypeError(f"expected a boolean, got {type(value).__name__}")
@@ -91,6 +97,7 @@ def make_converter(*, wire: bool, detailed_validation: bool = False) -> OrjsonCo
     converter = _make_orjson_converter(detailed_validation=detailed_validation)
     converter.register_structure_hook(str, _strict_str)
     converter.register_structure_hook(bool, _strict_bool)
+    converter.register_structure_hook(int, _strict_int)
     # Generic aliases are matched by equality (single dispatch only knows classes).
     converter.register_structure_hook_func(lambda t: t == dict[str, Any], _json_object)
     converter.register_structure_hook_func(lambda t: t == dict[str, list[str]], _headers)

@@ -19,8 +19,10 @@ from ..context import ConnectionRequestContext, Context
 
 __all__ = [
     "Action",
+    "Authenticate",
     "BadFrame",
     "Broadcast",
+    "CloseConnection",
     "ConnectionRequest",
     "Disconnected",
     "ErrorEvent",
@@ -148,6 +150,38 @@ class Broadcast:
     message: str
 
 
+# ---------------------------------------------------------------- extensions (our broker only)
+
+
+@attrs.frozen(kw_only=True)
+class CloseConnection:
+    """Close the socket of the client ``conn_id`` with a WebSocket close ``code`` and
+    ``reason``.
+
+    An extension of strands-trio's broker: the reference broker ignores unknown actions, so
+    against it this does nothing (WIRE.md quirk 6: it has no way to disconnect a client).
+    """
+
+    ACTION: ClassVar[str] = "close_connection"
+    request_id: str
+    conn_id: str
+    code: int = 1000
+    reason: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class Authenticate:
+    """A backend's first frame to a broker configured with a shared secret.
+
+    An extension of strands-trio's broker; the reference broker ignores it. The secret is
+    never shown in the frame's repr.
+    """
+
+    ACTION: ClassVar[str] = "authenticate"
+    request_id: str
+    secret: str = attrs.field(repr=False)
+
+
 # ---------------------------------------------------------------- decoding failures
 
 
@@ -166,7 +200,7 @@ class BadFrame:
 
 
 Event = ConnectionRequest | NewConnection | NewMessage | Disconnected | ErrorEvent | Heartbeat
-Action = Response | MessageToRoom | MessageToConnection | Broadcast
+Action = Response | MessageToRoom | MessageToConnection | Broadcast | CloseConnection | Authenticate
 Frame = Event | Action
 
 EVENT_TYPES: tuple[type[Event], ...] = (
@@ -177,4 +211,11 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     ErrorEvent,
     Heartbeat,
 )
-ACTION_TYPES: tuple[type[Action], ...] = (Response, MessageToRoom, MessageToConnection, Broadcast)
+ACTION_TYPES: tuple[type[Action], ...] = (
+    Response,
+    MessageToRoom,
+    MessageToConnection,
+    Broadcast,
+    CloseConnection,
+    Authenticate,
+)

@@ -1,0 +1,165 @@
+"""The broker's settings: a frozen, validated record, from arguments, flags or environment.
+
+Names and defaults of the reference broker's settings are kept (``--ws-port 8080``,
+``--tcp-port 8081``, ``--queue-size 1000`` and the ``PYSTRAND_*`` environment variables); the
+rest are what this broker adds over the reference, each with a safe default.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import ssl
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from ..protocol import DEFAULT_MAX_LINE_LENGTH
+
+__all__ = ["BrokerConfig", "IPNetwork"]
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _port(_: Any, attribute: attrs.Attribute[Any], value: int) -> None:
+    if type(value) is not int or not 0 <= value <= 65535:
+        raise ValueError(f"{attribute.name} must be a port number in 0..65535, got {value!r}")
+
+
+def _positive(_: Any, attribute: attrs.Attribute[Any], value: float | None) -> None:
+    if value is not None and not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{attribute.name} must be a positive number, got {value!r}")
+
+
+def _at_least_one(_: Any, attribute: attrs.Attribute[Any], value: int) -> None:
+    if type(value) is not int or value < 1:
+        raise ValueError(f"{attribute.name} must be an integer >= 1, got {value!r}")
+
+
+def _networks(value: Any) -> tuple[IPNetwork, ...]:
+    if isinstance(value, str):
+        value = (value,)
+    try:
+        return tuple(ipaddress.ip_network(item, strict=False) for item in value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"trusted_proxies must be IP addresses or networks: {exc}") from exc
+
+
+def _origins(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = (value,)
+    origins = tuple(str(item).rstrip("/").lower() for item in value)
+    for origin in origins:
+        if origin != "*" and "://" not in origin:
+            raise ValueError(f"an allowed origin is scheme://host[:port] or '*', got {origin!r}")
+    return origins
+
+
+@attrs.frozen(kw_only=True)
+class BrokerConfig:
+    """How a :func:`~strands_trio.broker.serve_broker` broker listens and behaves.
+
+    Attributes:
+        ws_host: The interface for WebSocket clients (all of them by default, as the reference).
+        ws_port: The WebSocket port (``0`` picks a free one); WebSocket paths start ``/ws/``.
+        backend_host: The interface for backends. ``127.0.0.1`` by default, unlike the
+            reference (every interface): whoever reaches this port can act as a backend, see
+            every handshake's headers and let anyone in.
+        tcp_port: The backends' port.
+        queue_size: Events kept while no backend is connected; past it the oldest is dropped
+            (counted and logged). They are sent, in order, to the next backend.
+        request_timeout: Seconds a backend has to answer a connection request; then the
+            WebSocket handshake is refused with 503 (the reference waits forever).
+        heartbeat_interval: Seconds between heartbeats to each backend, or ``None``.
+        backend_secret: When set, a backend must first send an ``authenticate`` frame with
+            this secret (an extension our client sends with ``ClientConfig.broker_secret``);
+            without it, reference-style backends connect as they are.
+        backend_stall_timeout: A backend whose outgoing buffer stays full (it stopped reading)
+            this many seconds is disconnected and its clients go to another backend.
+        max_backend_buffer: Bytes waiting to be written to one backend.
+        max_line_length: The longest line accepted from a backend.
+        client_queue_size: Messages waiting to be written to one WebSocket client; a client
+            that lets it fill up is disconnected with close code 1008 rather than slowing
+            the others.
+        max_message_size: The largest WebSocket message accepted from a client, in bytes (a
+            larger one closes the socket with 1009).
+        allowed_origins: Origins (``https://example.com``) whose pages may open sockets, or
+            ``("*",)`` for any. Empty by default: only same-origin pages (the ``Origin``'s
+            host is the ``Host`` header) and clients that send no ``Origin`` (not browsers).
+            The reference accepts every origin, so any web page could open a socket with a
+            visitor's cookies.
+        trusted_proxies: Peers (addresses or networks) whose ``X-Forwarded-For`` is believed:
+            the client's address is then the last address in it that is not a trusted proxy.
+            Nobody's by default: a client could claim any address.
+        pass_query_string: Keep the query string in the ``url`` of connection requests (the
+            reference drops it, and backends written for it use the url as a room).
+        max_connections: WebSocket clients at once; more are refused with 503.
+        max_connections_per_ip: WebSocket clients at once from one address; more get 429.
+        handshake_timeout: Seconds for a client to send its HTTP request and complete the
+            handshake (a slow or silent one is dropped).
+        shutdown_timeout: On cancellation, seconds to close clients (1001) and backends.
+        ssl_context: TLS for WebSocket clients (``wss://``), or ``None``.
+        backend_ssl_context: TLS for the backend link, or ``None``.
+    """
+
+    ws_host: str = "0.0.0.0"
+    ws_port: int = attrs.field(default=8080, validator=_port)
+    backend_host: str = "127.0.0.1"
+    tcp_port: int = attrs.field(default=8081, validator=_port)
+    queue_size: int = attrs.field(default=1000, validator=_at_least_one)
+    request_timeout: float = attrs.field(default=10.0, validator=_positive)
+    heartbeat_interval: float | None = attrs.field(default=15.0, validator=_positive)
+    backend_secret: str | None = attrs.field(default=None, repr=False)
+    backend_stall_timeout: float = attrs.field(default=10.0, validator=_positive)
+    max_backend_buffer: int = attrs.field(default=4 << 20, validator=_at_least_one)
+    max_line_length: int = attrs.field(default=DEFAULT_MAX_LINE_LENGTH, validator=_at_least_one)
+    client_queue_size: int = attrs.field(default=1024, validator=_at_least_one)
+    max_message_size: int = attrs.field(default=1 << 20, validator=_at_least_one)
+    allowed_origins: tuple[str, ...] = attrs.field(default=(), converter=_origins)
+    trusted_proxies: tuple[IPNetwork, ...] = attrs.field(default=(), converter=_networks)
+    pass_query_string: bool = False
+    max_connections: int = attrs.field(default=10_000, validator=_at_least_one)
+    max_connections_per_ip: int = attrs.field(default=256, validator=_at_least_one)
+    handshake_timeout: float = attrs.field(default=10.0, validator=_positive)
+    shutdown_timeout: float = attrs.field(default=5.0, validator=_positive)
+    ssl_context: ssl.SSLContext | None = attrs.field(default=None, repr=False)
+    backend_ssl_context: ssl.SSLContext | None = attrs.field(default=None, repr=False)
+
+    @backend_secret.validator
+    def _check_secret(self, _: attrs.Attribute[Any], value: str | None) -> None:
+        if value is not None and (not isinstance(value, str) or len(value) < 16):
+            raise ValueError("backend_secret must be a string of at least 16 characters")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> BrokerConfig:
+        """The reference broker's environment variables (``PYSTRAND_WS_PORT``,
+        ``PYSTRAND_TCP_PORT``, ``PYSTRAND_QUEUE_SIZE``), then *overrides*, over the defaults.
+
+        Raises:
+            ValueError: a variable is not an integer, or a value is out of range.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, field in (
+            ("PYSTRAND_WS_PORT", "ws_port"),
+            ("PYSTRAND_TCP_PORT", "tcp_port"),
+            ("PYSTRAND_QUEUE_SIZE", "queue_size"),
+        ):
+            raw = env.get(name)
+            if raw:
+                try:
+                    values[field] = int(raw)
+                except ValueError:
+                    raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+        values.update(overrides)
+        return cls(**values)
+
+    def trusts(self, address: str) -> bool:
+        """Whether *address* (an IP) is one of :attr:`trusted_proxies`."""
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.trusted_proxies)

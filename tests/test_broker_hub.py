@@ -1,0 +1,351 @@
+"""The broker's hub and backend links, without WebSockets: admission, routing and stickiness,
+the queue, actions, bad lines, the backend secret, stalled backends, and shutdown order."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from strands_trio import ClientConfig, StrandsClient
+from strands_trio.broker import Admission, BrokerConfig, Hub
+from strands_trio.broker._backends import serve_backend
+from strands_trio.broker._hub import NO_BACKEND
+
+HEADERS = {"Sec-Websocket-Key": ["x"], "Authorization": ["Bearer a", "Bearer b"]}
+
+
+class Link:
+    """A stand-in for a WebSocket client's link: records deliveries and closes."""
+
+    def __init__(self, capacity: int = 100) -> None:
+        self.received: list[str] = []
+        self.closed: tuple[int, str] | None = None
+        self.capacity = capacity
+
+    def deliver(self, message: str) -> bool:
+        if len(self.received) >= self.capacity:
+            self.close(1008, "too slow")
+            return False
+        self.received.append(message)
+        return True
+
+    def close(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
+
+
+class RawBackend:
+    """A backend speaking raw lines over a memory stream, to see the exact frames."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.buffer = b""
+        self.skipped: list[dict[str, Any]] = []
+
+    async def frame(self) -> dict[str, Any]:
+        while b"\n" not in self.buffer:
+            data = await self.stream.receive_some()
+            assert data, "the broker closed the link"
+            self.buffer += data
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return json.loads(line)  # type: ignore[no-any-return]
+
+    async def next(self, action: str) -> dict[str, Any]:
+        """The next frame of this action; the ones before it are kept in skipped."""
+        while True:
+            frame = await self.frame()
+            if frame["action"] == action:
+                return frame
+            self.skipped.append(frame)
+
+    async def send(self, action: str, request_id: str = "r", **params: Any) -> None:
+        line = json.dumps({"request_id": request_id, "action": action, "params": params})
+        await self.stream.send_all(line.encode() + b"\n")
+
+
+def config(**changes: Any) -> BrokerConfig:
+    return BrokerConfig(ws_port=0, tcp_port=0, heartbeat_interval=None, **changes)
+
+
+@pytest.fixture
+def hub() -> Hub:
+    return Hub(config())
+
+
+async def attach(
+    hub: Hub, nursery: trio.Nursery, name: str = "b1"
+) -> tuple[RawBackend, trio.abc.Stream]:
+    """Connect a raw backend to the hub; return it once the hub sends it events."""
+    broker_end, backend_end = trio.testing.memory_stream_pair()
+    nursery.start_soon(serve_backend, hub, broker_end, name)
+    await trio.testing.wait_all_tasks_blocked()
+    return RawBackend(backend_end), broker_end
+
+
+async def admit_via(
+    hub: Hub, backend: RawBackend, answer: Callable[[dict[str, Any]], dict[str, Any]]
+) -> Admission:
+    """Run one admission, the raw backend answering with answer(request)."""
+    result: list[Admission] = []
+
+    async def ask() -> None:
+        result.append(await hub.admit(HEADERS, "/ws/chat", "10.0.0.1:5"))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ask)
+        request = await backend.next("connection_request")
+        await backend.send("response", request["request_id"], **answer(request))
+    return result[0]
+
+
+def accept(client_id: str, room: str = "lobby", **metadata: Any) -> Any:
+    return lambda request: {
+        "accepted": True,
+        "client_id": client_id,
+        "room_id": room,
+        "metadata": metadata,
+    }
+
+
+async def test_admission_round_trip(hub: Hub, nursery: trio.Nursery) -> None:
+    """A handshake becomes a connection_request with the headers (multi-valued), path and
+    address; the answer's ids and metadata come back; later events carry exactly the
+    metadata the backend set, not the reference's nested copy."""
+    backend, _ = await attach(hub, nursery)
+    admission = await admit_via(hub, backend, accept("ann", "lobby", role="admin"))
+    assert admission == Admission(
+        accepted=True,
+        client_id="ann",
+        room_id="lobby",
+        metadata={"role": "admin"},
+        backend=admission.backend,
+    )
+    client = hub.connect(admission, Link())
+    hub.message(client, "hi")
+    joined, said = await backend.frame(), await backend.frame()
+    assert joined["action"] == "new_connection"
+    assert said == {
+        "request_id": said["request_id"],
+        "action": "new_message",
+        "params": {
+            "context": {"client_id": "ann", "room_id": "lobby", "metadata": {"role": "admin"}},
+            "message": "hi",
+        },
+    }
+
+
+async def test_rejection_and_bad_answers(hub: Hub, nursery: trio.Nursery) -> None:
+    """A rejection is 403; an acceptance without ids is refused (403) and counted."""
+    backend, _ = await attach(hub, nursery)
+    refused = await admit_via(hub, backend, lambda r: {"accepted": False})
+    assert (refused.accepted, refused.status) == (False, 403)
+    no_ids = await admit_via(hub, backend, lambda r: {"accepted": True})
+    assert (no_ids.accepted, no_ids.status) == (False, 403)
+    assert hub.counters.bad_responses == 1
+
+
+async def test_no_backend_refuses_and_queues_the_error(hub: Hub, nursery: trio.Nursery) -> None:
+    """With no backend the handshake is refused with 503 at once, and an error event carrying
+    the request goes to the next backend, as the reference does."""
+    admission = await hub.admit(HEADERS, "/ws/chat", "10.0.0.1:5")
+    assert (admission.accepted, admission.status) == (False, 503)
+    backend, _ = await attach(hub, nursery)
+    error = await backend.frame()
+    assert error["action"] == "error"
+    assert error["params"]["error"] == NO_BACKEND
+    assert error["params"]["context"]["headers"] == HEADERS
+
+
+async def test_request_timeout(
+    hub: Hub, nursery: trio.Nursery, autojump_clock: trio.abc.Clock
+) -> None:
+    """A backend that does not answer gets the request_timeout, then the handshake is 503."""
+    await attach(hub, nursery)
+    start = trio.current_time()
+    admission = await hub.admit(HEADERS, "/ws/", "10.0.0.1:5")
+    assert (admission.status, trio.current_time() - start) == (503, hub.config.request_timeout)
+    assert hub.counters.timed_out == 1
+
+
+async def test_backend_leaving_before_answering(hub: Hub, nursery: trio.Nursery) -> None:
+    """A backend that disconnects with a request pending refuses it with 503 at once."""
+    backend, _ = await attach(hub, nursery)
+    result: list[Admission] = []
+
+    async def ask() -> None:
+        result.append(await hub.admit(HEADERS, "/ws/", "10.0.0.1:5"))
+
+    async with trio.open_nursery() as inner:
+        inner.start_soon(ask)
+        await backend.frame()
+        await backend.stream.aclose()
+    assert result[0].status == 503
+
+
+async def test_events_stick_to_the_accepting_backend(hub: Hub, nursery: trio.Nursery) -> None:
+    """Requests go round robin; each client's events go to the backend that accepted it;
+    when that backend leaves, they go to another one."""
+    first, _ = await attach(hub, nursery, "first")
+    second, _ = await attach(hub, nursery, "second")
+    owners = [second, first, second, first]  # round robin, starting after the first
+    clients = []
+    for name, owner in zip("abcd", owners, strict=True):
+        clients.append((hub.connect(await admit_via(hub, owner, accept(name)), Link()), owner))
+    for client, owner in clients:
+        hub.message(client, "hi")
+        said = await owner.next("new_message")
+        assert said["params"]["context"]["client_id"] == client.client_id
+    await first.stream.aclose()
+    await trio.testing.wait_all_tasks_blocked()
+    for client, _ in clients:
+        hub.message(client, "again")
+        moved = await second.next("new_message")
+        assert moved["params"]["context"]["client_id"] == client.client_id
+        assert moved["params"]["message"] == "again"
+
+
+async def test_queue_is_bounded_and_flushed_in_order(nursery: trio.Nursery) -> None:
+    """Events while no backend is connected wait in a queue of queue_size, oldest dropped
+    first and counted, and go in order to the next backend."""
+    hub = Hub(config(queue_size=3))
+    backend, _ = await attach(hub, nursery)
+    client = hub.connect(await admit_via(hub, backend, accept("ann")), Link())
+    await backend.frame()  # new_connection
+    await backend.stream.aclose()
+    await trio.testing.wait_all_tasks_blocked()
+    for n in range(5):
+        hub.message(client, f"m{n}")
+    assert hub.counters.queue_dropped == 2
+    late, _ = await attach(hub, nursery, "late")
+    assert [(await late.frame())["params"]["message"] for _ in range(3)] == ["m2", "m3", "m4"]
+
+
+async def test_actions_reach_clients(hub: Hub, nursery: trio.Nursery) -> None:
+    """Room, private, broadcast and close actions reach the right links; actions for unknown
+    clients or rooms are counted; a bad line is skipped and the link stays up."""
+    backend, _ = await attach(hub, nursery)
+    ann, bob = Link(), Link()
+    hub.connect(await admit_via(hub, backend, accept("ann", "r1")), ann)
+    hub.connect(await admit_via(hub, backend, accept("bob", "r2")), bob)
+    await backend.send("message_to_room", room_id="r1", message="to r1")
+    await backend.send("message_to_connection", conn_id="bob", message="to bob")
+    await backend.send("broadcast", message="to all")
+    await backend.stream.send_all(b"this is not json\n")
+    await backend.send("message_to_room", room_id="nowhere", message="x")
+    await backend.send("message_to_connection", conn_id="nobody", message="x")
+    await backend.send("close_connection", conn_id="ann", code=4001, reason="bye")
+    await trio.testing.wait_all_tasks_blocked()
+    assert ann.received == ["to r1", "to all"]
+    assert bob.received == ["to bob", "to all"]
+    assert ann.closed == (4001, "bye")
+    assert (hub.counters.unknown_targets, hub.counters.bad_frames) == (2, 1)
+    assert hub.health()["backends"] == 1
+
+
+async def test_same_client_id_replaces_the_older_socket(hub: Hub, nursery: trio.Nursery) -> None:
+    """A second client under an id already connected closes the first with 1008."""
+    backend, _ = await attach(hub, nursery)
+    old, new = Link(), Link()
+    hub.connect(await admit_via(hub, backend, accept("ann")), old)
+    hub.connect(await admit_via(hub, backend, accept("ann")), new)
+    assert old.closed is not None
+    assert old.closed[0] == 1008
+    await backend.send("message_to_connection", conn_id="ann", message="x")
+    await trio.testing.wait_all_tasks_blocked()
+    assert (old.received, new.received) == ([], ["x"])
+
+
+@pytest.mark.parametrize("secret", [None, "wrong secret, 16 chars+"])
+async def test_backend_secret(nursery: trio.Nursery, secret: str | None) -> None:
+    """With a secret configured, a backend without it or with a wrong one is refused; our
+    client with the right one is accepted."""
+    right = "the right secret, 16+ chars"
+    hub = Hub(config(backend_secret=right, handshake_timeout=1))
+    broker_end, backend_end = trio.testing.memory_stream_pair()
+    nursery.start_soon(serve_backend, hub, broker_end, "raw")
+    raw = RawBackend(backend_end)
+    if secret is not None:
+        await raw.send("authenticate", secret=secret)
+    else:
+        await raw.send("broadcast", message="sneaky")
+    await trio.testing.wait_all_tasks_blocked()
+    assert (hub.counters.backends_refused, hub.health()["backends"]) == (1, 0)
+
+    pair = trio.testing.memory_stream_pair()
+    nursery.start_soon(serve_backend, hub, pair[0], "ours")
+
+    async def connect() -> trio.abc.Stream:
+        return pair[1]
+
+    client = StrandsClient(
+        config=ClientConfig(broker_secret=right, reconnect=False), connect=connect
+    )
+    async with client.connected():
+        await trio.testing.wait_all_tasks_blocked()
+        assert hub.health()["backends"] == 1
+
+
+async def test_stalled_backend_is_dropped(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    """A backend that stops reading is disconnected once its buffer stays full for
+    backend_stall_timeout, and its clients' events go to another backend."""
+    hub = Hub(config(max_backend_buffer=1000, backend_stall_timeout=4))
+    broker_end, backend_end = trio.testing.lockstep_stream_pair()
+    nursery.start_soon(serve_backend, hub, broker_end, "stuck")
+    await trio.testing.wait_all_tasks_blocked()
+    stuck = RawBackend(backend_end)
+    admission_task: list[Admission] = []
+
+    async def ask() -> None:
+        admission_task.append(await hub.admit(HEADERS, "/ws/", "10.0.0.1:5"))
+
+    async with trio.open_nursery() as inner:
+        inner.start_soon(ask)
+        request = await stuck.frame()
+        await stuck.send("response", request["request_id"], **accept("ann")(request))
+    client = hub.connect(admission_task[0], Link())
+    for _ in range(20):  # nobody reads: the buffer fills
+        hub.message(client, "x" * 100)
+    start = trio.current_time()
+    await trio.sleep(5)
+    assert hub.counters.backends_stalled == 1
+    assert hub.health()["backends"] == 0
+    assert trio.current_time() - start >= 4
+    hub.message(client, "to the queue now")
+    assert hub.health()["queued"] >= 1
+
+
+async def test_shutdown_flushes_backends(nursery: trio.Nursery) -> None:
+    """close_backends() makes each link write what is queued, then close."""
+    hub = Hub(config())
+    backend, _ = await attach(hub, nursery)
+    client = hub.connect(await admit_via(hub, backend, accept("ann")), Link())
+    await backend.frame()
+    hub.disconnect(client)
+    hub.close_backends()
+    with trio.fail_after(5):
+        await hub.wait_backends_closed()
+    assert (await backend.frame())["action"] == "disconnected"
+    assert await backend.stream.receive_some() == b""
+
+
+def test_config_from_env() -> None:
+    """The reference's environment variables set the ports and the queue; bad values are
+    clear errors."""
+    env = {"PYSTRAND_WS_PORT": "9000", "PYSTRAND_TCP_PORT": "9001", "PYSTRAND_QUEUE_SIZE": "5"}
+    got = BrokerConfig.from_env(env)
+    assert (got.ws_port, got.tcp_port, got.queue_size) == (9000, 9001, 5)
+    assert BrokerConfig.from_env(env, ws_port=1).ws_port == 1
+    with pytest.raises(ValueError, match="PYSTRAND_WS_PORT must be an integer"):
+        BrokerConfig.from_env({"PYSTRAND_WS_PORT": "eighty"})
+    with pytest.raises(ValueError, match="at least 16"):
+        BrokerConfig(backend_secret="short")
+    with pytest.raises(ValueError, match="trusted_proxies"):
+        BrokerConfig(trusted_proxies=("not an ip",))
+    assert BrokerConfig(trusted_proxies=("10.0.0.0/8",)).trusts("10.1.2.3")
+    assert "backend_secret" not in repr(BrokerConfig(backend_secret="x" * 16))

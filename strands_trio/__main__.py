@@ -24,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
             "conversation between simulated WebSocket clients, print it, and exit."
         ),
     )
+    from .broker._cli import add_broker_command
+
+    add_broker_command(commands)
     return parser
 
 
@@ -33,6 +36,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ._demo import run_demo
 
         trio.run(run_demo)
+    elif args.command == "broker":
+        from .broker._cli import run_broker_command
+
+        return run_broker_command(args)
     return 0
 
 

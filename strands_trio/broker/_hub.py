@@ -311,12 +311,14 @@ class Hub:
         if queued:
             logger.info("sent %d queued event(s) to backend %s", queued, backend.name)
         self._backends.append(backend)
+        self._changed()
 
     def remove_backend(self, backend: BackendLink) -> None:
         """A backend left: requests it had not answered are refused; its clients' later
         events go to another backend."""
         if backend in self._backends:
             self._backends.remove(backend)
+            self._changed()
         for pending in self._pending.values():
             if pending.backend is backend and not pending.done.is_set():
                 pending.done.set()
@@ -328,8 +330,16 @@ class Hub:
     def link_closed(self, link: BackendLink) -> None:
         """A backend connection ended."""
         self._links.discard(link)
+        self._changed()
+
+    def _changed(self) -> None:
         self._links_changed.set()
         self._links_changed = trio.Event()
+
+    async def wait_backends(self, count: int = 1) -> None:
+        """Return once at least *count* backends are ready for events."""
+        while len(self._backends) < count:
+            await self._links_changed.wait()
 
     def close_backends(self) -> None:
         """Stop reading from every backend: each link flushes what is queued and closes."""

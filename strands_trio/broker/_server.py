@@ -25,6 +25,7 @@ import trio
 from ._backends import serve_backends
 from ._config import BrokerConfig
 from ._hub import Hub
+from ._websocket import serve_websockets
 
 __all__ = ["BrokerAddress", "serve_broker"]
 
@@ -65,8 +66,6 @@ async def serve_broker(
     Raises:
         OSError: a port cannot be bound (in use, or not allowed).
     """
-    from ._websocket import serve_websockets
-
     config = config or BrokerConfig()
     hub = Hub(config)
     stop = trio.Event()

@@ -1,0 +1,214 @@
+"""``strands-trio broker``: the broker from the command line, with the reference's flags."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import os
+import signal
+import ssl
+import sys
+from functools import partial
+from typing import Any
+
+import trio
+
+from .._util import collapse_single_exception
+from ._config import BrokerConfig
+from ._server import BrokerAddress, serve_broker
+
+__all__ = ["add_broker_command", "run_broker_command"]
+
+logger = logging.getLogger("strands_trio.broker")
+
+SECRET_VARIABLE = "STRANDS_BROKER_SECRET"
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"strands-trio broker: {name} must be an integer, got {raw!r}") from None
+
+
+def add_broker_command(commands: Any) -> None:
+    """Add the ``broker`` subcommand to the ``strands-trio`` parser."""
+    defaults = BrokerConfig()
+    parser = commands.add_parser(
+        "broker",
+        help="run the Trio broker (WebSocket clients <-> backends)",
+        description=(
+            "Run a PyStrands broker written with Trio: WebSocket clients connect to "
+            "ws://HOST:WS_PORT/ws/..., backends to TCP_PORT. Any backend written for the "
+            "reference Go broker works with it. Ctrl-C (or SIGTERM) stops it gracefully."
+        ),
+        epilog=(
+            f"Environment: PYSTRAND_WS_PORT, PYSTRAND_TCP_PORT, PYSTRAND_QUEUE_SIZE (as the "
+            f"reference broker; flags win), {SECRET_VARIABLE} (the backend secret, kept off "
+            "the command line where other users could see it)."
+        ),
+    )
+    add = parser.add_argument
+    add(
+        "--ws-port",
+        type=int,
+        default=_env_int("PYSTRAND_WS_PORT", defaults.ws_port),
+        help="WebSocket/HTTP port (default: %(default)s)",
+    )
+    add(
+        "--tcp-port",
+        type=int,
+        default=_env_int("PYSTRAND_TCP_PORT", defaults.tcp_port),
+        help="backends' port (default: %(default)s)",
+    )
+    add(
+        "--queue-size",
+        type=int,
+        default=_env_int("PYSTRAND_QUEUE_SIZE", defaults.queue_size),
+        help="events kept while no backend is connected (default: %(default)s)",
+    )
+    add(
+        "--ws-host",
+        default=defaults.ws_host,
+        help="interface for WebSocket clients (default: %(default)s, all)",
+    )
+    add(
+        "--backend-host",
+        default=defaults.backend_host,
+        help="interface for backends (default: %(default)s: anyone reaching this port can "
+        "act as a backend)",
+    )
+    add(
+        "--request-timeout",
+        type=float,
+        default=defaults.request_timeout,
+        help="seconds a backend has to answer a connection request (default: %(default)s)",
+    )
+    add(
+        "--allowed-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="an origin (https://example.com) whose pages may connect; repeat for more; '*' "
+        "for any (default: same-origin pages and non-browser clients only)",
+    )
+    add(
+        "--trusted-proxy",
+        action="append",
+        default=[],
+        metavar="ADDRESS",
+        help="a proxy (address or network) whose X-Forwarded-For is believed; repeatable",
+    )
+    add(
+        "--pass-query-string",
+        action="store_true",
+        help="keep the query string in connection requests' url (the reference drops it)",
+    )
+    add(
+        "--max-connections",
+        type=int,
+        default=defaults.max_connections,
+        help="WebSocket clients at once (default: %(default)s)",
+    )
+    add(
+        "--max-connections-per-ip",
+        type=int,
+        default=defaults.max_connections_per_ip,
+        help="WebSocket clients at once from one address (default: %(default)s)",
+    )
+    add(
+        "--max-message-size",
+        type=int,
+        default=defaults.max_message_size,
+        help="largest WebSocket message, in bytes (default: %(default)s)",
+    )
+    add("--certfile", help="TLS certificate (PEM) for wss:// clients")
+    add("--keyfile", help="TLS private key (PEM) for --certfile")
+    add("--backend-certfile", help="TLS certificate (PEM) for the backend port")
+    add("--backend-keyfile", help="TLS private key (PEM) for --backend-certfile")
+    add(
+        "--log-level",
+        default="INFO",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="(default: %(default)s)",
+    )
+
+
+def _server_tls(certfile: str | None, keyfile: str | None, what: str) -> ssl.SSLContext | None:
+    if certfile is None:
+        if keyfile is not None:
+            raise SystemExit(f"strands-trio broker: a {what} key needs its certificate too")
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(certfile, keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        raise SystemExit(
+            f"strands-trio broker: cannot load the {what} certificate: {exc}"
+        ) from None
+    return context
+
+
+def config_from_args(args: argparse.Namespace) -> BrokerConfig:
+    """The :class:`BrokerConfig` the parsed flags describe.
+
+    Raises:
+        SystemExit: a flag's value is invalid (the message says which).
+    """
+    try:
+        return BrokerConfig(
+            ws_host=args.ws_host,
+            ws_port=args.ws_port,
+            backend_host=args.backend_host,
+            tcp_port=args.tcp_port,
+            queue_size=args.queue_size,
+            request_timeout=args.request_timeout,
+            backend_secret=os.environ.get(SECRET_VARIABLE) or None,
+            allowed_origins=tuple(args.allowed_origin),
+            trusted_proxies=tuple(args.trusted_proxy),
+            pass_query_string=args.pass_query_string,
+            max_connections=args.max_connections,
+            max_connections_per_ip=args.max_connections_per_ip,
+            max_message_size=args.max_message_size,
+            ssl_context=_server_tls(args.certfile, args.keyfile, "WebSocket"),
+            backend_ssl_context=_server_tls(args.backend_certfile, args.backend_keyfile, "backend"),
+        )
+    except ValueError as exc:
+        raise SystemExit(f"strands-trio broker: {exc}") from None
+
+
+def run_broker_command(args: argparse.Namespace) -> int:
+    """Run the broker until SIGINT or SIGTERM; return the exit status."""
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    config = config_from_args(args)
+    try:
+        trio.run(partial(_serve_until_signal, config))
+    except OSError as exc:
+        what = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or exc
+        print(f"strands-trio broker: cannot listen: {what}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _serve_until_signal(config: BrokerConfig) -> None:
+    with collapse_single_exception():
+        async with trio.open_nursery() as nursery:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                address: BrokerAddress = await nursery.start(serve_broker, config)
+                scheme = "wss" if config.ssl_context else "ws"
+                print(
+                    f"strands-trio broker: WebSocket clients on {scheme}://{config.ws_host}:"
+                    f"{address.ws_port}/ws/..., backends on {config.backend_host}:"
+                    f"{address.tcp_port}",
+                    flush=True,
+                )
+                async for signum in signals:
+                    logger.info("%s received: shutting down", signal.Signals(signum).name)
+                    break
+            nursery.cancel_scope.cancel()

@@ -1,0 +1,91 @@
+"""``strands-trio broker``: flags and environment, clear one-line errors, and a graceful stop
+on SIGINT in a real process."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+import trio
+
+from strands_trio.__main__ import build_parser, main
+from strands_trio.broker._cli import config_from_args
+
+
+def parse(*argv: str) -> object:
+    return build_parser().parse_args(["broker", *argv])
+
+
+def test_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reference's environment variables set the defaults, flags win, and the secret comes
+    from STRANDS_BROKER_SECRET only."""
+    monkeypatch.setenv("PYSTRAND_WS_PORT", "9000")
+    monkeypatch.setenv("PYSTRAND_QUEUE_SIZE", "7")
+    monkeypatch.setenv("STRANDS_BROKER_SECRET", "a long enough secret")
+    config = config_from_args(parse("--tcp-port", "9001", "--allowed-origin", "https://a.example"))  # type: ignore[arg-type]
+    assert (config.ws_port, config.tcp_port, config.queue_size) == (9000, 9001, 7)
+    assert config.allowed_origins == ("https://a.example",)
+    assert config.backend_secret == "a long enough secret"
+    assert config.backend_host == "127.0.0.1"
+
+
+def test_bad_values_are_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bad flag value or environment variable exits with one line, not a traceback."""
+    with pytest.raises(SystemExit, match="ws_port must be a port number"):
+        config_from_args(parse("--ws-port", "70000"))  # type: ignore[arg-type]
+    with pytest.raises(SystemExit, match="trusted_proxies"):
+        config_from_args(parse("--trusted-proxy", "nonsense"))  # type: ignore[arg-type]
+    with pytest.raises(SystemExit, match="certificate"):
+        config_from_args(parse("--certfile", "/nonexistent.pem"))  # type: ignore[arg-type]
+    monkeypatch.setenv("PYSTRAND_TCP_PORT", "eighty")
+    with pytest.raises(SystemExit, match="PYSTRAND_TCP_PORT must be an integer"):
+        parse()
+
+
+def test_port_in_use(capsys: pytest.CaptureFixture[str]) -> None:
+    """A port already in use is one line on stderr and exit status 1."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        status = main(
+            ["broker", "--ws-host", "127.0.0.1", "--ws-port", str(port), "--tcp-port", "0"]
+        )
+    assert status == 1
+    assert capsys.readouterr().err == "strands-trio broker: cannot listen: address already in use\n"
+
+
+async def test_sigint_stops_the_broker_gracefully() -> None:
+    """The command serves until SIGINT, then exits with status 0 and no traceback."""
+    command = [sys.executable, "-m", "strands_trio", "broker", "--ws-host", "127.0.0.1"]
+    command += ["--ws-port", "0", "--tcp-port", "0"]
+    process = await trio.lowlevel.open_process(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        with trio.fail_after(20):
+            assert process.stdout is not None
+            banner = b""
+            while b"\n" not in banner:
+                banner += await process.stdout.receive_some()
+            assert b"WebSocket clients on ws://127.0.0.1:" in banner
+            process.send_signal(signal.SIGINT)
+            assert await process.wait() == 0
+            assert process.stderr is not None
+            errors = b""
+            while chunk := await process.stderr.receive_some():
+                errors += chunk
+            assert b"Traceback" not in errors
+            assert b"SIGINT received: shutting down" in errors
+    finally:
+        process.kill()
+        with trio.CancelScope(shield=True):
+            await process.wait()
+        for pipe in (process.stdout, process.stderr):
+            if pipe is not None:
+                await pipe.aclose()

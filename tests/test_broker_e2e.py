@@ -1,0 +1,225 @@
+"""The broker end to end on loopback: real WebSocket clients (trio-websocket), our client and
+the asyncio pystrands client from PyPI as backends, the extension, HTTP, and shutdown."""
+
+from __future__ import annotations
+
+import json
+import sys
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionRejected,
+    WebSocketConnection,
+    wrap_client_stream,
+)
+
+from strands_trio import ConnectionRequestContext, Context, StrandsApp
+from strands_trio._util import collapse_single_exception
+from strands_trio.broker import BrokerAddress, BrokerConfig, serve_broker
+
+PYSTRANDS_BACKEND = Path(__file__).parent / "data" / "pystrands_chat_backend.py"
+
+
+@pytest.fixture
+async def broker(nursery: trio.Nursery) -> BrokerAddress:
+    """A broker on free loopback ports, without heartbeats."""
+    config = BrokerConfig(ws_host="127.0.0.1", ws_port=0, tcp_port=0, heartbeat_interval=None)
+    address: BrokerAddress = await nursery.start(serve_broker, config)
+    return address
+
+
+def chat_app() -> StrandsApp:
+    """Our own version of tests/data/pystrands_chat_backend.py."""
+    app = StrandsApp()
+
+    @app.on_connection_request
+    async def admit(request: ConnectionRequestContext) -> bool:
+        if request.headers.get("Authorization") != ["Bearer good"]:
+            return False
+        request.context.room_id = request.url.removeprefix("/ws/")
+        request.context.metadata = {"name": request.header("x-name") or "?"}
+        return True
+
+    @app.on_new_connection
+    async def joined(context: Context) -> None:
+        await app.send_room_message(context.room_id, f"joined {context.metadata['name']}")
+
+    @app.on_message
+    async def said(message: str, context: Context) -> None:
+        if message.startswith("private:"):
+            _, client_id, text = message.split(":", 2)
+            await app.send_private_message(client_id, text)
+        elif message.startswith("all:"):
+            await app.broadcast_message(message[4:])
+        elif message.startswith("kick:"):
+            await app.close_connection(message[5:], 4001, "kicked")
+        else:
+            await app.send_room_message(context.room_id, f"{context.metadata['name']}: {message}")
+
+    @app.on_disconnect
+    async def left(context: Context) -> None:
+        await app.send_room_message(context.room_id, f"left {context.metadata['name']}")
+
+    return app
+
+
+async def connect(
+    nursery: trio.Nursery, address: BrokerAddress, room: str, name: str, token: str = "good"
+) -> WebSocketConnection:
+    """A WebSocket client of the broker, closed when the test's nursery ends."""
+    ws: WebSocketConnection = await nursery.start(
+        partial(_client, address.ws_port, room, name, token)
+    )
+    return ws
+
+
+async def _client(
+    port: int, room: str, name: str, token: str, *, task_status: trio.TaskStatus[Any]
+) -> None:
+    headers = [("Authorization", f"Bearer {token}"), ("X-Name", name)]
+    # We own the TCP stream: trio-websocket's open_websocket leaves the socket of a rejected
+    # handshake unclosed (a ResourceWarning).
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        with collapse_single_exception():
+            async with trio.open_nursery() as nursery:
+                ws = await wrap_client_stream(
+                    nursery, stream, "127.0.0.1", f"/ws/{room}", extra_headers=headers
+                )
+                try:
+                    task_status.started(ws)
+                    await trio.sleep_forever()
+                finally:
+                    with trio.CancelScope(shield=True), trio.move_on_after(0.2):
+                        await ws.aclose()
+
+
+async def chat_scenario(address: BrokerAddress, nursery: trio.Nursery) -> None:
+    """Accept and reject, room messages, private, broadcast and disconnect, as a chat does."""
+    with pytest.raises(ConnectionRejected) as refused:
+        await connect(nursery, address, "lobby", "eve", token="bad")
+    assert refused.value.status_code == 403
+    ann = await connect(nursery, address, "lobby", "ann")
+    assert await ann.get_message() == "joined ann"
+    bob = await connect(nursery, address, "lobby", "bob")
+    assert await ann.get_message() == "joined bob"
+    assert await bob.get_message() == "joined bob"
+    other = await connect(nursery, address, "other", "cat")
+    assert await other.get_message() == "joined cat"
+
+    await ann.send_message("hello")
+    assert await ann.get_message() == "ann: hello"
+    assert await bob.get_message() == "ann: hello"
+
+    await ann.send_message("all:everyone")
+    for ws in (ann, bob, other):
+        assert await ws.get_message() == "everyone"
+
+    # Private: the id comes from the broker's metrics-free way: ask the hub.
+    ids = {client.context.metadata["name"]: cid for cid, client in address.hub._clients.items()}
+    await ann.send_message(f"private:{ids['cat']}:psst")
+    assert await other.get_message() == "psst"
+
+    await bob.aclose()
+    assert await ann.get_message() == "left bob"
+
+
+async def test_our_client_through_our_broker(broker: BrokerAddress, nursery: trio.Nursery) -> None:
+    """A StrandsApp backend and trio-websocket clients hold a chat through the broker."""
+    app = chat_app()
+    await nursery.start(partial(app.serve, "127.0.0.1", broker.tcp_port))
+    with trio.fail_after(10):
+        await chat_scenario(broker, nursery)
+
+
+async def test_pystrands_client_through_our_broker(
+    broker: BrokerAddress, nursery: trio.Nursery
+) -> None:
+    """The asyncio pystrands client from PyPI, written for the reference broker, runs the
+    same chat through ours (in a subprocess)."""
+    command = [sys.executable, str(PYSTRANDS_BACKEND), str(broker.tcp_port)]
+    process = await nursery.start(partial(trio.run_process, command, check=False))
+    try:
+        with trio.fail_after(20):
+            await broker.hub.wait_backends(1)
+            await chat_scenario(broker, nursery)
+    finally:
+        process.kill()
+
+
+async def test_close_connection_extension(broker: BrokerAddress, nursery: trio.Nursery) -> None:
+    """Our client's close_connection closes a client's socket with its code and reason."""
+    app = chat_app()
+    await nursery.start(partial(app.serve, "127.0.0.1", broker.tcp_port))
+    with trio.fail_after(10):
+        ann = await connect(nursery, broker, "lobby", "ann")
+        bob = await connect(nursery, broker, "lobby", "bob")
+        ids = {c.context.metadata["name"]: cid for cid, c in broker.hub._clients.items()}
+        await ann.send_message(f"kick:{ids['bob']}")
+        with pytest.raises(ConnectionClosed) as closed:
+            await drain(bob)
+        assert (closed.value.reason.code, closed.value.reason.reason) == (4001, "kicked")
+
+
+async def drain(ws: WebSocketConnection) -> None:
+    """Read messages until the connection closes (ConnectionClosed)."""
+    while True:
+        await ws.get_message()
+
+
+async def test_health_and_metrics(broker: BrokerAddress, nursery: trio.Nursery) -> None:
+    """GET /healthz and GET /metrics answer on the WebSocket port."""
+    app = chat_app()
+    await nursery.start(partial(app.serve, "127.0.0.1", broker.tcp_port))
+    with trio.fail_after(10):
+        await connect(nursery, broker, "lobby", "ann")
+        health = json.loads(await http_get(broker.ws_port, "/healthz"))
+        assert (health["status"], health["backends"], health["connections"]) == ("ok", 1, 1)
+        metrics = (await http_get(broker.ws_port, "/metrics")).decode()
+        assert "strands_broker_connections 1" in metrics
+        assert "strands_broker_connections_accepted_total 1" in metrics
+
+
+async def http_get(port: int, path: str) -> bytes:
+    """The body of a plain HTTP/1.1 GET on loopback."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(
+            f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+        )
+        data = b""
+        while chunk := await stream.receive_some():
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return body
+
+
+async def test_graceful_shutdown(nursery: trio.Nursery) -> None:
+    """Cancelling the broker closes WebSocket clients with 1001 and tells the backend they
+    left before its link closes."""
+    config = BrokerConfig(ws_host="127.0.0.1", ws_port=0, tcp_port=0, heartbeat_interval=None)
+    left: list[str] = []
+    app = StrandsApp()
+
+    @app.on_disconnect
+    async def gone(context: Context) -> None:
+        left.append(context.client_id)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as broker_nursery:
+            address = await broker_nursery.start(serve_broker, config)
+            await nursery.start(partial(app.serve, "127.0.0.1", address.tcp_port))
+            ws = await connect(nursery, address, "lobby", "ann")
+            broker_nursery.cancel_scope.cancel()
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.get_message()
+        assert closed.value.reason.code == 1001
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(left) == 1

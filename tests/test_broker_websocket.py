@@ -1,0 +1,701 @@
+"""The broker's WebSocket port over real loopback sockets, against a fake hub: plain HTTP,
+handshake checks and refusals, sessions, slow and oversized clients, timeouts and shutdown."""
+
+from __future__ import annotations
+
+import datetime
+import gc
+import ipaddress
+import itertools
+import json
+import ssl
+import warnings
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+import trio_websocket
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from trio_websocket import WebSocketConnection
+
+from strands_trio.broker import BrokerConfig
+from strands_trio.broker._http import client_address, origin_allowed
+from strands_trio.broker._hub import Admission, ClientLink
+from strands_trio.broker._websocket import WebSocketFront, serve_websockets
+
+ACCEPT = Admission(accepted=True, client_id="c1", room_id="room")
+#: A bound on every test; the timeouts under test are a fraction of it.
+DEADLINE = 10
+
+
+class FakeHub:
+    """Implements exactly the hub methods the front calls, and records every call."""
+
+    def __init__(self, admission: Admission = ACCEPT) -> None:
+        self.admission = admission
+        self.admit_gate: trio.Event | None = None
+        self.requests: list[tuple[dict[str, list[str]], str, str]] = []
+        self.links: dict[int, ClientLink] = {}
+        self.messages: list[tuple[int, str]] = []
+        self.disconnected: list[int] = []
+        self.front: Any = None
+        self._ids = itertools.count(1)
+        self._changed = trio.Event()
+
+    def _pulse(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_for(self, predicate: Callable[[], bool]) -> None:
+        """Return once *predicate* holds (checked after every recorded call)."""
+        while not predicate():
+            await self._changed.wait()
+
+    async def admit(self, headers: dict[str, list[str]], url: str, remote_addr: str) -> Admission:
+        self.requests.append((headers, url, remote_addr))
+        self._pulse()
+        if self.admit_gate is not None:
+            await self.admit_gate.wait()
+        return self.admission
+
+    def connect(self, admission: Admission, link: ClientLink) -> int:
+        handle = next(self._ids)
+        self.links[handle] = link
+        self._pulse()
+        return handle
+
+    def message(self, handle: int, text: str) -> None:
+        self.messages.append((handle, text))
+        self._pulse()
+
+    def disconnect(self, handle: int) -> None:
+        self.disconnected.append(handle)
+        self._pulse()
+
+    def health(self) -> dict[str, Any]:
+        return {"status": "ok", "connections": len(self.links) - len(self.disconnected)}
+
+    def metrics_text(self) -> str:
+        return "\n".join(["hub_metric 1", *self.front.metrics_lines()]) + "\n"
+
+
+async def start(nursery: trio.Nursery, hub: FakeHub, **settings: Any) -> int:
+    """Start serve_websockets on 127.0.0.1 and a free port, which it returns."""
+    config = BrokerConfig(ws_host="127.0.0.1", ws_port=0, **settings)
+    return int(await nursery.start(partial(serve_websockets, hub, config)))  # type: ignore[arg-type]
+
+
+def front_of(hub: FakeHub) -> WebSocketFront:
+    assert isinstance(hub.front, WebSocketFront)
+    return hub.front
+
+
+async def http(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send raw *request* bytes and read the whole answer: (status, headers, body)."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(request)
+        data = b""
+        while chunk := await stream.receive_some():
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode().split("\r\n")
+    headers = dict(line.split(":", 1) for line in lines)
+    return int(status_line.split()[1]), {k.lower(): v.strip() for k, v in headers.items()}, body
+
+
+def get(path: str, *headers: str, method: str = "GET") -> bytes:
+    """A raw HTTP/1.1 request."""
+    return "\r\n".join([f"{method} {path} HTTP/1.1", "Host: x", *headers, "", ""]).encode()
+
+
+def upgrade(path: str = "/ws/chat", *headers: str, version: str = "13") -> bytes:
+    """A raw WebSocket handshake request."""
+    return get(
+        path,
+        "Connection: Upgrade",
+        "Upgrade: websocket",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        f"Sec-WebSocket-Version: {version}",
+        *headers,
+    )
+
+
+def ws_url(port: int, path: str = "/ws/chat") -> str:
+    return f"ws://127.0.0.1:{port}{path}"
+
+
+async def rejected_status(port: int, headers: list[tuple[bytes, bytes]] | None = None) -> int:
+    """The HTTP status a WebSocket handshake to /ws/chat with *headers* is refused with.
+
+    The handshake is sent raw: trio-websocket's client leaves its socket open when it is
+    refused (see test_trio_websocket_client_sees_the_refusal_status).
+    """
+    extra = [f"{name.decode()}: {value.decode()}" for name, value in headers or []]
+    status, _, _ = await http(port, upgrade("/ws/chat", *extra))
+    assert status != 101
+    return status
+
+
+@asynccontextmanager
+async def client(url: str, *args: Any, **kwargs: Any) -> AsyncIterator[WebSocketConnection]:
+    """trio_websocket.open_websocket_url, with its socket closed on the way out: trio-websocket
+    0.12.2's client leaves it open when the server closes first."""
+    ws: WebSocketConnection | None = None
+    try:
+        async with trio_websocket.open_websocket_url(url, *args, **kwargs) as ws:
+            yield ws
+    finally:
+        if ws is not None:
+            await ws._stream.aclose()
+
+
+async def close_code(ws: trio_websocket.WebSocketConnection) -> tuple[int, str | None]:
+    """Read until the server closes *ws*; its close code and reason."""
+    while True:
+        try:
+            await ws.get_message()
+        except trio_websocket.ConnectionClosed as closed:
+            reason = closed.reason
+            break
+    assert reason is not None
+    return reason.code, reason.reason
+
+
+# ---------------------------------------------------------------------- plain HTTP
+
+
+async def test_healthz_answers_the_hubs_health_as_json(nursery: trio.Nursery) -> None:
+    """GET /healthz is 200 with hub.health() as a JSON body, and the connection closes."""
+    hub = FakeHub()
+    port = await start(nursery, hub)
+    with trio.fail_after(DEADLINE):
+        status, headers, body = await http(port, get("/healthz"))
+    assert status == 200
+    assert headers["content-type"] == "application/json"
+    assert headers["connection"] == "close"
+    assert json.loads(body) == {"status": "ok", "connections": 0}
+
+
+async def test_metrics_include_the_fronts_lines_through_hub_front(nursery: trio.Nursery) -> None:
+    """GET /metrics is Prometheus text from hub.metrics_text(), which sees the front as
+    hub.front and appends its figures."""
+    hub = FakeHub()
+    port = await start(nursery, hub)
+    with trio.fail_after(DEADLINE):
+        await http(port, get("/healthz"))
+        status, headers, body = await http(port, get("/metrics"))
+    assert status == 200
+    assert headers["content-type"].startswith("text/plain; version=0.0.4")
+    text = body.decode()
+    assert text.startswith("hub_metric 1\n")
+    assert "# TYPE strands_broker_ws_handshakes_refused_total counter" in text
+    assert 'strands_broker_ws_handshakes_refused_total{reason="origin"} 0' in text
+    assert "strands_broker_http_requests_total 2" in text  # /healthz, and this one
+
+
+async def test_extra_routes_answer_with_their_status_type_and_body(
+    nursery: trio.Nursery,
+) -> None:
+    """A path in extra_routes is answered with what its function returns."""
+    hub = FakeHub()
+    config = BrokerConfig(ws_host="127.0.0.1", ws_port=0)
+    routes = {"/demo": lambda: (200, "text/html; charset=utf-8", b"<h1>demo</h1>")}
+    port = await nursery.start(partial(serve_websockets, hub, config, extra_routes=routes))  # type: ignore[arg-type]
+    with trio.fail_after(DEADLINE):
+        status, headers, body = await http(port, get("/demo"))
+    assert (status, headers["content-type"], body) == (
+        200,
+        "text/html; charset=utf-8",
+        b"<h1>demo</h1>",
+    )
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "expected"),
+    [
+        (get("/nowhere"), 404),
+        (get("/healthz", "Content-Length: 0", method="POST"), 405),
+        (get("/ws/chat"), 400),  # a WebSocket path without the upgrade
+        (upgrade("/chat"), 404),  # an upgrade outside /ws/
+        (upgrade("/ws/chat", version="8"), 426),
+        (
+            get("/ws/x", "Connection: Upgrade", "Upgrade: websocket", "Sec-WebSocket-Version: 13"),
+            400,
+        ),  # no key
+        (
+            get("/ws/x", "Upgrade: websocket", "Sec-WebSocket-Version: 13", "Sec-WebSocket-Key: a"),
+            400,
+        ),  # no Connection
+        (upgrade("/ws/x").replace(b"GET", b"PUT", 1), 405),
+        (b"\x16\x03\x01\x02\x00 not http at all\r\n\r\n", 400),
+        (get("/healthz", "X-Big: " + "a" * 20_000), 431),
+        (get("/healthz", *[f"X-{i}: {'a' * 1000}" for i in range(20)]), 431),
+    ],
+)
+async def test_other_requests_get_an_error_status(
+    nursery: trio.Nursery, request_bytes: bytes, expected: int
+) -> None:
+    """Unknown paths, wrong methods, malformed handshakes and garbage get the right HTTP error,
+    and no backend is asked."""
+    hub = FakeHub()
+    port = await start(nursery, hub)
+    with trio.fail_after(DEADLINE):
+        status, headers, _ = await http(port, request_bytes)
+    assert status == expected
+    assert hub.requests == []
+    if expected == 426:
+        assert headers["sec-websocket-version"] == "13"
+    if expected == 405:
+        assert headers["allow"] == "GET"
+
+
+async def test_garbage_is_counted_as_a_bad_request(nursery: trio.Nursery) -> None:
+    """A connection that sends something other than HTTP is counted under bad_request."""
+    hub = FakeHub()
+    port = await start(nursery, hub)
+    with trio.fail_after(DEADLINE):
+        await http(port, b"hello?\r\n\r\n")
+    assert front_of(hub).statistics().refused["bad_request"] == 1
+
+
+# ---------------------------------------------------------------------- handshakes
+
+
+async def test_accepted_handshake_asks_the_hub_with_go_shaped_request(
+    nursery: trio.Nursery,
+) -> None:
+    """The hub gets Go-canonical multi-valued headers without Host, the path without its
+    query string, and the peer's ip:port; the client is connected with a link."""
+    hub = FakeHub()
+    port = await start(nursery, hub)
+    headers = [(b"x-multi", b"one"), (b"X-MULTI", b"two"), (b"Authorization", b"Bearer t")]
+    with trio.fail_after(DEADLINE):
+        async with client(ws_url(port, "/ws/chat?token=secret"), extra_headers=headers) as ws:
+            await hub.wait_for(lambda: 1 in hub.links)
+            local_port = ws.local.port  # type: ignore[union-attr]
+    wire, url, remote_addr = hub.requests[0]
+    assert url == "/ws/chat"
+    assert remote_addr == f"127.0.0.1:{local_port}"
+    assert wire["X-Multi"] == ["one", "two"]
+    assert wire["Authorization"] == ["Bearer t"]
+    assert wire["Sec-Websocket-Version"] == ["13"]
+    assert wire["Upgrade"] == ["websocket"]
+    assert "Sec-Websocket-Key" in wire
+    assert "Host" not in wire
+
+
+@pytest.mark.parametrize(
+    ("path", "pass_query_string", "expected"),
+    [
+        ("/ws/chat?room=a&b=c", False, "/ws/chat"),
+        ("/ws/chat?room=a&b=c", True, "/ws/chat?room=a&b=c"),
+        ("/ws/a%20b", False, "/ws/a b"),
+    ],
+)
+async def test_url_is_the_decoded_path_with_the_query_only_on_request(
+    nursery: trio.Nursery, path: str, pass_query_string: bool, expected: str
+) -> None:
+    """The url is Go's decoded r.URL.Path; the query string is kept only with
+    pass_query_string."""
+    hub = FakeHub()
+    port = await start(nursery, hub, pass_query_string=pass_query_string)
+    with trio.fail_after(DEADLINE):
+        async with client(ws_url(port, path)):
+            pass
+    assert hub.requests[0][1] == expected
+
+
+@pytest.mark.parametrize("status", [403, 503])
+async def test_refused_admission_is_answered_with_its_status(
+    nursery: trio.Nursery, status: int
+) -> None:
+    """When the hub refuses, the client sees the admission's HTTP status and no upgrade."""
+    hub = FakeHub(Admission(accepted=False, status=status))
+    port = await start(nursery, hub)
+    with trio.fail_after(DEADLINE):
+        assert await rejected_status(port) == status
+    assert len(hub.requests) == 1
+    assert hub.links == {}
+    assert front_of(hub).statistics().refused["backend"] == 1
+
+
+async def test_trio_websocket_client_sees_the_refusal_status(nursery: trio.Nursery) -> None:
+    """A trio-websocket client refused by the backend gets ConnectionRejected with the
+    admission's status."""
+    hub = FakeHub(Admission(accepted=False, status=403))
+    port = await start(nursery, hub)
+    with trio.fail_after(DEADLINE):
+        with pytest.raises(trio_websocket.ConnectionRejected) as info:
+            async with trio_websocket.open_websocket_url(ws_url(port)):
+                pass
+        assert info.value.status_code == 403
+        assert info.value.body == b"refused by the backend\n"
+    # trio-websocket 0.12.2 does not close a refused client's socket: collect it quietly.
+    del info
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+
+
+@pytest.mark.parametrize(
+    ("origin", "allowed_origins", "accepted"),
+    [
+        (None, (), True),  # not a browser
+        ("http://127.0.0.1:{port}", (), True),  # same origin
+        ("https://evil.example", (), False),
+        ("https://evil.example", ("https://app.example",), False),
+        ("https://app.example", ("https://app.example",), True),
+        ("https://APP.example/", ("https://app.example",), True),
+        ("https://evil.example", ("*",), True),
+        ("null", (), False),
+    ],
+)
+async def test_origin_is_checked_before_the_backend(
+    nursery: trio.Nursery, origin: str | None, allowed_origins: tuple[str, ...], accepted: bool
+) -> None:
+    """A foreign Origin is refused with 403 before any backend is asked; no Origin, the same
+    origin, a listed one or '*' are let through."""
+    hub = FakeHub()
+    port = await start(nursery, hub, allowed_origins=allowed_origins)
+    headers = [] if origin is None else [(b"Origin", origin.format(port=port).encode())]
+    with trio.fail_after(DEADLINE):
+        if accepted:
+            async with client(ws_url(port), extra_headers=headers):
+                pass
+            assert len(hub.requests) == 1
+        else:
+            assert await rejected_status(port, headers) == 403
+            assert hub.requests == []
+            assert front_of(hub).statistics().refused["origin"] == 1
+
+
+async def test_connections_per_ip_are_limited_with_429(nursery: trio.Nursery) -> None:
+    """Past max_connections_per_ip a client's address gets 429; a closed socket frees its
+    slot."""
+    hub = FakeHub()
+    port = await start(nursery, hub, max_connections_per_ip=1)
+    with trio.fail_after(DEADLINE):
+        async with client(ws_url(port)):
+            assert front_of(hub).statistics().connections_per_ip == {"127.0.0.1": 1}
+            assert await rejected_status(port) == 429
+        await hub.wait_for(lambda: hub.disconnected == [1])
+        await trio.testing.wait_all_tasks_blocked(0.01)
+        assert front_of(hub).statistics().connections == 0
+        async with client(ws_url(port)):
+            pass
+    assert front_of(hub).statistics().refused["per_ip"] == 1
+    assert len(hub.requests) == 2
+
+
+async def test_total_connections_are_limited_with_503_even_while_admitting(
+    nursery: trio.Nursery,
+) -> None:
+    """A handshake waiting for its backend holds a slot: past max_connections the next one gets
+    503 and the hub is not asked."""
+    hub = FakeHub()
+    hub.admit_gate = trio.Event()
+    port = await start(nursery, hub, max_connections=1)
+    with trio.fail_after(DEADLINE):
+        async with await trio.open_tcp_stream("127.0.0.1", port) as waiting:
+            await waiting.send_all(upgrade())
+            await hub.wait_for(lambda: len(hub.requests) == 1)
+            assert await rejected_status(port) == 503
+            hub.admit_gate.set()
+            assert (await waiting.receive_some()).startswith(b"HTTP/1.1 101 ")
+    assert len(hub.requests) == 1
+    assert front_of(hub).statistics().refused["full"] == 1
+
+
+async def test_x_forwarded_for_is_believed_only_from_a_trusted_proxy(
+    nursery: trio.Nursery,
+) -> None:
+    """From a trusted peer the client is the right-most untrusted X-Forwarded-For address
+    (port 0) and the per-IP limit applies to it; from anyone else the header is ignored."""
+    hub = FakeHub()
+    trusted = await start(
+        nursery, hub, trusted_proxies=("127.0.0.1", "10.0.0.0/8"), max_connections_per_ip=1
+    )
+    spoof = [(b"X-Forwarded-For", b"198.51.100.1, 203.0.113.7"), (b"X-Forwarded-For", b"10.1.2.3")]
+    with trio.fail_after(DEADLINE):
+        async with client(ws_url(trusted), extra_headers=spoof):
+            other = [(b"X-Forwarded-For", b"192.0.2.9")]
+            async with client(ws_url(trusted), extra_headers=other):
+                assert await rejected_status(trusted, spoof) == 429
+    assert [request[2] for request in hub.requests] == ["203.0.113.7:0", "192.0.2.9:0"]
+    assert hub.requests[0][0]["X-Forwarded-For"] == ["198.51.100.1, 203.0.113.7", "10.1.2.3"]
+
+    untrusting = FakeHub()
+    port = await start(nursery, untrusting)
+    with trio.fail_after(DEADLINE):
+        async with client(ws_url(port), extra_headers=spoof) as ws:
+            local_port = ws.local.port  # type: ignore[union-attr]
+    assert untrusting.requests[0][2] == f"127.0.0.1:{local_port}"
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "expected"),
+    [
+        (("127.0.0.1", 5), [], ("127.0.0.1", "127.0.0.1:5")),
+        (("::1", 5), [], ("::1", "[::1]:5")),
+        (("::ffff:127.0.0.1", 5), [], ("127.0.0.1", "127.0.0.1:5")),
+        (("192.0.2.1", 5), ["198.51.100.1"], ("192.0.2.1", "192.0.2.1:5")),  # untrusted peer
+        (("127.0.0.1", 5), ["198.51.100.1, 10.0.0.1"], ("198.51.100.1", "198.51.100.1:0")),
+        (("127.0.0.1", 5), ["10.0.0.2, 10.0.0.1"], ("10.0.0.2", "10.0.0.2:0")),  # all trusted
+        (("127.0.0.1", 5), ["2001:db8::1"], ("2001:db8::1", "[2001:db8::1]:0")),
+        (("127.0.0.1", 5), ["198.51.100.1:4711"], ("198.51.100.1", "198.51.100.1:0")),
+        (("127.0.0.1", 5), ["junk"], ("127.0.0.1", "127.0.0.1:5")),
+        (("127.0.0.1", 5), [" , "], ("127.0.0.1", "127.0.0.1:5")),
+    ],
+)
+def test_client_address_table(
+    peer: tuple[str, int], forwarded: list[str], expected: tuple[str, str]
+) -> None:
+    """client_address follows X-Forwarded-For only from trusted peers, right to left."""
+    config = BrokerConfig(trusted_proxies=("127.0.0.1", "10.0.0.0/8"))
+    assert client_address(peer, forwarded, config.trusts) == expected
+
+
+@pytest.mark.parametrize(
+    ("origins", "host", "allowed", "expected"),
+    [
+        ([], "h:1", (), True),
+        (["http://h:1"], "h:1", (), True),
+        (["http://h:1"], "h:2", (), False),
+        (["http://h:1"], None, (), False),
+        (["http://h:1", "http://evil"], "h:1", (), False),
+        (["https://a.example"], "h", ("https://a.example",), True),
+        (["garbage"], "garbage", (), False),
+    ],
+)
+def test_origin_allowed_table(
+    origins: list[str], host: str | None, allowed: tuple[str, ...], expected: bool
+) -> None:
+    """origin_allowed lets through no origin, the same origin and listed origins only."""
+    assert origin_allowed(origins, host, allowed) is expected
+
+
+# ---------------------------------------------------------------------- sessions
+
+
+async def test_messages_flow_both_ways(nursery: trio.Nursery) -> None:
+    """A client's text reaches hub.message with its handle, and link.deliver reaches the
+    client in order."""
+    hub = FakeHub()
+    port = await start(nursery, hub)
+    with trio.fail_after(DEADLINE):
+        async with client(ws_url(port)) as ws:
+            await ws.send_message("hello")
+            await hub.wait_for(lambda: hub.messages == [(1, "hello")])
+            assert hub.links[1].deliver("one") is True
+            assert hub.links[1].deliver("two") is True
+            assert [await ws.get_message(), await ws.get_message()] == ["one", "two"]
+        await hub.wait_for(lambda: hub.disconnected == [1])
+    stats = front_of(hub).statistics()
+    assert (stats.accepted, stats.open_websockets) == (1, 0)
+
+
+async def test_client_close_disconnects_exactly_once(nursery: trio.Nursery) -> None:
+    """A client that closes is disconnected from the hub once, and its link refuses later
+    deliveries."""
+    hub = FakeHub()
+    port = await start(nursery, hub)
+    with trio.fail_after(DEADLINE):
+        async with client(ws_url(port)):
+            await hub.wait_for(lambda: 1 in hub.links)
+        await hub.wait_for(lambda: hub.disconnected == [1])
+        await trio.testing.wait_all_tasks_blocked(0.01)
+    assert hub.disconnected == [1]
+    assert hub.links[1].deliver("late") is False
+    assert front_of(hub).statistics().connections == 0
+
+
+async def test_binary_frames_are_passed_on_as_replaced_utf8(nursery: trio.Nursery) -> None:
+    """A binary message reaches the hub as text, undecodable bytes replaced, and is counted."""
+    hub = FakeHub()
+    port = await start(nursery, hub)
+    with trio.fail_after(DEADLINE):
+        async with client(ws_url(port)) as ws:
+            await ws.send_message(b"\xffok\xc3\xa9")
+            await hub.wait_for(lambda: len(hub.messages) == 1)
+    assert hub.messages == [(1, "\ufffdoké")]
+    assert front_of(hub).statistics().binary_frames == 1
+
+
+async def test_hub_close_flushes_then_closes_with_the_code(nursery: trio.Nursery) -> None:
+    """link.close(code, reason) writes what was queued, then closes with that code and
+    reason; the hub is told once."""
+    hub = FakeHub()
+    port = await start(nursery, hub)
+    with trio.fail_after(DEADLINE):
+        async with client(ws_url(port)) as ws:
+            await hub.wait_for(lambda: 1 in hub.links)
+            hub.links[1].deliver("goodbye")
+            hub.links[1].close(4000, "kicked")
+            hub.links[1].close(4001, "ignored: the first close decides")
+            assert await ws.get_message() == "goodbye"
+            assert await close_code(ws) == (4000, "kicked")
+        await hub.wait_for(lambda: hub.disconnected == [1])
+
+
+async def test_slow_client_is_closed_with_1008(nursery: trio.Nursery) -> None:
+    """A client whose queue fills up (it does not read) is closed with 1008 and counted; later
+    deliveries say False."""
+    hub = FakeHub()
+    port = await start(nursery, hub, client_queue_size=2)
+    with trio.fail_after(DEADLINE):
+        async with client(ws_url(port)) as ws:
+            await hub.wait_for(lambda: 1 in hub.links)
+            results = [hub.links[1].deliver(f"m{i}") for i in range(6)]
+            assert results[-1] is False
+            assert results.count(True) <= 3  # the writer may hold one, the queue two
+            assert await close_code(ws) == (1008, "too slow: message queue full")
+        await hub.wait_for(lambda: hub.disconnected == [1])
+    assert front_of(hub).statistics().slow_clients_closed == 1
+
+
+async def test_oversized_message_closes_with_1009(nursery: trio.Nursery) -> None:
+    """A message larger than max_message_size closes the socket with 1009 and the hub is told
+    the client left, without the message."""
+    hub = FakeHub()
+    port = await start(nursery, hub, max_message_size=16)
+    with trio.fail_after(DEADLINE):
+        async with client(ws_url(port)) as ws:
+            await ws.send_message("x" * 100)
+            code, _ = await close_code(ws)
+        await hub.wait_for(lambda: hub.disconnected == [1])
+    assert code == 1009
+    assert hub.messages == []
+
+
+async def test_websocket_over_tls(nursery: trio.Nursery, tmp_path: Any) -> None:
+    """With an ssl_context the port speaks wss://."""
+    server_context, client_context = tls_contexts(tmp_path)
+    hub = FakeHub()
+    port = await start(nursery, hub, ssl_context=server_context)
+    with trio.fail_after(DEADLINE):
+        async with client(f"wss://127.0.0.1:{port}/ws/secure", client_context) as ws:
+            await ws.send_message("over tls")
+            await hub.wait_for(lambda: hub.messages == [(1, "over tls")])
+            hub.links[1].deliver("back")
+            assert await ws.get_message() == "back"
+
+
+# ---------------------------------------------------------------------- timeouts, shutdown
+
+
+@pytest.mark.parametrize("sent", [b"", b"GET /ws/chat HTTP/1.1\r\nHost: x\r\n"])
+async def test_silent_or_slow_client_is_dropped_after_the_handshake_timeout(
+    nursery: trio.Nursery, sent: bytes
+) -> None:
+    """A TCP connection that sends nothing, or half a head, is closed after handshake_timeout,
+    counted, and holds no slot meanwhile."""
+    hub = FakeHub()
+    port = await start(nursery, hub, handshake_timeout=0.3, max_connections=1)
+    with trio.fail_after(DEADLINE):
+        start_time = trio.current_time()
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(sent)
+            async with client(ws_url(port)):
+                pass  # the silent one holds no slot
+            assert await stream.receive_some() == b""
+        assert 0.25 < trio.current_time() - start_time < 2
+    assert front_of(hub).statistics().refused["timeout"] == 1
+
+
+@asynccontextmanager
+async def serving(hub: FakeHub, **settings: Any) -> AsyncIterator[tuple[int, trio.CancelScope]]:
+    """serve_websockets in a nursery of its own, cancelled on exit; (port, its scope)."""
+    async with trio.open_nursery() as nursery:
+        port = await start(nursery, hub, **settings)
+        yield port, nursery.cancel_scope
+        nursery.cancel_scope.cancel()
+
+
+async def test_shutdown_closes_websockets_with_1001(nursery: trio.Nursery) -> None:
+    """Cancelling serve_websockets closes open sockets with 1001 and disconnects each from the
+    hub; the listener is gone afterwards."""
+    hub = FakeHub()
+    with trio.fail_after(DEADLINE):
+        async with serving(hub, shutdown_timeout=5) as (port, scope):
+            ws = await trio_websocket.connect_websocket_url(nursery, ws_url(port))
+            await hub.wait_for(lambda: 1 in hub.links)
+            hub.links[1].deliver("last words")
+            scope.cancel()
+        assert await ws.get_message() == "last words"
+        assert await close_code(ws) == (1001, "going away")
+        assert hub.disconnected == [1]
+        await ws._stream.aclose()
+        with pytest.raises(OSError, match="connect"):
+            await trio.open_tcp_stream("127.0.0.1", port)
+
+
+async def test_shutdown_is_bounded_when_clients_do_not_answer(nursery: trio.Nursery) -> None:
+    """A client that never answers the close handshake, and one whose backend has not
+    answered yet, do not hold shutdown past shutdown_timeout."""
+    hub = FakeHub()
+    with trio.fail_after(DEADLINE):
+        async with serving(hub, shutdown_timeout=0.5) as (port, scope):
+            mute = await trio.open_tcp_stream("127.0.0.1", port)
+            await mute.send_all(upgrade())
+            assert (await mute.receive_some()).startswith(b"HTTP/1.1 101 ")
+            await hub.wait_for(lambda: 1 in hub.links)
+            hub.admit_gate = trio.Event()  # the next handshake waits for its backend
+            waiting = await trio.open_tcp_stream("127.0.0.1", port)
+            await waiting.send_all(upgrade())
+            await hub.wait_for(lambda: len(hub.requests) == 2)
+            scope.cancel()
+            start_time = trio.current_time()
+        elapsed = trio.current_time() - start_time
+        assert 0.4 < elapsed < 2
+        assert hub.disconnected == [1]
+        assert await waiting.receive_some() == b""
+        await mute.aclose()
+        await waiting.aclose()
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def tls_contexts(tmp_path: Any) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with a fresh self-signed certificate for 127.0.0.1, and a client
+    context that trusts it."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert_file, key_file)
+    client = ssl.create_default_context(cafile=str(cert_file))
+    return server, client

@@ -8,7 +8,9 @@ import gc
 import ipaddress
 import itertools
 import json
+import socket
 import ssl
+import struct
 import warnings
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -26,7 +28,7 @@ from cryptography.x509.oid import NameOID
 from trio_websocket import WebSocketConnection
 
 from strands_trio.broker import BrokerConfig
-from strands_trio.broker._http import client_address, origin_allowed
+from strands_trio.broker._http import ReplayStream, RequestReader, client_address, origin_allowed
 from strands_trio.broker._hub import Admission, ClientLink
 from strands_trio.broker._websocket import WebSocketFront, serve_websockets
 
@@ -72,6 +74,8 @@ class FakeHub:
         return handle
 
     def message(self, handle: int, text: str) -> None:
+        if text == "crash":
+            raise RuntimeError("the hub failed")
         self.messages.append((handle, text))
         self._pulse()
 
@@ -216,6 +220,17 @@ async def test_extra_routes_answer_with_their_status_type_and_body(
         "text/html; charset=utf-8",
         b"<h1>demo</h1>",
     )
+
+
+async def test_failing_extra_route_is_a_500(nursery: trio.Nursery) -> None:
+    """An extra route that raises is answered with 500, and the port keeps serving."""
+    hub = FakeHub()
+    config = BrokerConfig(ws_host="127.0.0.1", ws_port=0)
+    routes = {"/broken": lambda: 1 / 0}
+    port = await nursery.start(partial(serve_websockets, hub, config, extra_routes=routes))  # type: ignore[arg-type]
+    with trio.fail_after(DEADLINE):
+        assert (await http(port, get("/broken")))[0] == 500
+        assert (await http(port, get("/healthz")))[0] == 200
 
 
 @pytest.mark.parametrize(
@@ -482,6 +497,34 @@ def test_origin_allowed_table(
     assert origin_allowed(origins, host, allowed) is expected
 
 
+@pytest.mark.parametrize("piece", [1, 7, 10_000])
+async def test_request_reader_reads_a_head_fed_in_pieces(piece: int) -> None:
+    """RequestReader gets the same head fed whole or in pieces, and keeps every byte read for
+    the replay, which ReplayStream gives back before the stream's own bytes."""
+    data = upgrade("/ws/r%C3%A9?x=1", "X-A: 1", "x-a: 2")
+    send, receive = trio.testing.memory_stream_one_way_pair()
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as feeder:
+
+            async def feed() -> None:
+                for i in range(0, len(data), piece):
+                    await send.send_all(data[i : i + piece])
+                await send.send_all(b"after")
+
+            feeder.start_soon(feed)
+            request = await RequestReader().read(receive)
+    assert request is not None
+    assert request.is_websocket
+    assert (request.method, request.path, request.query) == ("GET", "/ws/ré", "x=1")
+    assert request.wire_headers()["X-A"] == ["1", "2"]
+    replay = ReplayStream(trio.testing.MemoryReceiveStream(), request.received)  # type: ignore[arg-type]
+    replayed = b""
+    while len(replayed) < len(request.received):
+        replayed += await replay.receive_some(5)
+    assert replayed.startswith(data)
+    assert replayed == request.received
+
+
 # ---------------------------------------------------------------------- sessions
 
 
@@ -503,10 +546,10 @@ async def test_messages_flow_both_ways(nursery: trio.Nursery) -> None:
 
 
 async def test_client_close_disconnects_exactly_once(nursery: trio.Nursery) -> None:
-    """A client that closes is disconnected from the hub once, and its link refuses later
-    deliveries."""
+    """A client that closes is disconnected from the hub at once (the writer does not wait for
+    shutdown_timeout) and only once, and its link refuses later deliveries."""
     hub = FakeHub()
-    port = await start(nursery, hub)
+    port = await start(nursery, hub, shutdown_timeout=60)
     with trio.fail_after(DEADLINE):
         async with client(ws_url(port)):
             await hub.wait_for(lambda: 1 in hub.links)
@@ -545,6 +588,60 @@ async def test_hub_close_flushes_then_closes_with_the_code(nursery: trio.Nursery
         await hub.wait_for(lambda: hub.disconnected == [1])
 
 
+async def test_hub_failure_closes_that_client_with_1011(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An error in the hub while handling a message closes that client with 1011, disconnects
+    it, is logged, and other clients go on."""
+    hub = FakeHub()
+    port = await start(nursery, hub)
+    with trio.fail_after(DEADLINE):
+        async with client(ws_url(port)) as other, client(ws_url(port)) as ws:
+            await ws.send_message("crash")
+            assert await close_code(ws) == (1011, "internal error")
+            await hub.wait_for(lambda: hub.disconnected == [2])
+            await other.send_message("still here")
+            await hub.wait_for(lambda: hub.messages == [(1, "still here")])
+    assert "WebSocket session failed" in caplog.text
+
+
+@pytest.mark.parametrize("reset", [False, True])
+async def test_client_leaving_while_admitted_is_no_error(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture, reset: bool
+) -> None:
+    """A client that hangs up (or resets) while its backend decides frees its slot, and the
+    hub sees a disconnect for every connect; nothing is logged as an error."""
+    hub = FakeHub()
+    hub.admit_gate = trio.Event()
+    port = await start(nursery, hub)
+    with trio.fail_after(DEADLINE):
+        async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+            await stream.send_all(upgrade())
+            await hub.wait_for(lambda: len(hub.requests) == 1)
+            if reset:  # close with an RST: the 101 then cannot be sent
+                linger = struct.pack("ii", 1, 0)
+                stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+        await trio.testing.wait_all_tasks_blocked(0.05)
+        hub.admit_gate.set()
+        await trio.testing.wait_all_tasks_blocked(0.05)
+    assert front_of(hub).statistics().connections == 0
+    assert hub.disconnected == list(hub.links)
+    assert [r for r in caplog.records if r.levelname == "ERROR"] == []
+
+
+async def test_unsendable_close_code_becomes_1000(nursery: trio.Nursery) -> None:
+    """A close code no endpoint may send (here from a backend's close action) closes with
+    1000 instead of breaking the close frame."""
+    hub = FakeHub()
+    port = await start(nursery, hub)
+    with trio.fail_after(DEADLINE):
+        async with client(ws_url(port)) as ws:
+            await hub.wait_for(lambda: 1 in hub.links)
+            hub.links[1].close(70_000, "odd")
+            assert await close_code(ws) == (1000, "odd")
+        await hub.wait_for(lambda: hub.disconnected == [1])
+
+
 async def test_slow_client_is_closed_with_1008(nursery: trio.Nursery) -> None:
     """A client whose queue fills up (it does not read) is closed with 1008 and counted; later
     deliveries say False."""
@@ -576,7 +673,8 @@ async def test_oversized_message_closes_with_1009(nursery: trio.Nursery) -> None
 
 
 async def test_websocket_over_tls(nursery: trio.Nursery, tmp_path: Any) -> None:
-    """With an ssl_context the port speaks wss://."""
+    """With an ssl_context the port speaks wss://, and plain HTTP to it is dropped as a bad
+    request."""
     server_context, client_context = tls_contexts(tmp_path)
     hub = FakeHub()
     port = await start(nursery, hub, ssl_context=server_context)
@@ -586,6 +684,11 @@ async def test_websocket_over_tls(nursery: trio.Nursery, tmp_path: Any) -> None:
             await hub.wait_for(lambda: hub.messages == [(1, "over tls")])
             hub.links[1].deliver("back")
             assert await ws.get_message() == "back"
+        async with await trio.open_tcp_stream("127.0.0.1", port) as plain:
+            await plain.send_all(get("/healthz"))
+            while await plain.receive_some():
+                pass  # whatever TLS says to plain HTTP, then the connection closes
+    assert front_of(hub).statistics().refused["bad_request"] == 1
 
 
 # ---------------------------------------------------------------------- timeouts, shutdown

@@ -83,8 +83,9 @@ class BrokerConfig:
         client_queue_size: Messages waiting to be written to one WebSocket client; a client
             that lets it fill up is disconnected with close code 1008 rather than slowing
             the others.
-        max_message_size: The largest WebSocket message accepted from a client, in bytes (a
-            larger one closes the socket with 1009).
+        max_message_size: The largest WebSocket message accepted from a client (a larger one
+            closes the socket with 1009), as trio-websocket measures it: bytes for a binary
+            message, characters for a text one.
         allowed_origins: Origins (``https://example.com``) whose pages may open sockets, or
             ``("*",)`` for any. Empty by default: only same-origin pages (the ``Origin``'s
             host is the ``Host`` header) and clients that send no ``Origin`` (not browsers).

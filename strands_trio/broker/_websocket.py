@@ -146,8 +146,11 @@ class _Link:
 
     def close(self, code: int, reason: str) -> None:
         """End the session with *code* and *reason*, once what is queued is written (the first
-        call decides)."""
+        call decides). A code a WebSocket endpoint may not send becomes 1000."""
         if self.close_code is None:
+            if not _sendable(code):
+                logger.warning("close code %r cannot be sent: closing with 1000", code)
+                code = 1000
             self.close_code, self.close_reason = code, reason
             self._send.close()
             self.reader_scope.cancel()
@@ -181,6 +184,11 @@ class _Connection:
         self.work.cancel()
         if self.link is not None:
             self.link.close(*_GOING_AWAY)
+
+
+def _sendable(code: int) -> bool:
+    """Whether *code* may be sent in a close frame (RFC 6455 7.4, and the registered 1012-1014)."""
+    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
 
 
 def _peer_of(stream: trio.abc.Stream) -> tuple[str, int] | None:
@@ -372,8 +380,10 @@ class WebSocketFront:
         admission = await self._hub.admit(request.wire_headers(), url, remote_addr)
         if not admission.accepted:
             self._refuse("backend")
+            status = admission.status
+            text = "refused by the backend" if status == 403 else status_phrase(status).lower()
             with trio.move_on_after(config.handshake_timeout):
-                await reader.refuse(stream, admission.status, "refused by the backend")
+                await reader.refuse(stream, status, text)
             return None
         connection.link = _Link(self, config.client_queue_size)
         with trio.move_on_after(config.handshake_timeout):
@@ -382,7 +392,10 @@ class WebSocketFront:
                 ReplayStream(stream, request.received),
                 max_message_size=config.max_message_size,
             )
-            return await ws_request.accept(), admission
+            try:
+                return await ws_request.accept(), admission
+            except trio_websocket.ConnectionClosed:  # the client left while it was admitted
+                return None
         self._refuse("timeout")
         return None
 
@@ -461,7 +474,11 @@ class WebSocketFront:
         elif request.method != "GET":
             await reader.refuse(stream, 405, "method not allowed")
         else:
-            status, content_type, body = route()
+            try:
+                status, content_type, body = route()
+            except Exception:
+                logger.exception("HTTP route %s failed", request.path)
+                status, content_type, body = 500, "text/plain", b"internal error\n"
             await reader.respond(stream, status, content_type, body)
 
     # ------------------------------------------------------------------ after the upgrade

@@ -23,6 +23,8 @@ from strands_trio import ConnectionRequestContext, Context, StrandsApp
 from strands_trio._util import collapse_single_exception
 from strands_trio.broker import BrokerAddress, BrokerConfig, serve_broker
 
+from .test_broker_websocket import tls_contexts
+
 PYSTRANDS_BACKEND = Path(__file__).parent / "data" / "pystrands_chat_backend.py"
 
 
@@ -223,3 +225,24 @@ async def test_graceful_shutdown(nursery: trio.Nursery) -> None:
         assert closed.value.reason.code == 1001
         await trio.testing.wait_all_tasks_blocked()
         assert len(left) == 1
+
+
+async def test_backend_link_over_tls(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """With backend_ssl_context, backends connect over TLS (our client through connect=)."""
+    server_context, client_context = tls_contexts(tmp_path)
+    config = BrokerConfig(
+        ws_host="127.0.0.1",
+        ws_port=0,
+        tcp_port=0,
+        heartbeat_interval=None,
+        backend_ssl_context=server_context,
+    )
+    address: BrokerAddress = await nursery.start(serve_broker, config)
+    app = chat_app()
+    connect_tls = partial(
+        trio.open_ssl_over_tcp_stream, "127.0.0.1", address.tcp_port, ssl_context=client_context
+    )
+    await nursery.start(partial(app.serve, connect=connect_tls))
+    with trio.fail_after(10):
+        ann = await connect(nursery, address, "lobby", "ann")
+        assert await ann.get_message() == "joined ann"

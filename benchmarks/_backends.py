@@ -6,6 +6,8 @@ carrying the same message (the replay benchmark's handler).
 
 - ``raw``: the ceiling: a blocking socket loop that reads, splits lines, decodes with orjson,
   encodes the reply and writes, with no framework at all;
+- ``raw-broker``: the same loop for a real broker (``benchmarks/broker.py``): it also accepts
+  every connection request (a fresh client id, the url as room) and ignores other events;
 - ``strands``: strands-trio's ``StrandsClient``;
 - ``pystrands``: the asyncio peer from PyPI (``AsyncPyStrandsClient``);
 - ``flood``: strands-trio with a handler that sleeps SLEEP seconds before replying (memory);
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import socket
 import sys
@@ -65,6 +68,48 @@ def run_raw(port: int) -> None:
                 )
             )
         sock.sendall(b"".join(out))
+
+
+def run_raw_broker(port: int) -> None:
+    sock = socket.create_connection(("127.0.0.1", port))
+    partial = b""
+    ids = itertools.count()
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            return
+        lines = (partial + data).split(b"\n")
+        partial = lines.pop()
+        out = []
+        for line in lines:
+            if not line.strip():
+                continue
+            frame = orjson.loads(line)
+            action, params = frame.get("action"), frame.get("params") or {}
+            if action == "new_message":
+                reply = {
+                    "action": "message_to_connection",
+                    "params": {
+                        "conn_id": params["context"]["client_id"],
+                        "message": params["message"],
+                    },
+                }
+            elif action == "connection_request":
+                reply = {
+                    "action": "response",
+                    "params": {
+                        "accepted": True,
+                        "client_id": f"raw-{next(ids)}",
+                        "room_id": params.get("url") or "room",
+                        "metadata": {},
+                    },
+                }
+            else:  # new_connection, disconnected, heartbeat, error
+                continue
+            reply["request_id"] = frame["request_id"]
+            out.append(orjson.dumps(reply, option=orjson.OPT_APPEND_NEWLINE))
+        if out:
+            sock.sendall(b"".join(out))
 
 
 class _Echo(StrandsClient):
@@ -132,6 +177,8 @@ def main() -> None:
     kind, port = sys.argv[1], int(sys.argv[2])
     if kind == "raw":
         run_raw(port)
+    elif kind == "raw-broker":
+        run_raw_broker(port)
     elif kind == "strands":
         run_strands(port)
     elif kind == "pystrands":

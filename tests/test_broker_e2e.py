@@ -4,6 +4,7 @@ the asyncio pystrands client from PyPI as backends, the extension, HTTP, and shu
 from __future__ import annotations
 
 import json
+import socket
 import sys
 from functools import partial
 from pathlib import Path
@@ -22,6 +23,7 @@ from trio_websocket import (
 from strands_trio import ConnectionRequestContext, Context, StrandsApp
 from strands_trio._util import collapse_single_exception
 from strands_trio.broker import BrokerAddress, BrokerConfig, serve_broker
+from strands_trio.broker._keepalive import enable_keepalive
 
 from .test_broker_websocket import tls_contexts
 
@@ -246,3 +248,69 @@ async def test_backend_link_over_tls(nursery: trio.Nursery, tmp_path: Path) -> N
     with trio.fail_after(10):
         ann = await connect(nursery, address, "lobby", "ann")
         assert await ann.get_message() == "joined ann"
+
+
+def named_backend(name: str) -> StrandsApp:
+    """A backend that accepts everyone and answers each message with its own name."""
+    app = StrandsApp()
+
+    @app.on_message
+    async def answer(message: str, context: Context) -> None:
+        await app.send_private_message(context.client_id, name)
+
+    return app
+
+
+async def test_several_backends_and_stickiness(
+    broker: BrokerAddress, nursery: trio.Nursery
+) -> None:
+    """Over real sockets: clients are spread over two backends, each client's messages always
+    reach the backend that accepted it, and when that backend goes its clients move to the
+    other one."""
+    scopes = {}
+    for name in ("one", "two"):
+        scope = trio.CancelScope()
+        scopes[name] = scope
+
+        async def serve(
+            name: str = name, scope: trio.CancelScope = scope, *, task_status: Any
+        ) -> None:
+            with scope:
+                await named_backend(name).serve(
+                    "127.0.0.1", broker.tcp_port, task_status=task_status
+                )
+
+        await nursery.start(serve)
+    with trio.fail_after(10):
+        await broker.hub.wait_backends(2)
+        clients = [await connect(nursery, broker, "lobby", f"c{n}") for n in range(4)]
+        owners = []
+        for ws in clients:
+            await ws.send_message("who?")
+            owners.append(await ws.get_message())
+        assert sorted(set(owners)) == ["one", "two"]
+        for ws, owner in zip(clients, owners, strict=True):
+            for _ in range(3):
+                await ws.send_message("again?")
+                assert await ws.get_message() == owner
+        scopes["one"].cancel()
+        while broker.hub.health()["backends"] != 1:
+            await broker.hub.wait_changed()
+        for ws in clients:
+            await ws.send_message("now?")
+            assert await ws.get_message() == "two"
+
+
+async def test_keepalive_is_turned_on() -> None:
+    """enable_keepalive (used on every socket the broker accepts) turns TCP keepalive on, so a
+    peer gone without closing is noticed by the kernel."""
+    (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    async with listener:
+        port = listener.socket.getsockname()[1]
+        async with await trio.open_tcp_stream("127.0.0.1", port):
+            accepted = await listener.accept()
+            async with accepted:
+                enable_keepalive(accepted)
+                assert accepted.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+                if hasattr(socket, "TCP_KEEPIDLE"):
+                    assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 30

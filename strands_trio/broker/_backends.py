@@ -35,6 +35,7 @@ from .._outbox import Outbox
 from ..protocol import Authenticate, BadFrame, FrameDecoder, Heartbeat, Role, encode
 from ._config import BrokerConfig
 from ._hub import Hub
+from ._keepalive import enable_keepalive
 
 __all__ = ["BackendLink", "serve_backend", "serve_backends"]
 
@@ -197,6 +198,7 @@ async def serve_backends(
     ``config.backend_ssl_context``) until cancelled; ``task_status.started(port)``."""
 
     async def handle(stream: trio.abc.Stream) -> None:
+        enable_keepalive(stream)
         peer = _peer(stream)
         await serve_backend(hub, stream, f"{peer}#{next(_numbers)}")
 

@@ -341,6 +341,10 @@ class Hub:
         while len(self._backends) < count:
             await self._links_changed.wait()
 
+    async def wait_changed(self) -> None:
+        """Return at the next backend connecting, becoming ready, or leaving."""
+        await self._links_changed.wait()
+
     def close_backends(self) -> None:
         """Stop reading from every backend: each link flushes what is queued and closes."""
         for link in self._links:

@@ -65,6 +65,7 @@ from ._http import (
     origin_allowed,
     status_phrase,
 )
+from ._keepalive import enable_keepalive
 
 if TYPE_CHECKING:
     from ._hub import Admission, Hub
@@ -325,6 +326,7 @@ class WebSocketFront:
             connection.shut_down(deadline)
 
     async def _handle(self, stream: trio.abc.Stream) -> None:
+        enable_keepalive(stream)  # a client gone without a FIN must not hold its slot forever
         connection = _Connection()
         with connection.guard:
             try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
 from collections.abc import AsyncIterator, Callable, Sequence
 from functools import partial
 from typing import Any, Self, TypeVar, overload
@@ -18,7 +17,7 @@ from ._errors import NotConnectedError
 from ._pipeline import ForbiddenHook, exception_handler, validate_pipeline
 from ._router import Router
 from ._statistics import ClientStatistics
-from ._util import collapse_single_exception, running
+from ._util import running, serve_until_signal
 
 __all__ = ["StrandsApp"]
 
@@ -273,15 +272,7 @@ class StrandsApp:
     async def _serve_until_signal(
         self, host: str, port: int, *, connect: StreamFactory | None
     ) -> None:
-        with collapse_single_exception():
-            async with trio.open_nursery() as nursery:
-                with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                    nursery.start_soon(partial(self.serve, host, port, connect=connect))
-                    async for signum in signals:
-                        logger.info("%s received: shutting down", signal.Signals(signum).name)
-                        break
-                # The receiver is closed: a second Ctrl-C now interrupts the shutdown.
-                nursery.cancel_scope.cancel()
+        await serve_until_signal(partial(self.serve, host, port, connect=connect), logger)
 
 
 class _AppClient(StrandsClient):

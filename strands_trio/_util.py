@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import trio
 
-__all__ = ["collapse_single_exception", "running"]
+__all__ = ["collapse_single_exception", "running", "serve_until_signal"]
 
 
 @contextlib.contextmanager
@@ -49,3 +51,34 @@ async def running(start: Callable[..., Awaitable[Any]]) -> AsyncIterator[Any]:
                 yield value
             finally:
                 nursery.cancel_scope.cancel()
+
+
+async def serve_until_signal(
+    start: Callable[..., Awaitable[Any]],
+    logger: logging.Logger,
+    on_started: Callable[[Any], None] | None = None,
+) -> None:
+    """Run ``start`` (a ``task_status``-taking async function) until SIGINT or SIGTERM, then
+    cancel it (a graceful shutdown, for the things this library runs) and return.
+
+    The signal receiver is open before ``start`` runs, so a signal during a slow start (a
+    backend waiting for its broker) stops it too; ``on_started`` gets what ``start`` passed to
+    ``task_status.started()``. A second signal during the shutdown interrupts it at once
+    (``KeyboardInterrupt``). Errors from ``start`` propagate as themselves.
+    """
+
+    async def run() -> None:
+        async with trio.open_nursery() as inner:
+            value = await inner.start(start)
+            if on_started is not None:
+                on_started(value)
+
+    with collapse_single_exception():
+        async with trio.open_nursery() as nursery:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                nursery.start_soon(run)
+                async for signum in signals:
+                    logger.info("%s received: shutting down", signal.Signals(signum).name)
+                    break
+            # The receiver is closed: a second Ctrl-C now interrupts the shutdown.
+            nursery.cancel_scope.cancel()

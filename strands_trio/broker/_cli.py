@@ -6,7 +6,6 @@ import argparse
 import errno
 import logging
 import os
-import signal
 import ssl
 import sys
 from functools import partial
@@ -14,7 +13,7 @@ from typing import Any
 
 import trio
 
-from .._util import collapse_single_exception
+from .._util import serve_until_signal
 from ._config import BrokerConfig
 from ._server import BrokerAddress, serve_broker
 
@@ -197,18 +196,12 @@ def run_broker_command(args: argparse.Namespace) -> int:
 
 
 async def _serve_until_signal(config: BrokerConfig) -> None:
-    with collapse_single_exception():
-        async with trio.open_nursery() as nursery:
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                address: BrokerAddress = await nursery.start(serve_broker, config)
-                scheme = "wss" if config.ssl_context else "ws"
-                print(
-                    f"strands-trio broker: WebSocket clients on {scheme}://{config.ws_host}:"
-                    f"{address.ws_port}/ws/..., backends on {config.backend_host}:"
-                    f"{address.tcp_port}",
-                    flush=True,
-                )
-                async for signum in signals:
-                    logger.info("%s received: shutting down", signal.Signals(signum).name)
-                    break
-            nursery.cancel_scope.cancel()
+    def banner(address: BrokerAddress) -> None:
+        scheme = "wss" if config.ssl_context else "ws"
+        print(
+            f"strands-trio broker: WebSocket clients on {scheme}://{config.ws_host}:"
+            f"{address.ws_port}/ws/..., backends on {config.backend_host}:{address.tcp_port}",
+            flush=True,
+        )
+
+    await serve_until_signal(partial(serve_broker, config), logger, banner)

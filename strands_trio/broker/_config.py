@@ -8,7 +8,6 @@ rest are what this broker adds over the reference, each with a safe default.
 from __future__ import annotations
 
 import ipaddress
-import math
 import os
 import ssl
 from collections.abc import Mapping
@@ -16,6 +15,7 @@ from typing import Any
 
 import attrs
 
+from .._config import _at_least_one, _positive
 from ..protocol import DEFAULT_MAX_LINE_LENGTH
 
 __all__ = ["BrokerConfig", "IPNetwork"]
@@ -26,16 +26,6 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 def _port(_: Any, attribute: attrs.Attribute[Any], value: int) -> None:
     if type(value) is not int or not 0 <= value <= 65535:
         raise ValueError(f"{attribute.name} must be a port number in 0..65535, got {value!r}")
-
-
-def _positive(_: Any, attribute: attrs.Attribute[Any], value: float | None) -> None:
-    if value is not None and not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{attribute.name} must be a positive number, got {value!r}")
-
-
-def _at_least_one(_: Any, attribute: attrs.Attribute[Any], value: int) -> None:
-    if type(value) is not int or value < 1:
-        raise ValueError(f"{attribute.name} must be an integer >= 1, got {value!r}")
 
 
 def _networks(value: Any) -> tuple[IPNetwork, ...]:

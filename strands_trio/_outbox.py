@@ -60,6 +60,11 @@ class Outbox:
         return self._closed
 
     @property
+    def idle(self) -> bool:
+        """Whether nothing is queued or being written."""
+        return not self._chunks and not self._in_flight
+
+    @property
     def pending_bytes(self) -> int:
         """Bytes queued and not yet handed to the writer."""
         return self._size

@@ -42,7 +42,8 @@ def test_bad_values_are_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
         config_from_args(parse("--certfile", "/nonexistent.pem"))  # type: ignore[arg-type]
     monkeypatch.setenv("PYSTRAND_TCP_PORT", "eighty")
     with pytest.raises(SystemExit, match="PYSTRAND_TCP_PORT must be an integer"):
-        parse()
+        config_from_args(parse())  # type: ignore[arg-type]
+    assert build_parser().parse_args(["demo"]).command == "demo"  # other commands unaffected
 
 
 def test_port_in_use(capsys: pytest.CaptureFixture[str]) -> None:

@@ -274,6 +274,7 @@ async def test_backend_secret(nursery: trio.Nursery, secret: str | None) -> None
         await raw.send("broadcast", message="sneaky")
     await trio.testing.wait_all_tasks_blocked()
     assert (hub.counters.backends_refused, hub.health()["backends"]) == (1, 0)
+    assert await backend_end.receive_some() == b""  # the refused link is closed
 
     pair = trio.testing.memory_stream_pair()
     nursery.start_soon(serve_backend, hub, pair[0], "ours")
@@ -292,32 +293,85 @@ async def test_backend_secret(nursery: trio.Nursery, secret: str | None) -> None
 async def test_stalled_backend_is_dropped(
     autojump_clock: trio.abc.Clock, nursery: trio.Nursery
 ) -> None:
-    """A backend that stops reading is disconnected once its buffer stays full for
-    backend_stall_timeout, and its clients' events go to another backend."""
+    """A backend that stops reading is disconnected once no write has completed for
+    backend_stall_timeout (the watchdog looks four times per timeout), and its client's events
+    then wait in the queue."""
     hub = Hub(config(max_backend_buffer=1000, backend_stall_timeout=4))
     broker_end, backend_end = trio.testing.lockstep_stream_pair()
     nursery.start_soon(serve_backend, hub, broker_end, "stuck")
     await trio.testing.wait_all_tasks_blocked()
     stuck = RawBackend(backend_end)
-    admission_task: list[Admission] = []
-
-    async def ask() -> None:
-        admission_task.append(await hub.admit(HEADERS, "/ws/", "10.0.0.1:5"))
-
-    async with trio.open_nursery() as inner:
-        inner.start_soon(ask)
-        request = await stuck.frame()
-        await stuck.send("response", request["request_id"], **accept("ann")(request))
-    client = hub.connect(admission_task[0], Link())
-    for _ in range(20):  # nobody reads: the buffer fills
-        hub.message(client, "x" * 100)
+    client = hub.connect(await admit_via(hub, stuck, accept("ann")), Link())
     start = trio.current_time()
-    await trio.sleep(5)
+    for _ in range(12):  # about 1,500 bytes: full, but under the hard limit of 2,000
+        hub.message(client, "x" * 20)
+    assert hub.counters.backends_stalled == 0
+    while hub.health()["backends"]:
+        await hub.wait_changed()
+    assert 4 <= trio.current_time() - start <= 5
     assert hub.counters.backends_stalled == 1
-    assert hub.health()["backends"] == 0
-    assert trio.current_time() - start >= 4
     hub.message(client, "to the queue now")
-    assert hub.health()["queued"] >= 1
+    assert hub.health()["queued"] == 1
+
+
+async def test_backend_gone_while_writing_does_not_stop_the_broker(
+    hub: Hub, nursery: trio.Nursery
+) -> None:
+    """A backend that resets while events are being written to it ends its own link only
+    (the events in flight to it are lost, logged); the broker goes on with the next one."""
+    backend, _ = await attach(hub, nursery)
+    client = hub.connect(await admit_via(hub, backend, accept("ann")), Link())
+    await trio.aclose_forcefully(backend.stream)
+    for n in range(100):  # written to a socket whose peer is gone: BrokenResourceError
+        hub.message(client, f"lost {n}")
+    while hub.health()["backends"]:
+        await hub.wait_changed()
+    survivor, _ = await attach(hub, nursery, "survivor")
+    hub.message(client, "after")
+    # Whatever reached the queue before the broker saw the reset comes first, in order.
+    received = [(await survivor.next("new_message"))["params"]["message"]]
+    while received[-1] != "after":
+        received.append((await survivor.next("new_message"))["params"]["message"])
+    assert received[:-1] == [f"lost {n}" for n in range(100 - len(received) + 1, 100)]
+
+
+async def test_a_big_queue_is_flushed_without_dropping_the_backend(
+    nursery: trio.Nursery,
+) -> None:
+    """Flushing a queue larger than the backend's buffer limit to a new backend does not make
+    it look stalled: every queued event arrives."""
+    hub = Hub(config(max_backend_buffer=1000))
+    backend, _ = await attach(hub, nursery)
+    client = hub.connect(await admit_via(hub, backend, accept("ann")), Link())
+    await trio.aclose_forcefully(backend.stream)
+    while hub.health()["backends"]:
+        await hub.wait_changed()
+    for n in range(30):
+        hub.message(client, f"{n:02d}" + "x" * 500)
+    late, _ = await attach(hub, nursery, "late")
+    got = [(await late.next("new_message"))["params"]["message"][:2] for _ in range(30)]
+    assert got == [f"{n:02d}" for n in range(30)]
+    assert hub.counters.backends_stalled == 0
+
+
+async def test_queued_clients_stay_with_the_backend_that_got_their_events(
+    nursery: trio.Nursery,
+) -> None:
+    """A client whose events were queued is pinned to the backend the queue went to, so its
+    later events follow them there, even when another backend is up."""
+    hub = Hub(config())
+    backend, _ = await attach(hub, nursery)
+    client = hub.connect(await admit_via(hub, backend, accept("ann")), Link())
+    await trio.aclose_forcefully(backend.stream)
+    while hub.health()["backends"]:
+        await hub.wait_changed()
+    hub.message(client, "queued")
+    first, _ = await attach(hub, nursery, "first")
+    await attach(hub, nursery, "second")
+    assert (await first.next("new_message"))["params"]["message"] == "queued"
+    for n in range(3):
+        hub.message(client, f"after {n}")
+        assert (await first.next("new_message"))["params"]["message"] == f"after {n}"
 
 
 async def test_shutdown_flushes_backends(nursery: trio.Nursery) -> None:

@@ -6,7 +6,7 @@ Theory of operation. Each backend connection gets a :class:`BackendLink`, served
     serve_backend(stream)
     ├── writer        the link's Outbox, written in coalesced writes (the client's own outbox)
     ├── heartbeats    a heartbeat frame every ``heartbeat_interval``
-    ├── watchdog      a backend whose outbox stays full ``backend_stall_timeout`` is dropped
+    ├── watchdog      a backend no write reaches for ``backend_stall_timeout`` is dropped
     └── reader        lines decoded by the sans-IO codec (Role.BROKER) -> Hub.on_action
 
 With ``backend_secret`` set, the first frame must be an ``authenticate`` frame carrying it
@@ -57,22 +57,20 @@ class BackendLink:
         #: Whether the link takes events (authenticated, not dropped, not closed).
         self.alive = False
         self._hard_limit = 2 * config.max_backend_buffer
-        self._full_since: float | None = None
         self._scope = trio.CancelScope()
         self.input_scope = trio.CancelScope()
 
-    def send(self, data: bytes) -> None:
-        """Queue one encoded event for the backend, without blocking."""
+    def send(self, data: bytes, *, check: bool = True) -> None:
+        """Queue one encoded event for the backend, without blocking. With ``check=False``
+        (the flush of the hub's queue to a new backend) the buffer may pass its hard limit:
+        those events were waiting for this backend and must not make it look stalled."""
         outbox = self.outbox
         try:
             outbox.send_nowait(data)
         except NotConnectedError:
             return
-        if outbox.full:
-            if self._full_since is None:
-                self._full_since = trio.current_time()
-            if outbox.pending_bytes > self._hard_limit:
-                self.drop(f"its buffer passed {self._hard_limit} bytes")
+        if check and outbox.pending_bytes > self._hard_limit:
+            self.drop(f"its buffer passed {self._hard_limit} bytes")
 
     def drop(self, why: str) -> None:
         """Disconnect a backend that stopped reading; its clients go to another one."""
@@ -85,13 +83,18 @@ class BackendLink:
         self._scope.cancel()
 
     async def _watchdog(self) -> None:
+        """Drop the backend when a write has made no progress for ``backend_stall_timeout``
+        while there was something to write (checked four times per timeout)."""
         stall = self.hub.config.backend_stall_timeout
+        outbox = self.outbox
+        written, since = outbox.frames_written, trio.current_time()
         while True:
             await trio.sleep(stall / 4)
-            if not self.outbox.full:
-                self._full_since = None
-            elif self._full_since is not None and trio.current_time() - self._full_since >= stall:
-                self.drop(f"its buffer stayed full for {stall:g} s")
+            now = trio.current_time()
+            if outbox.idle or outbox.frames_written != written:
+                written, since = outbox.frames_written, now
+            elif now - since >= stall:
+                self.drop(f"no write completed for {stall:g} s")
 
     async def _heartbeats(self, interval: float) -> None:
         while True:
@@ -106,7 +109,10 @@ async def _authenticate(
     ``authenticate``, else ``None``."""
     with trio.move_on_after(link.hub.config.handshake_timeout):
         while True:
-            data = await stream.receive_some(_RECEIVE_SIZE)
+            try:
+                data = await stream.receive_some(_RECEIVE_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return None  # reset, or a failed TLS handshake
             if not data:
                 return None
             frames = decoder.feed(data)
@@ -131,12 +137,13 @@ async def serve_backend(hub: Hub, stream: trio.abc.Stream, name: str) -> None:
     try:
         with link._scope:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(link.outbox.write_loop, stream)
+                nursery.start_soon(_write, link, stream)
                 if config.backend_secret is not None:
                     frames = await _authenticate(link, stream, decoder, config.backend_secret)
                     if frames is None:
                         hub.counters.backends_refused += 1
                         logger.warning("backend %s refused: wrong or missing secret", name)
+                        nursery.cancel_scope.cancel()  # the writer too: the socket closes
                         return
                     backlog = frames
                 link.alive = True
@@ -163,6 +170,18 @@ async def serve_backend(hub: Hub, stream: trio.abc.Stream, name: str) -> None:
             logger.warning("%d event(s) to backend %s were not written", lost, name)
         await trio.aclose_forcefully(stream)
         hub.link_closed(link)
+
+
+async def _write(link: BackendLink, stream: trio.abc.SendStream) -> None:
+    """The link's writer. A backend gone while we write (reset, broken pipe) ends its link,
+    like a backend gone while we read: never the broker."""
+    try:
+        await link.outbox.write_loop(stream)
+    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        logger.info("writing to backend %s failed: %s", link.name, exc or type(exc).__name__)
+        link.alive = False
+        link.hub.remove_backend(link)
+        link._scope.cancel()
 
 
 async def _read(

@@ -24,16 +24,6 @@ logger = logging.getLogger("strands_trio.broker")
 SECRET_VARIABLE = "STRANDS_BROKER_SECRET"
 
 
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise SystemExit(f"strands-trio broker: {name} must be an integer, got {raw!r}") from None
-
-
 def add_broker_command(commands: Any) -> None:
     """Add the ``broker`` subcommand to the ``strands-trio`` parser."""
     defaults = BrokerConfig()
@@ -55,20 +45,18 @@ def add_broker_command(commands: Any) -> None:
     add(
         "--ws-port",
         type=int,
-        default=_env_int("PYSTRAND_WS_PORT", defaults.ws_port),
-        help="WebSocket/HTTP port (default: %(default)s)",
+        help=f"WebSocket/HTTP port (default: $PYSTRAND_WS_PORT or {defaults.ws_port})",
     )
     add(
         "--tcp-port",
         type=int,
-        default=_env_int("PYSTRAND_TCP_PORT", defaults.tcp_port),
-        help="backends' port (default: %(default)s)",
+        help=f"backends' port (default: $PYSTRAND_TCP_PORT or {defaults.tcp_port})",
     )
     add(
         "--queue-size",
         type=int,
-        default=_env_int("PYSTRAND_QUEUE_SIZE", defaults.queue_size),
-        help="events kept while no backend is connected (default: %(default)s)",
+        help="events kept while no backend is connected "
+        f"(default: $PYSTRAND_QUEUE_SIZE or {defaults.queue_size})",
     )
     add(
         "--ws-host",
@@ -159,12 +147,14 @@ def config_from_args(args: argparse.Namespace) -> BrokerConfig:
         SystemExit: a flag's value is invalid (the message says which).
     """
     try:
-        return BrokerConfig(
+        return BrokerConfig.from_env(
+            **{
+                name: getattr(args, name)
+                for name in ("ws_port", "tcp_port", "queue_size")
+                if getattr(args, name) is not None  # flags win over the environment
+            },
             ws_host=args.ws_host,
-            ws_port=args.ws_port,
             backend_host=args.backend_host,
-            tcp_port=args.tcp_port,
-            queue_size=args.queue_size,
             request_timeout=args.request_timeout,
             backend_secret=os.environ.get(SECRET_VARIABLE) or None,
             allowed_origins=tuple(args.allowed_origin),

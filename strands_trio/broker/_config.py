@@ -66,8 +66,9 @@ class BrokerConfig:
         backend_secret: When set, a backend must first send an ``authenticate`` frame with
             this secret (an extension our client sends with ``ClientConfig.broker_secret``);
             without it, reference-style backends connect as they are.
-        backend_stall_timeout: A backend whose outgoing buffer stays full (it stopped reading)
-            this many seconds is disconnected and its clients go to another backend.
+        backend_stall_timeout: A backend to which no write completes for this many seconds
+            while there is something to write (it stopped reading) is disconnected, and its
+            clients go to another backend.
         max_backend_buffer: Bytes waiting to be written to one backend.
         max_line_length: The longest line accepted from a backend.
         client_queue_size: Messages waiting to be written to one WebSocket client; a client

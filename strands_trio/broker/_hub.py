@@ -190,7 +190,7 @@ class Hub:
         finally:
             del self._pending[request_id]
         response = pending.response
-        if timer.cancelled_caught:
+        if response is None and timer.cancelled_caught:  # an answer in the last tick counts
             self.counters.timed_out += 1
             logger.warning(
                 "backend %s did not answer %s within %g s: refused with 503",
@@ -303,15 +303,21 @@ class Hub:
     # ------------------------------------------------------------------ backend side
 
     def add_backend(self, backend: BackendLink) -> None:
-        """A backend is ready for events: it gets the queue first, in order."""
+        """A backend is ready for events: it gets the queue first, in order, and the clients
+        whose events are in it (every client without a live backend) are pinned to it, so
+        that their next events follow the queued ones to the same backend."""
         self.counters.backends_connected += 1
         queued = len(self._queue)
         while self._queue:
-            backend.send(self._queue.popleft())
+            backend.send(self._queue.popleft(), check=False)
         if queued:
             logger.info("sent %d queued event(s) to backend %s", queued, backend.name)
-        self._backends.append(backend)
-        self._changed()
+            for client in self._clients.values():
+                if client.backend is None or not client.backend.alive:
+                    client.backend = backend
+        if backend.alive:
+            self._backends.append(backend)
+            self._changed()
 
     def remove_backend(self, backend: BackendLink) -> None:
         """A backend left: requests it had not answered are refused; its clients' later

@@ -76,7 +76,8 @@ class BrokerConfig:
             the others.
         max_message_size: The largest WebSocket message accepted from a client (a larger one
             closes the socket with 1009), as trio-websocket measures it: bytes for a binary
-            message, characters for a text one.
+            message, characters for a text one. 128 Ki by default: escaped into a JSON line
+            (at most 6 bytes a character), it stays under a backend's default 1 MiB line limit.
         allowed_origins: Origins (``https://example.com``) whose pages may open sockets, or
             ``("*",)`` for any. Empty by default: only same-origin pages (the ``Origin``'s
             host is the ``Host`` header) and clients that send no ``Origin`` (not browsers).
@@ -108,7 +109,7 @@ class BrokerConfig:
     max_backend_buffer: int = attrs.field(default=4 << 20, validator=_at_least_one)
     max_line_length: int = attrs.field(default=DEFAULT_MAX_LINE_LENGTH, validator=_at_least_one)
     client_queue_size: int = attrs.field(default=1024, validator=_at_least_one)
-    max_message_size: int = attrs.field(default=1 << 20, validator=_at_least_one)
+    max_message_size: int = attrs.field(default=128 << 10, validator=_at_least_one)
     allowed_origins: tuple[str, ...] = attrs.field(default=(), converter=_origins)
     trusted_proxies: tuple[IPNetwork, ...] = attrs.field(default=(), converter=_networks)
     pass_query_string: bool = False

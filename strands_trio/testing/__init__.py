@@ -6,11 +6,11 @@ included); :class:`FakeWebSocket` is a simulated browser client of it.
 handlers, without a broker. See ``docs/testing.md``.
 """
 
+from ..broker._http import canonical_header
 from ._fake_broker import (
     ConnectionRejected,
     FakeBroker,
     FakeWebSocket,
-    canonical_header,
     open_fake_broker,
 )
 from ._harness import MiddlewareHarness, Outcome

@@ -34,6 +34,8 @@ import trio
 import trio.testing
 
 from .._util import running
+from ..broker._http import canonical_header
+from ..broker._hub import NO_BACKEND
 from ..context import ConnectionRequestContext, Context
 from ..protocol import (
     Action,
@@ -56,17 +58,10 @@ from ..protocol import (
 
 __all__ = ["ConnectionRejected", "FakeBroker", "FakeWebSocket", "open_fake_broker"]
 
-NO_BACKEND = "no backend available to handle connection request"
-
 
 class ConnectionRejected(Exception):
     """:meth:`FakeBroker.connect` did not get an accepted connection: the backend said no,
     raised, went away, or no backend was connected."""
-
-
-def canonical_header(name: str) -> str:
-    """Go's canonical form of a header name, as the reference broker sends it."""
-    return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
 
 
 @attrs.define(eq=False)

@@ -658,6 +658,20 @@ async def test_slow_client_is_closed_with_1008(nursery: trio.Nursery) -> None:
     assert front_of(hub).statistics().slow_clients_closed == 1
 
 
+async def test_client_queue_is_bounded_in_characters_too(nursery: trio.Nursery) -> None:
+    """Large messages fill a client's queue by size before its count: past client_queue_chars
+    the client is closed with 1008 (one message larger than the bound still goes alone)."""
+    hub = FakeHub()
+    port = await start(nursery, hub, client_queue_size=100, client_queue_chars=1000)
+    with trio.fail_after(DEADLINE):
+        async with client(ws_url(port)) as ws:
+            await hub.wait_for(lambda: 1 in hub.links)
+            results = [hub.links[1].deliver("x" * 400) for _ in range(6)]
+            assert results[-1] is False
+            assert results.count(True) <= 4  # the writer may hold one, the queue 1,000 chars
+            assert await close_code(ws) == (1008, "too slow: message queue full")
+
+
 async def test_oversized_message_closes_with_1009(nursery: trio.Nursery) -> None:
     """A message larger than max_message_size closes the socket with 1009 and the hub is told
     the client left, without the message."""

@@ -74,6 +74,8 @@ class BrokerConfig:
         client_queue_size: Messages waiting to be written to one WebSocket client; a client
             that lets it fill up is disconnected with close code 1008 rather than slowing
             the others.
+        client_queue_chars: The same queue's bound in characters (a message larger than it
+            still goes alone into an empty queue): backends' messages can be large.
         max_message_size: The largest WebSocket message accepted from a client (a larger one
             closes the socket with 1009), as trio-websocket measures it: bytes for a binary
             message, characters for a text one. 128 Ki by default: escaped into a JSON line
@@ -109,6 +111,7 @@ class BrokerConfig:
     max_backend_buffer: int = attrs.field(default=4 << 20, validator=_at_least_one)
     max_line_length: int = attrs.field(default=DEFAULT_MAX_LINE_LENGTH, validator=_at_least_one)
     client_queue_size: int = attrs.field(default=1024, validator=_at_least_one)
+    client_queue_chars: int = attrs.field(default=4 << 20, validator=_at_least_one)
     max_message_size: int = attrs.field(default=128 << 10, validator=_at_least_one)
     allowed_origins: tuple[str, ...] = attrs.field(default=(), converter=_origins)
     trusted_proxies: tuple[IPNetwork, ...] = attrs.field(default=(), converter=_networks)

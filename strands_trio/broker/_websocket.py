@@ -119,11 +119,23 @@ class _Link:
     """One client's :class:`~._hub.ClientLink`: a bounded queue to its writer task, and the
     close code the session ends with."""
 
-    __slots__ = ("_front", "_receive", "_send", "close_code", "close_reason", "reader_scope")
+    __slots__ = (
+        "_front",
+        "_max_chars",
+        "_queued_chars",
+        "_receive",
+        "_send",
+        "close_code",
+        "close_reason",
+        "reader_scope",
+    )
 
-    def __init__(self, front: WebSocketFront, size: int) -> None:
+    def __init__(self, front: WebSocketFront, size: int, max_chars: int) -> None:
         self._front = front
         self._send, self._receive = trio.open_memory_channel[str](size)
+        # Messages from backends can be large: the queue is bounded in characters too.
+        self._max_chars = max_chars
+        self._queued_chars = 0
         self.reader_scope = trio.CancelScope()
         self.close_code: int | None = None
         self.close_reason = ""
@@ -134,7 +146,10 @@ class _Link:
         if self.close_code is not None:
             return False
         try:
+            if self._queued_chars + len(message) > self._max_chars and self._queued_chars:
+                raise trio.WouldBlock
             self._send.send_nowait(message)
+            self._queued_chars += len(message)
         except trio.WouldBlock:
             self._front._slow_clients_closed += 1
             logger.warning("a WebSocket client let its queue fill up: closing it with 1008")
@@ -163,9 +178,11 @@ class _Link:
     async def next_message(self) -> str | None:
         """The next queued message, or ``None`` once the queue is closed and empty."""
         try:
-            return await self._receive.receive()
+            message = await self._receive.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError):
             return None
+        self._queued_chars -= len(message)
+        return message
 
 
 class _Connection:
@@ -387,7 +404,7 @@ class WebSocketFront:
             with trio.move_on_after(config.handshake_timeout):
                 await reader.refuse(stream, status, text)
             return None
-        connection.link = _Link(self, config.client_queue_size)
+        connection.link = _Link(self, config.client_queue_size, config.client_queue_chars)
         with trio.move_on_after(config.handshake_timeout):
             ws_request = await trio_websocket.wrap_server_stream(
                 ws_nursery,

@@ -224,6 +224,23 @@ async def test_queue_is_bounded_and_flushed_in_order(nursery: trio.Nursery) -> N
     assert [(await late.frame())["params"]["message"] for _ in range(3)] == ["m2", "m3", "m4"]
 
 
+async def test_queue_is_bounded_in_bytes_too(nursery: trio.Nursery) -> None:
+    """Past queue_bytes the oldest queued events are dropped too, whatever their number."""
+    hub = Hub(config(queue_bytes=2000))
+    backend, _ = await attach(hub, nursery)
+    client = hub.connect(await admit_via(hub, backend, accept("ann")), Link())
+    await trio.aclose_forcefully(backend.stream)
+    while hub.health()["backends"]:
+        await hub.wait_changed()
+    for n in range(10):
+        hub.message(client, f"{n}" + "x" * 400)
+    assert hub.health()["queued"] < 10
+    dropped = hub.counters.queue_dropped
+    late, _ = await attach(hub, nursery, "late")
+    got = [(await late.next("new_message"))["params"]["message"][0] for _ in range(10 - dropped)]
+    assert got == [str(n) for n in range(dropped, 10)]
+
+
 async def test_actions_reach_clients(hub: Hub, nursery: trio.Nursery) -> None:
     """Room, private, broadcast and close actions reach the right links; actions for unknown
     clients or rooms are counted; a bad line is skipped and the link stays up."""

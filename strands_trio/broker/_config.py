@@ -60,6 +60,8 @@ class BrokerConfig:
         tcp_port: The backends' port.
         queue_size: Events kept while no backend is connected; past it the oldest is dropped
             (counted and logged). They are sent, in order, to the next backend.
+        queue_bytes: The same queue's bound in bytes (the oldest events go first past it;
+            one event larger than it is still kept alone).
         request_timeout: Seconds a backend has to answer a connection request; then the
             WebSocket handshake is refused with 503 (the reference waits forever).
         heartbeat_interval: Seconds between heartbeats to each backend, or ``None``.
@@ -104,6 +106,7 @@ class BrokerConfig:
     backend_host: str = "127.0.0.1"
     tcp_port: int = attrs.field(default=8081, validator=_port)
     queue_size: int = attrs.field(default=1000, validator=_at_least_one)
+    queue_bytes: int = attrs.field(default=16 << 20, validator=_at_least_one)
     request_timeout: float = attrs.field(default=10.0, validator=_positive)
     heartbeat_interval: float | None = attrs.field(default=15.0, validator=_positive)
     backend_secret: str | None = attrs.field(default=None, repr=False)

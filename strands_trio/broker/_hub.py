@@ -148,6 +148,7 @@ class Hub:
         self._turn = 0
         self._pending: dict[str, _Pending] = {}
         self._queue: collections.deque[bytes] = collections.deque()
+        self._queued_bytes = 0
         self._ids = itertools.count()
         self._links: set[BackendLink] = set()  # every backend connection, ready or not
         self._links_changed = trio.Event()
@@ -290,15 +291,21 @@ class Hub:
 
     def _enqueue(self, data: bytes) -> None:
         queue = self._queue
-        if len(queue) >= self.config.queue_size:
-            queue.popleft()
+        queue.append(data)
+        self._queued_bytes += len(data)
+        self.counters.events_queued += 1
+        config = self.config
+        while len(queue) > config.queue_size or (
+            self._queued_bytes > config.queue_bytes and len(queue) > 1
+        ):
+            self._queued_bytes -= len(queue.popleft())
             self.counters.queue_dropped += 1
             logger.warning(
-                "no backend: the event queue is full (%d), dropped the oldest event",
-                self.config.queue_size,
+                "no backend: the event queue is full (%d events or %d bytes), dropped the "
+                "oldest event",
+                config.queue_size,
+                config.queue_bytes,
             )
-        queue.append(data)
-        self.counters.events_queued += 1
 
     # ------------------------------------------------------------------ backend side
 
@@ -310,6 +317,7 @@ class Hub:
         queued = len(self._queue)
         while self._queue:
             backend.send(self._queue.popleft(), check=False)
+        self._queued_bytes = 0
         if queued:
             logger.info("sent %d queued event(s) to backend %s", queued, backend.name)
             for client in self._clients.values():

@@ -259,8 +259,9 @@ async def test_actions_reach_clients(hub: Hub, nursery: trio.Nursery) -> None:
     assert ann.received == ["to r1", "to all"]
     assert bob.received == ["to bob", "to all"]
     assert ann.closed == (4001, "bye")
-    assert (hub.counters.unknown_targets, hub.counters.bad_frames) == (2, 1)
-    assert hub.health()["backends"] == 1
+    stats = hub.statistics()
+    assert (stats.unknown_targets, stats.bad_frames, stats.backends) == (2, 1, 1)
+    assert (stats.connections, stats.rooms, stats.messages_out) == (2, 2, 4)
 
 
 async def test_same_client_id_replaces_the_older_socket(hub: Hub, nursery: trio.Nursery) -> None:

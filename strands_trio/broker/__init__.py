@@ -6,7 +6,15 @@ command line.
 """
 
 from ._config import BrokerConfig
-from ._hub import Admission, ClientLink, Hub
+from ._hub import Admission, BrokerStatistics, ClientLink, Hub
 from ._server import BrokerAddress, serve_broker
 
-__all__ = ["Admission", "BrokerAddress", "BrokerConfig", "ClientLink", "Hub", "serve_broker"]
+__all__ = [
+    "Admission",
+    "BrokerAddress",
+    "BrokerConfig",
+    "BrokerStatistics",
+    "ClientLink",
+    "Hub",
+    "serve_broker",
+]

@@ -51,7 +51,7 @@ from ._config import BrokerConfig
 if TYPE_CHECKING:
     from ._backends import BackendLink
 
-__all__ = ["NO_BACKEND", "Admission", "ClientLink", "Hub"]
+__all__ = ["NO_BACKEND", "Admission", "BrokerStatistics", "ClientLink", "Hub"]
 
 logger = logging.getLogger("strands_trio.broker")
 
@@ -121,8 +121,42 @@ class _Pending:
         self.response: Response | None = None
 
 
+@attrs.frozen(kw_only=True)
+class BrokerStatistics:
+    """A snapshot of what a broker's hub holds and has counted (:meth:`Hub.statistics`)."""
+
+    #: Now: WebSocket clients, rooms, ready backends, queued events, unanswered requests.
+    connections: int
+    rooms: int
+    backends: int
+    queued: int
+    pending_requests: int
+    #: Connection requests: sent to a backend, accepted, rejected, timed out, refused for
+    #: want of a backend, and acceptances without ids (refused).
+    requests: int
+    accepted: int
+    rejected: int
+    timed_out: int
+    no_backend: int
+    bad_responses: int
+    #: Messages from clients, deliveries to clients, events queued and dropped from the queue.
+    messages_in: int
+    messages_out: int
+    events_queued: int
+    queue_dropped: int
+    #: Actions for unknown clients, rooms or requests; undecodable backend lines; clients
+    #: closed because another took their id.
+    unknown_targets: int
+    bad_frames: int
+    replaced: int
+    #: Backends: connections made ready, refused (secret), dropped for not reading.
+    backends_connected: int
+    backends_refused: int
+    backends_stalled: int
+
+
 class Counters:
-    """What the hub counts, for ``/metrics`` and :meth:`Hub.health`."""
+    """What the hub counts: the mutable part behind :class:`BrokerStatistics`."""
 
     def __init__(self) -> None:
         self.requests = self.accepted = self.rejected = self.timed_out = self.no_backend = 0
@@ -409,10 +443,32 @@ class Hub:
 
     # ------------------------------------------------------------------ figures
 
-    @property
-    def connections(self) -> int:
-        """WebSocket clients connected now."""
-        return len(self._clients)
+    def statistics(self) -> BrokerStatistics:
+        """What the hub holds now and has counted so far."""
+        c = self.counters
+        return BrokerStatistics(
+            connections=len(self._clients),
+            rooms=len(self._rooms),
+            backends=len(self._backends),
+            queued=len(self._queue),
+            pending_requests=len(self._pending),
+            requests=c.requests,
+            accepted=c.accepted,
+            rejected=c.rejected,
+            timed_out=c.timed_out,
+            no_backend=c.no_backend,
+            bad_responses=c.bad_responses,
+            messages_in=c.messages_in,
+            messages_out=c.messages_out,
+            events_queued=c.events_queued,
+            queue_dropped=c.queue_dropped,
+            unknown_targets=c.unknown_targets,
+            bad_frames=c.bad_frames,
+            replaced=c.replaced,
+            backends_connected=c.backends_connected,
+            backends_refused=c.backends_refused,
+            backends_stalled=c.backends_stalled,
+        )
 
     def health(self) -> dict[str, Any]:
         """What ``GET /healthz`` answers."""

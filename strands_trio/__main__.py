@@ -24,9 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
             "conversation between simulated WebSocket clients, print it, and exit."
         ),
     )
+    from ._run import add_run_command
     from .broker._cli import add_broker_command
 
     add_broker_command(commands)
+    add_run_command(commands)
     return parser
 
 
@@ -36,6 +38,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ._demo import run_demo
 
         trio.run(run_demo)
+    elif args.command == "run":
+        from ._run import run_command
+
+        return run_command(args)
     elif args.command == "broker":
         from .broker._cli import run_broker_command
 

@@ -1,0 +1,77 @@
+"""``strands-trio run module:app``: loading the target, one-line errors, and a real run
+against our broker, stopped by SIGINT."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+from strands_trio import StrandsApp
+from strands_trio.__main__ import main
+from strands_trio._run import TargetError, load_target
+from strands_trio.broker import BrokerAddress, BrokerConfig, serve_broker
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_load_target() -> None:
+    """module:attribute names an app, a client class or a client; anything else is a clear
+    error."""
+    assert isinstance(load_target("docs.examples.chat_app:app"), StrandsApp)
+    assert isinstance(load_target("docs.examples.echo_client:ChatBackend"), type)
+    for target, message in [
+        ("docs.examples.chat_app", "must be module:attribute"),
+        ("no_such_module:app", "cannot import 'no_such_module'"),
+        ("docs.examples.chat_app:nope", "has no attribute 'nope'"),
+        ("docs.examples.chat_app:admit", "is a function, not a StrandsApp"),
+    ]:
+        with pytest.raises(TargetError, match=message):
+            load_target(target)
+
+
+def test_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """A bad target exits 2 and an unreachable broker 1, each with one line on stderr."""
+    assert main(["run", "nowhere:app"]) == 2
+    assert capsys.readouterr().err.startswith("strands-trio run: cannot import 'nowhere'")
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert (
+        main(["run", "docs.examples.chat_app:app", "--host", "127.0.0.1", "--port", str(port)]) == 1
+    )
+    err = capsys.readouterr().err
+    assert err.startswith(f"strands-trio run: cannot reach the broker at 127.0.0.1:{port}")
+    assert err.count("\n") == 1
+
+
+async def test_run_against_our_broker_until_sigint(nursery: trio.Nursery) -> None:
+    """The command serves the app against a broker, then stops on SIGINT with status 0."""
+    config = BrokerConfig(ws_host="127.0.0.1", ws_port=0, tcp_port=0, heartbeat_interval=None)
+    broker: BrokerAddress = await nursery.start(serve_broker, config)
+    command = [sys.executable, "-m", "strands_trio", "run", "docs.examples.chat_app:app"]
+    command += ["--host", "127.0.0.1", "--port", str(broker.tcp_port)]
+    process = await trio.lowlevel.open_process(
+        command, cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        with trio.fail_after(20):
+            await broker.hub.wait_backends(1)
+            process.send_signal(signal.SIGINT)
+            assert await process.wait() == 0
+            assert process.stderr is not None
+            errors = b""
+            while chunk := await process.stderr.receive_some():
+                errors += chunk
+            assert b"Traceback" not in errors
+    finally:
+        process.kill()
+        with trio.CancelScope(shield=True):
+            await process.wait()
+        if process.stderr is not None:
+            await process.stderr.aclose()

@@ -208,17 +208,19 @@ async def test_metrics_include_the_fronts_lines_through_hub_front(nursery: trio.
 async def test_extra_routes_answer_with_their_status_type_and_body(
     nursery: trio.Nursery,
 ) -> None:
-    """A path in extra_routes is answered with what its function returns."""
+    """A path in extra_routes is answered with what its function returns, given the query."""
     hub = FakeHub()
     config = BrokerConfig(ws_host="127.0.0.1", ws_port=0)
-    routes = {"/demo": lambda: (200, "text/html; charset=utf-8", b"<h1>demo</h1>")}
+    routes = {
+        "/demo": lambda query: (200, "text/html; charset=utf-8", f"<h1>{query}</h1>".encode())
+    }
     port = await nursery.start(partial(serve_websockets, hub, config, extra_routes=routes))  # type: ignore[arg-type]
     with trio.fail_after(DEADLINE):
-        status, headers, body = await http(port, get("/demo"))
+        status, headers, body = await http(port, get("/demo?name=ann"))
     assert (status, headers["content-type"], body) == (
         200,
         "text/html; charset=utf-8",
-        b"<h1>demo</h1>",
+        b"<h1>name=ann</h1>",
     )
 
 
@@ -226,7 +228,7 @@ async def test_failing_extra_route_is_a_500(nursery: trio.Nursery) -> None:
     """An extra route that raises is answered with 500, and the port keeps serving."""
     hub = FakeHub()
     config = BrokerConfig(ws_host="127.0.0.1", ws_port=0)
-    routes = {"/broken": lambda: 1 / 0}
+    routes = {"/broken": lambda query: 1 / 0}
     port = await nursery.start(partial(serve_websockets, hub, config, extra_routes=routes))  # type: ignore[arg-type]
     with trio.fail_after(DEADLINE):
         assert (await http(port, get("/broken")))[0] == 500

@@ -48,7 +48,7 @@ class BrokerAddress:
 async def serve_broker(
     config: BrokerConfig | None = None,
     *,
-    extra_routes: Mapping[str, Callable[[], tuple[int, str, bytes]]] | None = None,
+    extra_routes: Mapping[str, Callable[[str], tuple[int, str, bytes]]] | None = None,
     task_status: trio.TaskStatus[BrokerAddress] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a broker until cancelled; with ``await nursery.start(serve_broker, config)``,

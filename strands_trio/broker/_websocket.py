@@ -74,8 +74,9 @@ __all__ = ["FrontStatistics", "Route", "WebSocketFront", "serve_websockets"]
 
 logger = logging.getLogger("strands_trio.broker")
 
-#: An extra HTTP route: called for each ``GET``, returns ``(status, content type, body)``.
-Route = Callable[[], tuple[int, str, bytes]]
+#: An extra HTTP route: called for each ``GET`` with the raw query string (no ``?``),
+#: returns ``(status, content type, body)``.
+Route = Callable[[str], tuple[int, str, bytes]]
 
 #: Why handshakes are refused before the upgrade (the ``reason`` label of the metric).
 REFUSAL_REASONS = ("origin", "full", "per_ip", "timeout", "bad_request", "backend")
@@ -297,10 +298,10 @@ class WebSocketFront:
             lines.extend(f"strands_broker_{name}{labels} {value}" for labels, value in samples)
         return lines
 
-    def _healthz(self) -> tuple[int, str, bytes]:
+    def _healthz(self, query: str) -> tuple[int, str, bytes]:
         return 200, "application/json", json.dumps(self._hub.health()).encode()
 
-    def _metrics(self) -> tuple[int, str, bytes]:
+    def _metrics(self, query: str) -> tuple[int, str, bytes]:
         return 200, "text/plain; version=0.0.4; charset=utf-8", self._hub.metrics_text().encode()
 
     # ------------------------------------------------------------------ serving
@@ -494,7 +495,7 @@ class WebSocketFront:
             await reader.refuse(stream, 405, "method not allowed")
         else:
             try:
-                status, content_type, body = route()
+                status, content_type, body = route(request.query)
             except Exception:
                 logger.exception("HTTP route %s failed", request.path)
                 status, content_type, body = 500, "text/plain", b"internal error\n"

@@ -15,14 +15,24 @@ def build_parser() -> argparse.ArgumentParser:
         description="Trio-native backends for the PyStrands real-time broker.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    commands.add_parser(
+    demo = commands.add_parser(
         "demo",
-        help="run the example chat backend against an in-process broker",
+        help="run the broker, a chat backend and its page: open the printed URL",
         description=(
-            "Start an in-memory broker that behaves like the reference one on a loopback "
-            "TCP port, connect the example chat backend to it over TCP, play a scripted "
-            "conversation between simulated WebSocket clients, print it, and exit."
+            "One process, one nursery: the Trio broker, a chat backend with the built-in "
+            "middleware (JWT auth, rate limit, logging, roles, typed messages) and the chat "
+            "page at /. Open the printed URL in two browser tabs; Ctrl-C stops it. Needs the "
+            "auth extra: pip install 'strands-trio[auth]'. With --script: a scripted "
+            "conversation against an in-memory broker, printed, then exit."
         ),
+    )
+    demo.add_argument("--host", default="127.0.0.1", help="interface (default: %(default)s)")
+    demo.add_argument(
+        "--ws-port", type=int, default=8080, help="page and WebSocket port (default: %(default)s)"
+    )
+    demo.add_argument("--tcp-port", type=int, default=0, help="backend port (default: a free one)")
+    demo.add_argument(
+        "--script", action="store_true", help="play the scripted conversation and exit"
     )
     from ._run import add_run_command
     from .broker._cli import add_broker_command
@@ -34,10 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "demo":
+    if args.command == "demo" and args.script:
         from ._demo import run_demo
 
         trio.run(run_demo)
+    elif args.command == "demo":
+        return _demo_server(args)
     elif args.command == "run":
         from ._run import run_command
 
@@ -46,6 +58,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .broker._cli import run_broker_command
 
         return run_broker_command(args)
+    return 0
+
+
+def _demo_server(args: argparse.Namespace) -> int:
+    try:
+        import jwt  # noqa: F401 - the demo's tokens
+    except ImportError:
+        print(
+            "strands-trio demo: needs the auth extra: pip install 'strands-trio[auth]'",
+            file=sys.stderr,
+        )
+        return 1
+    import errno
+
+    from ._demo_chat import run_demo_server
+
+    try:
+        run_demo_server(args.host, args.ws_port, args.tcp_port)
+    except OSError as exc:
+        what = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or exc
+        print(f"strands-trio demo: cannot listen: {what}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -49,9 +49,9 @@ def test_protocol_imports_no_trio() -> None:
 
 
 def test_demo_runs_and_exits(tmp_path: Path) -> None:
-    """`python -m strands_trio demo` plays its conversation over loopback and exits 0."""
+    """`python -m strands_trio demo --script` plays its conversation over loopback and exits 0."""
     result = subprocess.run(
-        [sys.executable, "-m", "strands_trio", "demo"],
+        [sys.executable, "-m", "strands_trio", "demo", "--script"],
         cwd=tmp_path,
         capture_output=True,
         text=True,

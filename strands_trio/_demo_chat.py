@@ -1,0 +1,194 @@
+"""The demo: the Trio broker, a chat backend with the built-in middleware, and a page.
+
+``strands-trio demo`` runs all three in one process and one nursery. The page (served by the
+broker at ``/``, from files shipped in the package: no build step, no CDN) signs in with a
+name: ``GET /token?name=...`` issues a JWT valid for ten minutes, signed with a secret made at
+start. The page then opens ``/ws/<room>?token=...``, where:
+
+- ``Auth`` verifies the token (a bad one is refused before the upgrade, and the page says so);
+- ``RateLimit`` allows 5 messages at once, then 1 per second (the page's "flood" button shows
+  the error frame);
+- ``Logging`` logs every event, tokens redacted;
+- ``chat.say`` messages are typed (an attrs class, validated), and ``chat.announce`` is for
+  the ``admin`` role only (sign in as "admin" to have it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs
+
+import attrs
+import trio
+
+from ._app import StrandsApp
+from ._util import serve_until_signal
+from .broker import BrokerAddress, BrokerConfig, serve_broker
+from .context import ConnectionRequestContext, Context
+
+__all__ = ["DemoChat", "serve_demo"]
+
+logger = logging.getLogger("strands_trio.demo")
+
+AUDIENCE = "strands-trio-demo"
+TOKEN_SECONDS = 600
+
+
+@attrs.frozen
+class Say:
+    """A chat line: ``{"type": "chat.say", "text": "..."}``."""
+
+    text: str = attrs.field(validator=attrs.validators.max_len(500))
+
+
+@attrs.frozen
+class Announce:
+    """An announcement to every room, for admins: ``{"type": "chat.announce", "text": "..."}``."""
+
+    text: str = attrs.field(validator=attrs.validators.max_len(500))
+
+
+class DemoChat:
+    """The demo's chat backend and its token issuer, sharing one fresh secret."""
+
+    def __init__(self) -> None:
+        # mypy cannot follow the package-dir mapping of strands_trio.middleware from here.
+        from .middleware import (  # type: ignore[import-not-found]
+            IDENTITY,
+            Auth,
+            JWTVerifier,
+            Logging,
+            Rate,
+            RateLimit,
+            from_query,
+            roles,
+        )
+
+        self.secret = secrets.token_urlsafe(48)
+        self.app = app = StrandsApp(
+            middleware=[
+                Logging(),
+                Auth(
+                    verifier=JWTVerifier(key=self.secret, algorithms=("HS256",), audience=AUDIENCE),
+                    source=from_query("token"),
+                ),
+                RateLimit(messages=Rate(burst=5, per_second=1)),
+            ]
+        )
+
+        def send(room: str, **message: Any) -> Any:
+            return app.send_room_message(room, json.dumps(message))
+
+        @app.on_connection_request
+        async def place(request: ConnectionRequestContext) -> bool:
+            room = request.url.partition("?")[0].removeprefix("/ws/").strip("/") or "lobby"
+            identity = IDENTITY.get(request)
+            request.context.room_id = room
+            request.context.metadata["name"] = identity.subject if identity else "?"
+            return True
+
+        @app.on_new_connection
+        async def joined(context: Context) -> None:
+            await send(context.room_id, type="joined", name=context.metadata["name"])
+
+        @app.on_disconnect
+        async def left(context: Context) -> None:
+            await send(context.room_id, type="left", name=context.metadata["name"])
+
+        @app.on_message("chat.say", model=Say)
+        async def say(payload: Say, context: Context) -> None:
+            await send(
+                context.room_id, type="said", name=context.metadata["name"], text=payload.text
+            )
+
+        @roles("admin")  # type: ignore[untyped-decorator]
+        @app.on_message("chat.announce", model=Announce)
+        async def announce(payload: Announce, context: Context) -> None:
+            message = {
+                "type": "announcement",
+                "name": context.metadata["name"],
+                "text": payload.text,
+            }
+            await app.broadcast_message(json.dumps(message))
+
+    def issue_token(self, name: str) -> str:
+        """A JWT for *name*, valid for ten minutes; "admin" gets the admin role."""
+        import jwt
+
+        now = int(time.time())
+        claims = {
+            "sub": name,
+            "aud": AUDIENCE,
+            "iat": now,
+            "exp": now + TOKEN_SECONDS,
+            "roles": ["admin"] if name == "admin" else ["member"],
+        }
+        return jwt.encode(claims, self.secret, algorithm="HS256")
+
+    def token_route(self, query: str) -> tuple[int, str, bytes]:
+        """``GET /token?name=...``: ``{"token": ...}``, or 400 for a missing or odd name."""
+        name = (parse_qs(query).get("name") or [""])[0].strip()
+        if not (1 <= len(name) <= 32) or not name.isprintable():
+            return 400, "application/json", b'{"error": "name: 1 to 32 printable characters"}\n'
+        body = json.dumps({"token": self.issue_token(name), "expires_in": TOKEN_SECONDS})
+        return 200, "application/json", body.encode()
+
+    def routes(self) -> dict[str, Any]:
+        """The page's files and the token endpoint, for ``serve_broker(extra_routes=...)``."""
+        files = resources.files(__package__) / "_demo_static"
+        table: dict[str, Any] = {"/token": self.token_route}
+        for path, name, kind in (
+            ("/", "index.html", "text/html; charset=utf-8"),
+            ("/app.js", "app.js", "text/javascript; charset=utf-8"),
+            ("/style.css", "style.css", "text/css; charset=utf-8"),
+        ):
+            body = (files / name).read_bytes()
+            table[path] = lambda query, body=body, kind=kind: (200, kind, body)
+        return table
+
+
+async def serve_demo(
+    host: str = "127.0.0.1",
+    ws_port: int = 8080,
+    tcp_port: int = 0,
+    *,
+    task_status: trio.TaskStatus[BrokerAddress] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the broker, the demo chat backend and the page until cancelled; with
+    ``nursery.start``, returns the broker's address once the backend is connected."""
+    chat = DemoChat()
+    config = BrokerConfig(ws_host=host, ws_port=ws_port, tcp_port=tcp_port, pass_query_string=True)
+    async with trio.open_nursery() as nursery:
+        address: BrokerAddress = await nursery.start(
+            lambda task_status: serve_broker(
+                config, extra_routes=chat.routes(), task_status=task_status
+            )
+        )
+        await nursery.start(chat.app.serve, "127.0.0.1", address.tcp_port)
+        task_status.started(address)
+
+
+def run_demo_server(host: str, ws_port: int, tcp_port: int) -> None:
+    """The ``strands-trio demo`` command: serve until Ctrl-C."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+    def banner(address: BrokerAddress) -> None:
+        print(
+            f"strands-trio demo: open http://{host}:{address.ws_port}/ in two browser tabs",
+            flush=True,
+        )
+
+    async def main() -> None:
+        async def start(task_status: trio.TaskStatus[BrokerAddress]) -> None:
+            await serve_demo(host, ws_port, tcp_port, task_status=task_status)
+
+        await serve_until_signal(start, logger, banner)
+
+    trio.run(main)

@@ -1,0 +1,114 @@
+"""The demo (``strands-trio demo``): the page and its files, tokens, and a chat through the
+broker with auth, roles, typed messages and the rate limit, as the page uses them."""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from typing import Any
+
+import pytest
+import trio
+from trio_websocket import ConnectionRejected, WebSocketConnection, wrap_client_stream
+
+from strands_trio._demo_chat import serve_demo
+from strands_trio._util import collapse_single_exception
+from strands_trio.broker import BrokerAddress
+
+
+async def http_get(port: int, target: str) -> tuple[int, bytes]:
+    """Status and body of a plain HTTP GET on loopback."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        request = f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+        await stream.send_all(request.encode())
+        data = b""
+        while chunk := await stream.receive_some():
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+async def _client(port: int, resource: str, *, task_status: trio.TaskStatus[Any]) -> None:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        with collapse_single_exception():
+            async with trio.open_nursery() as nursery:
+                ws = await wrap_client_stream(nursery, stream, "127.0.0.1", resource)
+                try:
+                    task_status.started(ws)
+                    await trio.sleep_forever()
+                finally:
+                    with trio.CancelScope(shield=True), trio.move_on_after(0.2):
+                        await ws.aclose()
+
+
+async def sign_in(
+    nursery: trio.Nursery, port: int, name: str, room: str = "lobby", forge: bool = False
+) -> WebSocketConnection:
+    """What the page does: get a token, then open /ws/<room>?token=..."""
+    status, body = await http_get(port, f"/token?name={name}")
+    assert status == 200
+    token = json.loads(body)["token"]
+    if forge:
+        token = token[:-4] + "AAAA"
+    ws: WebSocketConnection = await nursery.start(
+        partial(_client, port, f"/ws/{room}?token={token}")
+    )
+    return ws
+
+
+async def next_of(ws: WebSocketConnection, kind: str) -> dict[str, Any]:
+    """The next message of this type."""
+    while True:
+        message = json.loads(await ws.get_message())
+        if message["type"] == kind:
+            return message  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+async def demo(nursery: trio.Nursery) -> BrokerAddress:
+    address: BrokerAddress = await nursery.start(partial(serve_demo, "127.0.0.1", 0, 0))
+    return address
+
+
+async def test_page_and_tokens(demo: BrokerAddress) -> None:
+    """The page and its files are served from the package; a token needs a sane name."""
+    with trio.fail_after(10):
+        status, page = await http_get(demo.ws_port, "/")
+        assert status == 200
+        assert b"<title>strands-trio chat</title>" in page
+        for path in ("/app.js", "/style.css"):
+            assert (await http_get(demo.ws_port, path))[0] == 200
+        assert (await http_get(demo.ws_port, "/token"))[0] == 400
+        status, body = await http_get(demo.ws_port, "/token?name=ann")
+        assert (status, json.loads(body)["expires_in"]) == (200, 600)
+
+
+async def test_chat_with_auth_roles_and_rate_limit(
+    demo: BrokerAddress, nursery: trio.Nursery
+) -> None:
+    """Two signed-in clients chat in a room; a forged token is refused before the upgrade; a
+    member cannot announce and an admin can; a flood gets the rate limit's error frame."""
+    with trio.fail_after(10):
+        ann = await sign_in(nursery, demo.ws_port, "ann")
+        assert await next_of(ann, "joined") == {"type": "joined", "name": "ann"}
+        root = await sign_in(nursery, demo.ws_port, "admin")
+        assert (await next_of(ann, "joined"))["name"] == "admin"
+
+        await ann.send_message(json.dumps({"type": "chat.say", "text": "hello"}))
+        said = await next_of(root, "said")
+        assert (said["name"], said["text"]) == ("ann", "hello")
+
+        with pytest.raises(ConnectionRejected) as refused:
+            await sign_in(nursery, demo.ws_port, "mallory", forge=True)
+        assert refused.value.status_code == 403
+
+        await ann.send_message(json.dumps({"type": "chat.announce", "text": "all hail"}))
+        assert (await next_of(ann, "error"))["code"] == "forbidden"
+        await root.send_message(json.dumps({"type": "chat.announce", "text": "maintenance"}))
+        assert (await next_of(ann, "announcement"))["text"] == "maintenance"
+
+        for n in range(10):
+            await ann.send_message(json.dumps({"type": "chat.say", "text": f"flood {n}"}))
+        assert (await next_of(ann, "error"))["code"] == "rate_limited"

@@ -112,3 +112,17 @@ async def test_chat_with_auth_roles_and_rate_limit(
         for n in range(10):
             await ann.send_message(json.dumps({"type": "chat.say", "text": f"flood {n}"}))
         assert (await next_of(ann, "error"))["code"] == "rate_limited"
+
+
+def test_demo_port_in_use(capsys: pytest.CaptureFixture[str]) -> None:
+    """The demo on a port already in use is one line on stderr and exit status 1."""
+    import socket
+
+    from strands_trio.__main__ import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["demo", "--ws-port", str(port)]) == 1
+    assert capsys.readouterr().err == "strands-trio demo: cannot listen: address already in use\n"

@@ -14,6 +14,8 @@ import trio
 from strands_trio.__main__ import build_parser, main
 from strands_trio.broker._cli import config_from_args
 
+from ._net import read_all, reap
+
 
 def parse(*argv: str) -> object:
     return build_parser().parse_args(["broker", *argv])
@@ -78,15 +80,8 @@ async def test_sigint_stops_the_broker_gracefully() -> None:
             process.send_signal(signal.SIGINT)
             assert await process.wait() == 0
             assert process.stderr is not None
-            errors = b""
-            while chunk := await process.stderr.receive_some():
-                errors += chunk
+            errors = await read_all(process.stderr)
             assert b"Traceback" not in errors
             assert b"SIGINT received: shutting down" in errors
     finally:
-        process.kill()
-        with trio.CancelScope(shield=True):
-            await process.wait()
-        for pipe in (process.stdout, process.stderr):
-            if pipe is not None:
-                await pipe.aclose()
+        await reap(process)

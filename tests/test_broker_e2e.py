@@ -17,14 +17,13 @@ from trio_websocket import (
     ConnectionClosed,
     ConnectionRejected,
     WebSocketConnection,
-    wrap_client_stream,
 )
 
 from strands_trio import ConnectionRequestContext, Context, StrandsApp
-from strands_trio._util import collapse_single_exception
 from strands_trio.broker import BrokerAddress, BrokerConfig, serve_broker
 from strands_trio.broker._keepalive import enable_keepalive
 
+from ._net import http_get, open_client
 from .test_broker_websocket import tls_contexts
 
 PYSTRANDS_BACKEND = Path(__file__).parent / "data" / "pystrands_chat_backend.py"
@@ -77,31 +76,8 @@ async def connect(
     nursery: trio.Nursery, address: BrokerAddress, room: str, name: str, token: str = "good"
 ) -> WebSocketConnection:
     """A WebSocket client of the broker, closed when the test's nursery ends."""
-    ws: WebSocketConnection = await nursery.start(
-        partial(_client, address.ws_port, room, name, token)
-    )
-    return ws
-
-
-async def _client(
-    port: int, room: str, name: str, token: str, *, task_status: trio.TaskStatus[Any]
-) -> None:
     headers = [("Authorization", f"Bearer {token}"), ("X-Name", name)]
-    # We own the TCP stream: trio-websocket's open_websocket leaves the socket of a rejected
-    # handshake unclosed (a ResourceWarning).
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    async with stream:
-        with collapse_single_exception():
-            async with trio.open_nursery() as nursery:
-                ws = await wrap_client_stream(
-                    nursery, stream, "127.0.0.1", f"/ws/{room}", extra_headers=headers
-                )
-                try:
-                    task_status.started(ws)
-                    await trio.sleep_forever()
-                finally:
-                    with trio.CancelScope(shield=True), trio.move_on_after(0.2):
-                        await ws.aclose()
+    return await open_client(nursery, address.ws_port, f"/ws/{room}", headers)
 
 
 async def chat_scenario(address: BrokerAddress, nursery: trio.Nursery) -> None:
@@ -183,26 +159,19 @@ async def test_health_and_metrics(broker: BrokerAddress, nursery: trio.Nursery) 
     await nursery.start(partial(app.serve, "127.0.0.1", broker.tcp_port))
     with trio.fail_after(10):
         await connect(nursery, broker, "lobby", "ann")
-        health = json.loads(await http_get(broker.ws_port, "/healthz"))
-        assert (health["status"], health["backends"], health["connections"]) == ("ok", 1, 1)
-        metrics = (await http_get(broker.ws_port, "/metrics")).decode()
+        status, body = await http_get(broker.ws_port, "/healthz")
+        health = json.loads(body)
+        assert (status, health["status"], health["backends"], health["connections"]) == (
+            200,
+            "ok",
+            1,
+            1,
+        )
+        status, body = await http_get(broker.ws_port, "/metrics")
+        assert status == 200
+        metrics = body.decode()
         assert "strands_broker_connections 1" in metrics
         assert "strands_broker_connections_accepted_total 1" in metrics
-
-
-async def http_get(port: int, path: str) -> bytes:
-    """The body of a plain HTTP/1.1 GET on loopback."""
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    async with stream:
-        await stream.send_all(
-            f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
-        )
-        data = b""
-        while chunk := await stream.receive_some():
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200"), head
-    return body
 
 
 async def test_graceful_shutdown(nursery: trio.Nursery) -> None:

@@ -9,38 +9,12 @@ from typing import Any
 
 import pytest
 import trio
-from trio_websocket import ConnectionRejected, WebSocketConnection, wrap_client_stream
+from trio_websocket import ConnectionRejected, WebSocketConnection
 
 from strands_trio._demo_chat import serve_demo
-from strands_trio._util import collapse_single_exception
 from strands_trio.broker import BrokerAddress
 
-
-async def http_get(port: int, target: str) -> tuple[int, bytes]:
-    """Status and body of a plain HTTP GET on loopback."""
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    async with stream:
-        request = f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-        await stream.send_all(request.encode())
-        data = b""
-        while chunk := await stream.receive_some():
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body
-
-
-async def _client(port: int, resource: str, *, task_status: trio.TaskStatus[Any]) -> None:
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    async with stream:
-        with collapse_single_exception():
-            async with trio.open_nursery() as nursery:
-                ws = await wrap_client_stream(nursery, stream, "127.0.0.1", resource)
-                try:
-                    task_status.started(ws)
-                    await trio.sleep_forever()
-                finally:
-                    with trio.CancelScope(shield=True), trio.move_on_after(0.2):
-                        await ws.aclose()
+from ._net import http_get, open_client
 
 
 async def sign_in(
@@ -52,10 +26,7 @@ async def sign_in(
     token = json.loads(body)["token"]
     if forge:
         token = token[:-4] + "AAAA"
-    ws: WebSocketConnection = await nursery.start(
-        partial(_client, port, f"/ws/{room}?token={token}")
-    )
-    return ws
+    return await open_client(nursery, port, f"/ws/{room}?token={token}")
 
 
 async def next_of(ws: WebSocketConnection, kind: str) -> dict[str, Any]:

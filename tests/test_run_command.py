@@ -17,6 +17,8 @@ from strands_trio.__main__ import main
 from strands_trio._run import TargetError, load_target
 from strands_trio.broker import BrokerAddress, BrokerConfig, serve_broker
 
+from ._net import read_all, reap
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -65,13 +67,7 @@ async def test_run_against_our_broker_until_sigint(nursery: trio.Nursery) -> Non
             process.send_signal(signal.SIGINT)
             assert await process.wait() == 0
             assert process.stderr is not None
-            errors = b""
-            while chunk := await process.stderr.receive_some():
-                errors += chunk
+            errors = await read_all(process.stderr)
             assert b"Traceback" not in errors
     finally:
-        process.kill()
-        with trio.CancelScope(shield=True):
-            await process.wait()
-        if process.stderr is not None:
-            await process.stderr.aclose()
+        await reap(process)

@@ -1,0 +1,80 @@
+"""Loopback helpers shared by the broker, demo and command tests: a WebSocket client that owns
+its TCP stream, a plain HTTP GET, and a subprocess's clean end."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+import trio
+from trio_websocket import WebSocketConnection, wrap_client_stream
+
+from strands_trio._util import collapse_single_exception
+
+
+async def open_client(
+    nursery: trio.Nursery, port: int, resource: str, headers: Sequence[tuple[str, str]] = ()
+) -> WebSocketConnection:
+    """A WebSocket client of 127.0.0.1:*port*, closed when *nursery* ends.
+
+    Raises:
+        trio_websocket.ConnectionRejected: the handshake was refused (``.status_code``).
+    """
+    ws: WebSocketConnection = await nursery.start(partial(_client, port, resource, list(headers)))
+    return ws
+
+
+async def _client(
+    port: int,
+    resource: str,
+    headers: list[tuple[str, str]],
+    *,
+    task_status: trio.TaskStatus[Any],
+) -> None:
+    # We own the TCP stream: trio-websocket's open_websocket leaves the socket of a rejected
+    # handshake unclosed (a ResourceWarning).
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        with collapse_single_exception():
+            async with trio.open_nursery() as nursery:
+                ws = await wrap_client_stream(
+                    nursery, stream, "127.0.0.1", resource, extra_headers=headers
+                )
+                try:
+                    task_status.started(ws)
+                    await trio.sleep_forever()
+                finally:
+                    with trio.CancelScope(shield=True), trio.move_on_after(0.2):
+                        await ws.aclose()
+
+
+async def http_get(port: int, target: str) -> tuple[int, bytes]:
+    """Status and body of a plain HTTP/1.1 GET of *target* on 127.0.0.1:*port*."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        request = f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+        await stream.send_all(request.encode())
+        data = b""
+        while chunk := await stream.receive_some():
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+async def read_all(stream: trio.abc.ReceiveStream) -> bytes:
+    """Everything *stream* sends until it ends."""
+    data = b""
+    while chunk := await stream.receive_some():
+        data += chunk
+    return data
+
+
+async def reap(process: trio.Process) -> None:
+    """Kill *process* if it still runs, wait for it, and close its pipes (for a finally)."""
+    process.kill()
+    with trio.CancelScope(shield=True):
+        await process.wait()
+    for pipe in (process.stdin, process.stdout, process.stderr):
+        if pipe is not None:
+            await pipe.aclose()

@@ -13,6 +13,10 @@ from .protocol import DEFAULT_MAX_LINE_LENGTH
 
 __all__ = ["ClientConfig"]
 
+#: The environment variable holding a broker's backend secret, read by ``strands-trio broker``
+#: and ``strands-trio run`` (kept off the command line, where other users could see it).
+SECRET_VARIABLE = "STRANDS_BROKER_SECRET"
+
 
 def _positive(_: Any, attribute: attrs.Attribute[Any], value: float | None) -> None:
     if value is not None and not (value > 0 and math.isfinite(value)):

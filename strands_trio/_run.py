@@ -11,15 +11,21 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
+import attrs
 import trio
 
 from ._app import StrandsApp
 from ._client import StrandsClient
+from ._config import SECRET_VARIABLE
 from ._util import serve_until_signal
 
 __all__ = ["add_run_command", "load_target", "run_command"]
 
 logger = logging.getLogger("strands_trio.run")
+
+
+DEFAULT_HOST = "localhost"
+DEFAULT_PORT = 8081
 
 
 class TargetError(Exception):
@@ -37,17 +43,27 @@ def add_run_command(commands: Any) -> None:
             "Ctrl-C or SIGTERM, then shut down gracefully. The broker must be reachable at "
             "start; after that, a lost connection is made again with backoff."
         ),
+        epilog=(
+            f"Environment: {SECRET_VARIABLE}, the secret of a strands-trio broker started with "
+            "one, sent when the target's ClientConfig sets no broker_secret. Exit status: 0 "
+            "after a clean stop, 1 when the broker cannot be reached, 2 for a bad TARGET."
+        ),
     )
     parser.add_argument("target", metavar="TARGET", help="module:attribute, e.g. chat:app")
-    parser.add_argument("--host", default="localhost", help="broker host (default: %(default)s)")
     parser.add_argument(
-        "--port", type=int, default=8081, help="broker's backend port (default: %(default)s)"
+        "--host",
+        help=f"broker host (default: {DEFAULT_HOST}, or a StrandsClient instance's own)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        help=f"broker's backend port (default: {DEFAULT_PORT}, or a StrandsClient instance's own)",
     )
     parser.add_argument(
         "--log-level",
         default="INFO",
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-        help="(default: %(default)s)",
+        help="how much to log to stderr (default: %(default)s)",
     )
 
 
@@ -85,35 +101,60 @@ def run_command(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    host, port = args.host, args.port
     try:
-        target = load_target(args.target)
-        trio.run(partial(_run, target, args.host, args.port))
+        client_or_app = prepare(load_target(args.target), host, port)
+        if isinstance(client_or_app, StrandsClient):
+            host, port = client_or_app.host, client_or_app.port
+        else:
+            host = DEFAULT_HOST if host is None else host
+            port = DEFAULT_PORT if port is None else port
+        trio.run(partial(_run, client_or_app, host, port))
     except TargetError as exc:
         print(f"strands-trio run: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(
-            f"strands-trio run: cannot reach the broker at {args.host}:{args.port}: "
-            f"{exc.strerror or exc}",
+            f"strands-trio run: cannot reach the broker at {host}:{port}: {exc.strerror or exc}",
             file=sys.stderr,
         )
         return 1
     return 0
 
 
-async def _run(
-    target: StrandsApp | StrandsClient | type[StrandsClient], host: str, port: int
-) -> None:
+def prepare(
+    target: StrandsApp | StrandsClient | type[StrandsClient], host: str | None, port: int | None
+) -> StrandsApp | StrandsClient:
+    """The app or client to run: a class is made with the address, an instance keeps its own,
+    and the broker secret from the environment is added to a config that has none.
+
+    Raises:
+        TargetError: *target* is an instance made for another address than the flags give.
+    """
+    if isinstance(target, type):
+        target = target(
+            DEFAULT_HOST if host is None else host, DEFAULT_PORT if port is None else port
+        )
+    elif isinstance(target, StrandsClient) and (
+        (host is not None and host != target.host) or (port is not None and port != target.port)
+    ):
+        raise TargetError(
+            f"the StrandsClient instance is made for {target.host}:{target.port}; to choose "
+            "the address with --host/--port, point TARGET at its class or at a StrandsApp"
+        )
+    secret = os.environ.get(SECRET_VARIABLE)
+    if secret and target.config.broker_secret is None:
+        target.config = attrs.evolve(target.config, broker_secret=secret)
+    return target
+
+
+async def _run(target: StrandsApp | StrandsClient, host: str, port: int) -> None:
     # One attempt first, so that a broker that is not there is an error, not a retry loop.
     stream = await trio.open_tcp_stream(host, port)
     await stream.aclose()
-    if isinstance(target, type):
-        target = target(host, port)
     start: Callable[..., Awaitable[None]]
     if isinstance(target, StrandsApp):
         start = partial(target.serve, host, port)
     else:
-        if (target.host, target.port) != (host, port):
-            logger.info("using the client's own broker address %s:%s", target.host, target.port)
         start = target.run
     await serve_until_signal(start, logger)

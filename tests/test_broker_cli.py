@@ -32,6 +32,8 @@ def test_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert config.allowed_origins == ("https://a.example",)
     assert config.backend_secret == "a long enough secret"
     assert config.backend_host == "127.0.0.1"
+    timeouts = config_from_args(parse("--handshake-timeout", "2.5", "--shutdown-timeout", "1"))  # type: ignore[arg-type]
+    assert (timeouts.handshake_timeout, timeouts.shutdown_timeout) == (2.5, 1.0)
 
 
 def test_bad_values_are_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -40,6 +42,8 @@ def test_bad_values_are_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
         config_from_args(parse("--ws-port", "70000"))  # type: ignore[arg-type]
     with pytest.raises(SystemExit, match="trusted_proxies"):
         config_from_args(parse("--trusted-proxy", "nonsense"))  # type: ignore[arg-type]
+    with pytest.raises(SystemExit, match="shutdown_timeout"):
+        config_from_args(parse("--shutdown-timeout", "0"))  # type: ignore[arg-type]
     with pytest.raises(SystemExit, match="certificate"):
         config_from_args(parse("--certfile", "/nonexistent.pem"))  # type: ignore[arg-type]
     monkeypatch.setenv("PYSTRAND_TCP_PORT", "eighty")

@@ -13,6 +13,7 @@ from typing import Any
 
 import trio
 
+from .._config import SECRET_VARIABLE
 from .._util import serve_until_signal
 from ._config import BrokerConfig
 from ._server import BrokerAddress, serve_broker
@@ -20,8 +21,6 @@ from ._server import BrokerAddress, serve_broker
 __all__ = ["add_broker_command", "run_broker_command"]
 
 logger = logging.getLogger("strands_trio.broker")
-
-SECRET_VARIABLE = "STRANDS_BROKER_SECRET"
 
 
 def add_broker_command(commands: Any) -> None:
@@ -76,6 +75,19 @@ def add_broker_command(commands: Any) -> None:
         help="seconds a backend has to answer a connection request (default: %(default)s)",
     )
     add(
+        "--handshake-timeout",
+        type=float,
+        default=defaults.handshake_timeout,
+        help="seconds a client has to finish its WebSocket handshake (default: %(default)s)",
+    )
+    add(
+        "--shutdown-timeout",
+        type=float,
+        default=defaults.shutdown_timeout,
+        help="seconds a graceful stop may take before what is left is cut off "
+        "(default: %(default)s)",
+    )
+    add(
         "--allowed-origin",
         action="append",
         default=[],
@@ -121,7 +133,7 @@ def add_broker_command(commands: Any) -> None:
         "--log-level",
         default="INFO",
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-        help="(default: %(default)s)",
+        help="how much to log to stderr (default: %(default)s)",
     )
 
 
@@ -156,6 +168,8 @@ def config_from_args(args: argparse.Namespace) -> BrokerConfig:
             ws_host=args.ws_host,
             backend_host=args.backend_host,
             request_timeout=args.request_timeout,
+            handshake_timeout=args.handshake_timeout,
+            shutdown_timeout=args.shutdown_timeout,
             backend_secret=os.environ.get(SECRET_VARIABLE) or None,
             allowed_origins=tuple(args.allowed_origin),
             trusted_proxies=tuple(args.trusted_proxy),

@@ -454,6 +454,7 @@ class StrandsClient:
         config = self.config
         delays = config.reconnect_delays()
         first_attempt = True
+        connected_once = False
         while not self._stopping:
             if not first_attempt:
                 delay = next(delays)
@@ -470,12 +471,13 @@ class StrandsClient:
                 except OSError as exc:
                     self._counters.connect_failures += 1
                     logger.warning("cannot connect to the broker at %s: %s", self._where, exc)
-                    if not config.reconnect:
+                    if not config.reconnect or not (connected_once or config.wait_for_broker):
                         raise BrokerConnectionError(
                             f"cannot connect to the broker at {self._where}: {exc}"
                         ) from exc
             if stream is None:
                 continue
+            connected_once = True
             delays = config.reconnect_delays()
             reason = await self._run_connection(stream, task_status)
             task_status = trio.TASK_STATUS_IGNORED

@@ -48,6 +48,10 @@ class ClientConfig:
     Attributes:
         reconnect: Reconnect when the connection fails or is lost. When ``False``,
             ``run()`` raises :class:`~strands_trio.BrokerConnectionError` instead.
+        wait_for_broker: Retry the first connection, with the same backoff, until a broker
+            answers. When ``False``, a first connection that fails raises
+            :class:`~strands_trio.BrokerConnectionError` (fail fast at start-up, as
+            ``strands-trio run`` does); once connected, ``reconnect`` alone applies.
         reconnect_delay: The first delay before reconnecting, in seconds.
         max_reconnect_delay: The longest delay between attempts.
         reconnect_backoff: The factor by which the delay grows after each failed attempt.
@@ -78,6 +82,7 @@ class ClientConfig:
     """
 
     reconnect: bool = True
+    wait_for_broker: bool = True
     reconnect_delay: float = attrs.field(default=1.0, validator=_positive)
     max_reconnect_delay: float = attrs.field(default=30.0, validator=_positive)
     reconnect_backoff: float = attrs.field(default=2.0)

@@ -17,6 +17,7 @@ import trio
 from ._app import StrandsApp
 from ._client import StrandsClient
 from ._config import SECRET_VARIABLE
+from ._errors import BrokerConnectionError
 from ._util import serve_until_signal
 
 __all__ = ["add_run_command", "load_target", "run_command"]
@@ -113,11 +114,10 @@ def run_command(args: argparse.Namespace) -> int:
     except TargetError as exc:
         print(f"strands-trio run: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:
-        print(
-            f"strands-trio run: cannot reach the broker at {host}:{port}: {exc.strerror or exc}",
-            file=sys.stderr,
-        )
+    except BrokerConnectionError as exc:
+        cause = exc.__cause__
+        why = getattr(cause, "strerror", None) or cause or exc
+        print(f"strands-trio run: cannot reach the broker at {host}:{port}: {why}", file=sys.stderr)
         return 1
     return 0
 
@@ -125,8 +125,9 @@ def run_command(args: argparse.Namespace) -> int:
 def prepare(
     target: StrandsApp | StrandsClient | type[StrandsClient], host: str | None, port: int | None
 ) -> StrandsApp | StrandsClient:
-    """The app or client to run: a class is made with the address, an instance keeps its own,
-    and the broker secret from the environment is added to a config that has none.
+    """The app or client to run: a class is made with the address, an instance keeps its own;
+    its config fails fast when no broker answers at start, and gets the broker secret from
+    the environment when it has none.
 
     Raises:
         TargetError: *target* is an instance made for another address than the flags give.
@@ -142,16 +143,17 @@ def prepare(
             f"the StrandsClient instance is made for {target.host}:{target.port}; to choose "
             "the address with --host/--port, point TARGET at its class or at a StrandsApp"
         )
+    # A broker that is not there at start is an error (exit status 1), not a retry loop; after
+    # the first connection, the target's own reconnection settings apply.
+    config = attrs.evolve(target.config, wait_for_broker=False)
     secret = os.environ.get(SECRET_VARIABLE)
-    if secret and target.config.broker_secret is None:
-        target.config = attrs.evolve(target.config, broker_secret=secret)
+    if secret and config.broker_secret is None:
+        config = attrs.evolve(config, broker_secret=secret)
+    target.config = config
     return target
 
 
 async def _run(target: StrandsApp | StrandsClient, host: str, port: int) -> None:
-    # One attempt first, so that a broker that is not there is an error, not a retry loop.
-    stream = await trio.open_tcp_stream(host, port)
-    await stream.aclose()
     start: Callable[..., Awaitable[None]]
     if isinstance(target, StrandsApp):
         start = partial(target.serve, host, port)

@@ -10,6 +10,7 @@ import threading
 import uuid
 from collections import defaultdict
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -534,6 +535,30 @@ async def test_without_reconnect_run_raises(
 
         with pytest.raises(BrokerConnectionError, match="the broker closed the connection"):
             await lose_the_connection()
+
+
+async def test_fail_fast_at_start_then_reconnect(
+    broker: FakeBroker, autojump_clock: trio.testing.MockClock
+) -> None:
+    """With wait_for_broker=False, a first refused connection raises at once; once a
+    connection was made, a lost one is made again with the usual backoff."""
+    config = attrs.evolve(EXACT, wait_for_broker=False)
+    broker.refuse_backends = True
+    with trio.fail_after(10), pytest.raises(BrokerConnectionError, match="cannot connect"):
+        async with Recording(broker, config=config).connected():
+            pass  # pragma: no cover
+    assert trio.current_time() == 0
+    broker.refuse_backends = False
+    client = Recording(broker, config=config)
+    async with client.connected():
+        await broker.drop_backends()
+        broker.refuse_backends = True  # the first attempt again fails: retried this time
+        with trio.fail_after(10):
+            await trio.sleep(1.5)
+            broker.refuse_backends = False
+            await broker.wait_backends(1)
+        assert client.statistics().connections == 2
+        assert client.statistics().connect_failures == 1
 
 
 async def test_run_twice_at_once_is_refused(broker: FakeBroker) -> None:

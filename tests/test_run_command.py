@@ -62,6 +62,7 @@ def test_prepare_address_and_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(client, StrandsClient)
     assert (client.host, client.port) == ("broker.test", 8081)
     assert client.config.broker_secret == "from-env"
+    assert not client.config.wait_for_broker  # a broker missing at start is exit status 1
     instance = StrandsClient("10.0.0.1", 9000, config=ClientConfig(broker_secret="own"))
     assert prepare(instance, None, 9000) is instance
     assert instance.config.broker_secret == "own"

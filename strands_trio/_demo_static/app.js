@@ -6,6 +6,7 @@ const $ = (id) => document.getElementById(id);
 let socket = null;
 let session = null; // {name, room, token}
 let retry = 0;
+let pending = null; // the timer of the next reconnection attempt
 
 function show(text, kind = "") {
   const item = document.createElement("li");
@@ -26,6 +27,10 @@ async function signIn(name, room, forged = false) {
   if (!reply.ok) { status(body.error || "cannot sign in", "error"); return; }
   session = {name, room, forged, token: forged ? body.token.slice(0, -4) + "AAAA" : body.token};
   $("chat").hidden = false;
+  // Signing in again replaces the session: the old socket closes without reconnecting.
+  clearTimeout(pending);
+  if (socket) { socket.onclose = null; socket.close(); }
+  retry = 0;
   connect();
 }
 
@@ -45,8 +50,21 @@ function connect() {
     }
     const delay = Math.min(30, 2 ** retry++);
     status(`disconnected (code ${event.code}); reconnecting in ${delay} s`, "error");
-    setTimeout(connect, delay * 1000);
+    pending = setTimeout(reconnect, delay * 1000);
   };
+}
+
+async function reconnect() {
+  // A restarted demo signs with a new secret, and tokens expire: ask for a fresh one first.
+  // If the broker is still down, connect() fails too and schedules the next attempt.
+  const mine = session;
+  if (!mine.forged) {
+    try {
+      const reply = await fetch(`/token?name=${encodeURIComponent(mine.name)}`);
+      if (reply.ok) mine.token = (await reply.json()).token;
+    } catch (error) { /* still down */ }
+  }
+  if (session === mine) connect(); // unless the user signed in again meanwhile
 }
 
 function receive(message) {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import strands_trio
@@ -34,6 +35,21 @@ def test_middleware_is_a_subpackage_only(tmp_path: Path) -> None:
     module called middleware."""
     code = "import importlib.util, strands_trio.middleware; print(importlib.util.find_spec('middleware'))"
     assert run_python(code, tmp_path) == "None"
+
+
+def test_every_subpackage_is_listed_for_the_wheel() -> None:
+    """pyproject.toml lists each package explicitly (middleware/ is mapped in), so a new
+    subpackage left off the list would be missing from the wheel, though editable installs
+    still find it."""
+    root = PACKAGE.parent
+    with (root / "pyproject.toml").open("rb") as file:
+        listed = set(tomllib.load(file)["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(init.parent.relative_to(root).parts)
+        for init in PACKAGE.rglob("__init__.py")
+        if "_demo_static" not in init.parts
+    }
+    assert found | {"strands_trio.middleware"} == listed
 
 
 def test_protocol_imports_no_trio() -> None:

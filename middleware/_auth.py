@@ -59,7 +59,7 @@ class AuthStatistics:
 
     #: Connection requests accepted with a verified identity.
     verified: int
-    #: Connection requests rejected: no token, or a token the verifier refused.
+    #: Connection requests rejected for want of a token, or for a token the verifier refused.
     missing: int
     refused: int
     #: Messages dropped because their connection had no identity.

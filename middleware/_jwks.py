@@ -142,7 +142,7 @@ class JWKSKeys:
         min_refetch_interval: The least number of seconds between two fetches, whatever the
             reason (expiry, unknown ``kid``, an earlier failure).
         fetch: ``async (url) -> bytes | dict``, for a custom HTTP client or for tests. The
-            default is an httpx GET with a timeout of :data:`FETCH_TIMEOUT` seconds.
+            default is an httpx GET with a timeout of ``FETCH_TIMEOUT`` (10) seconds.
 
     Raises:
         ValueError: an argument is out of range.

@@ -10,7 +10,7 @@ TAT in the past means an empty bucket, which is exactly a key never seen: that i
 state is one float per key, why idle keys can be forgotten, and why a Redis store can run the
 same :func:`gcra` in one atomic script per hit.
 
-Exactness: every time the algorithm handles is a multiple of :data:`QUANTUM` (2**-20 s, about
+Exactness: every time the algorithm handles is a multiple of ``QUANTUM`` (2**-20 s, about
 one microsecond): ``now`` is rounded down to it and the interval is rounded down to it once, in
 :class:`Rate`. Sums and differences of such multiples are exact in binary floating point for
 times below 2**33 s (272 years, so wall-clock epoch seconds too), so the edge is exact for any
@@ -89,12 +89,12 @@ class Rate:
     ``Rate(per_second=2, burst=10)`` lets a client send 10 messages at once, then one every
     half second; the bucket refills at that pace while the client is quiet. In any window of
     ``W`` seconds at most ``burst + (W + QUANTUM) / interval`` hits are allowed: that is
-    ``burst + W * per_second``, give or take the rounding to :data:`QUANTUM`.
+    ``burst + W * per_second``, give or take the rounding to ``QUANTUM`` (2**-20 s).
 
     Attributes:
         burst: Hits allowed at the same instant (the bucket's size), an integer >= 1.
         per_second: The sustained rate, in hits per second, a positive number of at most
-            2**20 (one hit per :data:`QUANTUM`).
+            2**20 (one hit per ``QUANTUM``).
 
     Raises:
         ValueError: *burst* is not an integer >= 1, *per_second* is not a finite number in
@@ -142,7 +142,7 @@ class Rate:
 
     @property
     def interval(self) -> float:
-        """Seconds between two hits at the sustained rate, on the :data:`QUANTUM` grid."""
+        """Seconds between two hits at the sustained rate, on the ``QUANTUM`` grid."""
         return self._interval
 
 
@@ -153,7 +153,7 @@ class Decision:
     Attributes:
         allowed: Whether the hit is within the rate.
         retry_after: Seconds until one more hit would be allowed (0 when allowed): a hit at
-            ``now + retry_after`` is allowed, and it is exact to a :data:`QUANTUM`.
+            ``now + retry_after`` is allowed, and it is exact to a ``QUANTUM``.
         remaining: Hits still allowed at this instant, after this one.
     """
 
@@ -189,12 +189,12 @@ def gcra(tat: float | None, now: float, rate: Rate) -> tuple[float, Decision]:
     This is the whole algorithm, pure: a store keeps the returned TAT for the key (or
     ``None`` for a key never seen; a TAT in the past means the same) and returns the decision.
     A Redis store mirrors it line for line in a Lua script: Lua numbers are doubles, so the
-    arithmetic on the :data:`QUANTUM` grid is exact there too.
+    arithmetic on the ``QUANTUM`` grid is exact there too.
 
     Args:
         tat: The key's TAT from the previous hit, or ``None`` for a new key.
         now: The current time, in seconds on a clock shared by every hit on the key, >= 0
-            and below 2**33. It is rounded down to :data:`QUANTUM`.
+            and below 2**33. It is rounded down to ``QUANTUM``.
         rate: The key's rate.
 
     Returns:

@@ -40,6 +40,7 @@ from ._router import MessageRoute, Router, make_message_converter
 from ._statistics import ClientStatistics
 from .context import ConnectionRequestContext, Context
 
+#: The version of strands-trio, as in its package metadata.
 __version__ = "0.1.0"
 
 __all__ = [

@@ -161,7 +161,7 @@ class HostContext:
 
     @property
     def answered(self) -> bool:
-        """For a connection request: whether an answer was given (by the handler, a guard, or
+        """Whether a connection request got an answer (from the handler, a guard, or
         ``accept()`` / ``reject()``). A request nobody answered is rejected."""
         return self._extra is not None and self._extra.get("answered", False)
 
@@ -171,7 +171,7 @@ class HostContext:
 
     @property
     def payload(self) -> Any:
-        """For a routed message: its decoded JSON object, before validation; else ``None``."""
+        """A routed message's decoded JSON object, before validation; ``None`` otherwise."""
         return None if self._extra is None else self._extra.get("payload")
 
     @payload.setter

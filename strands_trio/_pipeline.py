@@ -74,7 +74,10 @@ _CONNECTION_REQUEST = EventType.CONNECTION_REQUEST
 _MESSAGE = EventType.MESSAGE
 _ERROR = EventType.ERROR
 
+#: What a middleware awaits to run the rest of the chain: ``await call_next(ctx)``.
 CallNext = Callable[[ExecutionContext], Awaitable[None]]
+#: A middleware: ``async def middleware(ctx, call_next)``, or an object with such an async
+#: ``__call__``.
 Middleware = Callable[[ExecutionContext, CallNext], Awaitable[None]]
 ForbiddenHook = Callable[[ExecutionContext, Any], Awaitable[None]]
 
@@ -108,13 +111,15 @@ class _FunctionExceptionHandler:
 def exception_handler(
     *exception_types: type[BaseException],
 ) -> Callable[[Callable[[ExecutionContext, Any], Any]], ExceptionHandler]:
-    """Make an exception handler of a function ``(ctx, exc)``::
+    """Make an exception handler of a function ``(ctx, exc)``.
 
-    @exception_handler(PermissionError)
-    async def denied(ctx, exc):
-        await ctx.send_error("forbidden", str(exc))
+    For example::
 
-    app = StrandsApp(exception_handlers=[denied])
+        @exception_handler(PermissionError)
+        async def denied(ctx, exc):
+            await ctx.send_error("forbidden", str(exc))
+
+        app = StrandsApp(exception_handlers=[denied])
     """
     _check_exception_types(exception_types)
 

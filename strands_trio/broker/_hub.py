@@ -125,14 +125,15 @@ class _Pending:
 class BrokerStatistics:
     """A snapshot of what a broker's hub holds and has counted (:meth:`Hub.statistics`)."""
 
-    #: Now: WebSocket clients, rooms, ready backends, queued events, unanswered requests.
+    #: At this moment, WebSocket clients, rooms, ready backends, queued events, unanswered
+    #: requests.
     connections: int
     rooms: int
     backends: int
     queued: int
     pending_requests: int
-    #: Connection requests: sent to a backend, accepted, rejected, timed out, refused for
-    #: want of a backend, and acceptances without ids (refused).
+    #: Connection requests sent to a backend, accepted, rejected, timed out, refused for want
+    #: of a backend, and acceptances without ids (refused).
     requests: int
     accepted: int
     rejected: int
@@ -149,7 +150,7 @@ class BrokerStatistics:
     unknown_targets: int
     bad_frames: int
     replaced: int
-    #: Backends: connections made ready, refused (secret), dropped for not reading.
+    #: Backend connections made ready, refused (secret), dropped for not reading.
     backends_connected: int
     backends_refused: int
     backends_stalled: int
@@ -186,7 +187,7 @@ class Hub:
         self._ids = itertools.count()
         self._links: set[BackendLink] = set()  # every backend connection, ready or not
         self._links_changed = trio.Event()
-        #: Set by the WebSocket front: its own figures for ``/metrics`` (``metrics_lines()``).
+        #: The WebSocket front's own figures for ``/metrics`` (``metrics_lines()``), set by it.
         self.front: Any = None
 
     # ------------------------------------------------------------------ WebSocket side

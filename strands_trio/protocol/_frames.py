@@ -83,9 +83,9 @@ class Disconnected:
 class ErrorEvent:
     """The broker reports an error.
 
-    ``context`` is a :class:`Context` for an error about a connected client, or a
-    :class:`ConnectionRequestContext` when the error is about a connection request that came
-    while no backend was connected (WIRE.md quirk 2).
+    ``context`` is a :class:`~strands_trio.Context` for an error about a connected client, or
+    a :class:`~strands_trio.ConnectionRequestContext` when the error is about a connection
+    request that came while no backend was connected (WIRE.md quirk 2).
     """
 
     ACTION: ClassVar[str] = "error"
@@ -199,8 +199,12 @@ class BadFrame:
     line: bytes
 
 
+#: A frame the broker sends to a backend.
 Event = ConnectionRequest | NewConnection | NewMessage | Disconnected | ErrorEvent | Heartbeat
+#: A frame a backend sends to the broker (:class:`CloseConnection` and :class:`Authenticate` are
+#: strands-trio's extensions).
 Action = Response | MessageToRoom | MessageToConnection | Broadcast | CloseConnection | Authenticate
+#: Any frame, either way.
 Frame = Event | Action
 
 EVENT_TYPES: tuple[type[Event], ...] = (

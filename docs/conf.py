@@ -49,6 +49,7 @@ nitpick_ignore = [
     ("py:class", "strands_trio.broker._hub._Client"),
     ("py:class", "BackendLink"),  # strands_trio.broker._backends, imported for typing only
     ("py:class", "strands_trio.testing._fake_broker._Link"),
+    ("py:class", "strands_trio.redis._link.Link"),
     # Third-party types with no inventory to link to: prometheus_client has no Sphinx docs,
     # and PyJWT's do not document these (imported for typing only, so unqualified here).
     ("py:class", "CollectorRegistry"),

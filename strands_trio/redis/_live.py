@@ -354,7 +354,7 @@ class LivePubSub:
 
     @property
     def channels(self) -> frozenset[bytes]:
-        """The channels asked for: subscribed now, or as soon as a connection is up."""
+        """Channels asked for, subscribed now or as soon as a connection is up."""
         return frozenset(self._wanted)
 
     async def subscribe(self, *channels: str | bytes) -> None:

@@ -19,6 +19,7 @@ import attrs
 
 from ._client import Arg, Redis
 from ._errors import RedisReplyError
+from ._live import LiveRedis
 
 __all__ = ["Script"]
 
@@ -29,8 +30,8 @@ def _sha1(script: Script) -> str:
 
 @attrs.frozen
 class Script:
-    """A Lua script, to call on any :class:`Redis` connection: ``await script(redis,
-    keys=[...], args=[...])``.
+    """A Lua script, to call on any :class:`Redis` or :class:`LiveRedis` connection:
+    ``await script(redis, keys=[...], args=[...])``.
 
     Attributes:
         source: The Lua code.
@@ -41,7 +42,7 @@ class Script:
     sha1: str = attrs.field(init=False, default=attrs.Factory(_sha1, takes_self=True))
 
     async def __call__(
-        self, redis: Redis, *, keys: Sequence[Arg] = (), args: Sequence[Arg] = ()
+        self, redis: Redis | LiveRedis, *, keys: Sequence[Arg] = (), args: Sequence[Arg] = ()
     ) -> Any:
         """Run the script with ``KEYS`` and ``ARGV``, and return its reply.
 
@@ -60,7 +61,7 @@ class Script:
                 raise
         return await redis.execute("EVAL", self.source, len(keys), *keys, *args)
 
-    async def load(self, redis: Redis) -> None:
+    async def load(self, redis: Redis | LiveRedis) -> None:
         """Load the script into Redis's cache now (``SCRIPT LOAD``): not needed before
         calling it, but a way to find a syntax error at startup.
 

@@ -150,6 +150,9 @@ async def test_execute_many_runs_a_transaction(redis_url: str) -> None:
             assert isinstance(aborted[2], RedisReplyError)
             assert aborted[2].code == "EXECABORT"
             assert await redis.execute("GET", "c") == b"1"
+            assert await redis.execute_many([("GET", "c")]) == [b"1"]  # a list, even of one
+            [alone] = await redis.execute_many([("INCR", "s")])
+            assert isinstance(alone, RedisReplyError)  # returned in place, not raised
 
 
 async def test_pipelined_tasks_get_their_own_replies(redis_url: str) -> None:

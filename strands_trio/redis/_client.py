@@ -159,6 +159,11 @@ class Redis:
         if not packed:
             raise TypeError("execute_many() needs at least one command")
         link = self._link
+        if len(packed) == 1:  # a one-reply call finishes with the bare reply: wrap it
+            try:
+                return [await link.wait(link.submit(packed[0]))]
+            except RedisReplyError as exc:
+                return [exc]
         replies: list[Any] = await link.wait(link.submit(b"".join(packed), len(packed)))
         return replies
 

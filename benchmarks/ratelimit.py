@@ -19,19 +19,30 @@ identifier per hit, as its API does. Each figure is the best of several runs, in
 per hit. Then two probes: whether ``limits``' memory storage starts threads, and whether its
 async API runs under Trio.
 
-Prints a table and writes a PNG plot (``--plot``).
+Then ``RedisStore.hit`` (one Lua script per hit, Redis's clock) over loopback, on a
+``redis-server`` this script starts on a free port (as ``benchmarks/redis_client.py`` does,
+with its helper): one hit after the other, and from 10 and 100 tasks sharing the connection
+(their scripts pipelined), in microseconds per hit (wall time over hits), with fewer hits per
+run (``--redis-hits``); and, one after the other in interleaved runs, a ``PING``, the script
+called directly and ``RedisStore.hit``, to tell the round trip, the script and the per-hit
+deadline apart. Skipped, with the reason printed, without ``redis-server`` or ``hiredis``.
+
+Prints a table and writes a PNG plot (``--plot``) of the in-process rows (the Redis rows, a
+hundred times longer, would flatten them).
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import shutil
 import sys
 import threading
 import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -81,6 +92,86 @@ def ours_async(store: MemoryStore) -> Loop:
         trio.run(main, keys)
 
     return run
+
+
+#: The Redis rows: how many tasks share the connection.
+REDIS_TASKS = {
+    "RedisStore.hit (loopback)": 1,
+    "RedisStore.hit, 10 tasks": 10,
+    "RedisStore.hit, 100 tasks": 100,
+}
+
+
+def redis_unavailable() -> str | None:
+    """Why the Redis rows cannot run here, or None."""
+    if shutil.which("redis-server") is None:
+        return "redis-server is not installed (apt-get install redis-server)"
+    try:
+        import redis_client  # noqa: F401  (its server helper; it needs hiredis)
+    except ImportError as exc:
+        return f"{exc} (pip install 'strands-trio[redis]')"
+    return None
+
+
+async def redis_hits(store: Any, keys: list[str]) -> None:
+    hit, rate = store.hit, RATE
+    for key in keys:
+        await hit(key, rate)
+
+
+async def round_trips(live: Any, repeat: int) -> dict[str, float]:
+    """One after the other, best of *repeat* interleaved runs of 1,000 calls: a ``PING``, the
+    GCRA script called directly, and ``RedisStore.hit``, which adds the per-hit deadline."""
+    from strands_trio.middleware import RedisStore
+    from strands_trio.middleware._ratelimit_redis import _GCRA
+
+    store = RedisStore(live, timeout=10)
+    interval = int(RATE.interval * 2**20)
+    calls = {
+        "PING": lambda: live.execute("PING"),
+        "the script by EVALSHA": lambda: _GCRA(
+            live, keys=["strands:rl:hot"], args=[interval, (RATE.burst - 1) * interval]
+        ),
+        "RedisStore.hit": lambda: store.hit("hot", RATE),
+    }
+    best = dict.fromkeys(calls, float("inf"))
+    for _ in range(repeat):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            for _ in range(1000):
+                await call()
+            best[name] = min(best[name], (time.perf_counter() - start) / 1000 * 1e6)
+    return best
+
+
+async def redis_figures(
+    port: int, scenarios: dict[str, list[str]], repeat: int
+) -> tuple[dict[tuple[str, str], float], dict[str, float]]:
+    """Microseconds per hit for each (scenario, Redis row), best of *repeat* runs, and the
+    round trips of :func:`round_trips`."""
+    from strands_trio.middleware import RedisStore
+    from strands_trio.redis import open_live_redis
+
+    figures: dict[tuple[str, str], float] = {}
+    async with open_live_redis(f"redis://127.0.0.1:{port}") as live:
+        await live.wait_available()
+        trips = await round_trips(live, repeat)
+        for scenario, keys in scenarios.items():
+            for how, tasks in REDIS_TASKS.items():
+                best = float("inf")
+                for _ in range(repeat):
+                    await live.execute("FLUSHALL")
+                    store = RedisStore(live, timeout=10)
+                    start = time.perf_counter()
+                    async with trio.open_nursery() as nursery:
+                        for n in range(tasks):
+                            nursery.start_soon(redis_hits, store, keys[n::tasks])
+                    best = min(best, time.perf_counter() - start)
+                    stats = store.statistics()
+                    assert stats.redis_hits == len(keys), stats
+                figures[scenario, how] = best / len(keys) * 1e6
+                print(f"  {scenario}: {how} {figures[scenario, how]:.1f} us", file=sys.stderr)
+    return figures, trips
 
 
 def limits_loops() -> dict[str, Callable[[], Loop]] | None:
@@ -192,10 +283,13 @@ def main() -> None:
     parser.add_argument(
         "--plot", type=Path, default=HERE.parent / "docs" / "images" / "ratelimit.png"
     )
-    parser.add_argument("--quick", action="store_true", help="50k hits, 2 runs")
+    parser.add_argument(
+        "--redis-hits", type=int, default=20_000, help="hits per timed run on Redis"
+    )
+    parser.add_argument("--quick", action="store_true", help="50k hits (2k on Redis), 2 runs")
     args = parser.parse_args()
     if args.quick:
-        args.hits, args.repeat = 50_000, 2
+        args.hits, args.redis_hits, args.repeat = 50_000, 2_000, 2
 
     store = MemoryStore()  # the baseline's, for the share of hits allowed
     contenders: dict[str, Callable[[], Loop]] = {
@@ -231,6 +325,23 @@ def main() -> None:
             rows.append((scenario, how, value, value / baseline))
         stats = store.statistics()
         allowed[scenario] = stats.allowed / stats.hits
+    plotted = list(rows)
+
+    no_redis = redis_unavailable()
+    trips = None
+    if no_redis is None:
+        from redis_client import redis_server
+
+        with redis_server() as port:
+            on_redis = {name: keys[: args.redis_hits] for name, keys in scenarios.items()}
+            figures, trips = trio.run(redis_figures, port, on_redis, args.repeat)
+        for scenario in scenarios:
+            baseline = next(value for s, _, value, _ in rows if s == scenario)
+            at = max(i for i, row in enumerate(rows) if row[0] == scenario) + 1
+            rows[at:at] = [
+                (scenario, how, figures[scenario, how], figures[scenario, how] / baseline)
+                for how in REDIS_TASKS
+            ]
 
     print(
         f"\nRate limiting, 100 hits/s per key: {args.hits:,} hits per run, best of "
@@ -243,8 +354,14 @@ def main() -> None:
         print(f"{scenario}: {share:.2%} of MemoryStore's hits allowed")
     for line in probes:
         print(line)
+    if trips is None:
+        print(f"RedisStore rows skipped: {no_redis}")
+    else:
+        shown = ", ".join(f"{name} {value:.1f}" for name, value in trips.items())
+        print(f"RedisStore rows: {args.redis_hits:,} hits per run")
+        print(f"One after the other, best of {args.repeat} runs of 1,000, us: {shown}")
 
-    plot(rows, args.plot)
+    plot(plotted, args.plot)
     print(f"\nplot written to {args.plot}")
 
 

@@ -16,15 +16,22 @@ frozen configuration checked when it is made and a ``statistics()`` of what it c
   keeps the :class:`Identity` in the connection's metadata (:data:`IDENTITY`); :func:`roles`
   restricts a handler to some roles.
 - :class:`RateLimit` limits connection requests and messages per key (GCRA, :class:`Rate`),
-  in a :class:`MemoryStore` or any :class:`RateLimitStore`.
+  in a :class:`MemoryStore`, a :class:`RedisStore` shared by backend replicas, or any
+  :class:`RateLimitStore`.
 - :class:`Logging` writes one structured record per event, with secret headers redacted.
 - :class:`Timeout` gives handlers a deadline; :class:`Metrics` exports Prometheus figures.
+- :class:`Presence` tracks who is in which room from connection events, in a
+  :class:`MemoryPresence` or, shared by backend replicas, a :class:`RedisPresence`.
 
 This folder is installed as the ``strands_trio.middleware`` subpackage (see ``package-dir`` in
 ``pyproject.toml``); nothing installs a top-level ``middleware`` module. JWT support needs the
 ``auth`` extra (PyJWT, httpx), metrics the ``metrics`` extra (prometheus_client); both are
-imported only when used.
+imported only when used. :class:`RedisStore` needs the ``redis`` extra (hiredis): its module is
+imported when the name is first looked up. :class:`RedisPresence` needs it too, imported when
+one is made.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from ._auth import IDENTITY, ROLES, Auth, AuthStatistics, RoleGuard, roles
 from ._credentials import (
@@ -43,6 +50,17 @@ from ._jwks import JWKSKeys, JWKSStatistics
 from ._jwt import JWTVerifier
 from ._logging import DEFAULT_REDACTED_HEADERS, Logging, LoggingConfig, LoggingStatistics
 from ._metrics import DURATION_BUCKETS, Metrics, MetricsConfig, MetricsStatistics
+from ._presence import (
+    Member,
+    MemoryPresence,
+    MemoryPresenceStatistics,
+    Presence,
+    PresenceStatistics,
+    PresenceStore,
+    PresenceUnavailable,
+    default_instance_id,
+)
+from ._presence_redis import RedisPresence, RedisPresenceStatistics
 from ._ratelimit import (
     REMOTE_IP,
     RateLimit,
@@ -63,6 +81,24 @@ from ._ratelimit_store import (
 )
 from ._timeout import HandlerTimeout, Timeout, TimeoutConfig, TimeoutStatistics
 
+if TYPE_CHECKING:
+    from ._ratelimit_redis import RedisStore, RedisStoreStatistics
+
+#: Names imported when first looked up, since their module needs an extra.
+_LAZY = {"RedisStore": "_ratelimit_redis", "RedisStoreStatistics": "_ratelimit_redis"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
     "DEFAULT_REDACTED_HEADERS",
     "DURATION_BUCKETS",
@@ -82,15 +118,26 @@ __all__ = [
     "Logging",
     "LoggingConfig",
     "LoggingStatistics",
+    "Member",
+    "MemoryPresence",
+    "MemoryPresenceStatistics",
     "MemoryStore",
     "MemoryStoreStatistics",
     "Metrics",
     "MetricsConfig",
     "MetricsStatistics",
+    "Presence",
+    "PresenceStatistics",
+    "PresenceStore",
+    "PresenceUnavailable",
     "Rate",
     "RateLimit",
     "RateLimitStatistics",
     "RateLimitStore",
+    "RedisPresence",
+    "RedisPresenceStatistics",
+    "RedisStore",
+    "RedisStoreStatistics",
     "RoleGuard",
     "Timeout",
     "TimeoutConfig",
@@ -103,6 +150,7 @@ __all__ = [
     "by_metadata",
     "by_remote_ip",
     "by_room",
+    "default_instance_id",
     "first_of",
     "from_cookie",
     "from_header",

@@ -18,6 +18,7 @@ from ._pipeline import ForbiddenHook, exception_handler, validate_pipeline
 from ._router import Router
 from ._statistics import ClientStatistics
 from ._util import running, serve_until_signal
+from .protocol import BrokerMember
 
 __all__ = ["StrandsApp"]
 
@@ -204,6 +205,11 @@ class StrandsApp:
         """Ask the broker to close *client_id*'s socket: see
         :meth:`StrandsClient.close_connection` (an extension the reference broker ignores)."""
         await self.client.close_connection(client_id, code, reason, wait=wait)
+
+    async def presence(self, room_id: str, *, wait: bool = False) -> list[BrokerMember]:
+        """Ask the broker who is in *room_id*: see :meth:`StrandsClient.presence` (an
+        extension the reference broker never answers)."""
+        return await self.client.presence(room_id, wait=wait)
 
     def statistics(self) -> ClientStatistics:
         """The running client's statistics (see :class:`ClientStatistics`).

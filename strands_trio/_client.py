@@ -44,7 +44,7 @@ import trio
 
 from ._config import ClientConfig
 from ._dispatch import KeyedDispatcher
-from ._errors import BrokerConnectionError, NotConnectedError
+from ._errors import BrokerConnectionError, NotConnectedError, PresenceIncomplete
 from ._handlers import EventJobs, Handlers, as_async, direct_jobs
 from ._outbox import Outbox
 from ._pipeline import ForbiddenHook, Pipeline
@@ -57,6 +57,7 @@ from .context import ConnectionRequestContext, Context
 from .protocol import (
     Authenticate,
     BadFrame,
+    BrokerMember,
     CloseConnection,
     ConnectionRequest,
     Disconnected,
@@ -65,6 +66,8 @@ from .protocol import (
     Heartbeat,
     NewConnection,
     NewMessage,
+    PresenceReply,
+    PresenceRequest,
     Role,
     encode,
     encode_broadcast,
@@ -152,6 +155,8 @@ class StrandsClient:
         self._guards = tuple(guards)
         self._exception_handlers = tuple(exception_handlers)
         self._on_forbidden = on_forbidden
+        #: Presence queries waiting for their reply: request id -> [done, reply or error].
+        self._replies: dict[str, list[Any]] = {}
         self._pipeline()  # check the middleware, guards and handlers now, not at run()
 
     # ------------------------------------------------------------------ callbacks
@@ -239,6 +244,61 @@ class StrandsClient:
             request_id=self._next_id(), conn_id=client_id, code=code, reason=reason
         )
         await self._send(encode(frame), wait)
+
+    async def presence(self, room_id: str, *, wait: bool = False) -> list[BrokerMember]:
+        """Ask the broker who is in *room_id*: each member's client id and the broker node
+        its socket is on (every node of a broker cluster is asked).
+
+        An extension of strands-trio's broker: **the reference broker never answers**, so
+        this then waits until the caller's deadline (put it under ``trio.fail_after``); a
+        backend that may run against the reference broker should track presence itself
+        (the presence middleware does, from connection events). See
+        :meth:`send_room_message` for *wait*.
+
+        Raises:
+            PresenceIncomplete: a broker node answered without the rest of its cluster
+                (Redis unreachable); its own members are in the exception's ``members``.
+            NotConnectedError: there is no connection (and ``wait`` is false), or it was
+                lost before the reply came.
+            TypeError: *room_id* is not a string.
+        """
+        if type(room_id) is not str:
+            _raise_type_error(room_id=room_id)
+        request_id = self._next_id()
+        slot: list[Any] = [trio.Event(), None]
+        self._replies[request_id] = slot
+        try:
+            await self._send(encode(PresenceRequest(request_id=request_id, room_id=room_id)), wait)
+            await slot[0].wait()
+        finally:
+            del self._replies[request_id]
+        reply = slot[1]
+        if isinstance(reply, NotConnectedError):
+            raise reply
+        members = list(reply.members)
+        if not reply.complete:
+            raise PresenceIncomplete(
+                f"the broker could not ask its whole cluster who is in {room_id!r} "
+                "(Redis unreachable): only its own members are known",
+                members,
+            )
+        return members
+
+    def _on_reply(self, reply: PresenceReply) -> None:
+        slot = self._replies.get(reply.request_id)
+        if slot is None:  # the caller gave up, or not ours
+            return
+        slot[1] = reply
+        slot[0].set()
+
+    def _fail_replies(self) -> None:
+        """The connection ended: replies to what was sent on it will never come."""
+        for slot in self._replies.values():
+            if not slot[0].is_set():
+                slot[1] = NotConnectedError(
+                    f"the connection to the broker at {self._where} was lost before it replied"
+                )
+                slot[0].set()
 
     def _next_id(self) -> str:
         return f"{self._id_prefix}{next(self._ids)}"
@@ -525,6 +585,8 @@ class StrandsClient:
         finally:
             self._outbox = None
             self._connected = trio.Event()
+            if self._replies:
+                self._fail_replies()
             self._counters.frames_sent += outbox.frames_written
             self._counters.writes += outbox.writes
             lost = outbox.close()
@@ -578,6 +640,8 @@ class StrandsClient:
                         context = frame.context  # type: ignore[union-attr]
                         key = context.client_id if type(context) is Context else None
                         submit(key or None, handle_error, frame)
+                    elif kind is PresenceReply:
+                        self._on_reply(frame)  # type: ignore[arg-type]
                     else:  # a BadFrame: a backend's decoder yields nothing else
                         self._on_bad_frame(frame)  # type: ignore[arg-type]
                 if dispatcher.full:

@@ -9,10 +9,13 @@ protocol package raises these too.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "BrokerConnectionError",
     "LocalProtocolError",
     "NotConnectedError",
+    "PresenceIncomplete",
     "ProtocolError",
     "RemoteProtocolError",
     "StrandsError",
@@ -50,3 +53,17 @@ class NotConnectedError(StrandsError):
 class BrokerConnectionError(StrandsError):
     """The connection to the broker could not be made or was lost, and reconnecting is turned
     off (``ClientConfig(reconnect=False)``). Raised by ``StrandsClient.run()``."""
+
+
+class PresenceIncomplete(StrandsError):
+    """A broker node answered a presence query without the rest of its cluster (it could
+    not reach Redis): :attr:`members` lists only that node's own clients.
+
+    Attributes:
+        members: The members the node knew of (a list of
+            :class:`~strands_trio.protocol.BrokerMember`).
+    """
+
+    def __init__(self, message: str, members: list[Any]) -> None:
+        super().__init__(message)
+        self.members = members

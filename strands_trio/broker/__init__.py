@@ -6,7 +6,7 @@ command line.
 """
 
 from ._config import BrokerConfig
-from ._hub import Admission, BrokerStatistics, ClientLink, Hub
+from ._hub import Admission, BrokerStatistics, ClientLink, ClusterStatistics, Hub
 from ._server import BrokerAddress, serve_broker
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "BrokerConfig",
     "BrokerStatistics",
     "ClientLink",
+    "ClusterStatistics",
     "Hub",
     "serve_broker",
 ]

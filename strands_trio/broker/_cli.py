@@ -22,6 +22,9 @@ __all__ = ["add_broker_command", "run_broker_command"]
 
 logger = logging.getLogger("strands_trio.broker")
 
+#: The environment variable ``--redis`` defaults to.
+REDIS_VARIABLE = "STRANDS_REDIS_URL"
+
 
 def add_broker_command(commands: Any) -> None:
     """Add the ``broker`` subcommand to the ``strands-trio`` parser."""
@@ -37,7 +40,8 @@ def add_broker_command(commands: Any) -> None:
         epilog=(
             f"Environment: PYSTRAND_WS_PORT, PYSTRAND_TCP_PORT, PYSTRAND_QUEUE_SIZE (as the "
             f"reference broker; flags win), {SECRET_VARIABLE} (the backend secret, kept off "
-            "the command line where other users could see it)."
+            f"the command line where other users could see it), {REDIS_VARIABLE} (for "
+            "--redis)."
         ),
     )
     add = parser.add_argument
@@ -125,6 +129,27 @@ def add_broker_command(commands: Any) -> None:
         default=defaults.max_message_size,
         help="largest WebSocket message, in bytes (default: %(default)s)",
     )
+    add(
+        "--redis",
+        metavar="URL",
+        default=None,
+        help=f"join a cluster of broker nodes through this Redis (redis://host:6379/0; "
+        f"default: ${REDIS_VARIABLE}, which keeps a password off the process list); "
+        "without it the broker is a single node",
+    )
+    add("--node-id", help="this node's id in the cluster (default: a random one)")
+    add(
+        "--cluster-prefix",
+        default=defaults.cluster_prefix,
+        help="prefix of the cluster's Redis keys and channels (default: %(default)s)",
+    )
+    add(
+        "--node-ttl",
+        type=float,
+        default=defaults.node_ttl,
+        help="seconds after which a node that stopped renewing its registration is taken "
+        "for dead and its clients leave presence (default: %(default)s)",
+    )
     add("--certfile", help="TLS certificate (PEM) for wss:// clients")
     add("--keyfile", help="TLS private key (PEM) for --certfile")
     add("--backend-certfile", help="TLS certificate (PEM) for the backend port")
@@ -179,6 +204,10 @@ def config_from_args(args: argparse.Namespace) -> BrokerConfig:
             max_message_size=args.max_message_size,
             ssl_context=_server_tls(args.certfile, args.keyfile, "WebSocket"),
             backend_ssl_context=_server_tls(args.backend_certfile, args.backend_keyfile, "backend"),
+            redis_url=args.redis or os.environ.get(REDIS_VARIABLE) or None,
+            node_id=args.node_id,
+            cluster_prefix=args.cluster_prefix,
+            node_ttl=args.node_ttl,
         )
     except ValueError as exc:
         raise SystemExit(f"strands-trio broker: {exc}") from None
@@ -204,7 +233,8 @@ async def _serve_until_signal(config: BrokerConfig) -> None:
         scheme = "wss" if config.ssl_context else "ws"
         print(
             f"strands-trio broker: WebSocket clients on {scheme}://{config.ws_host}:"
-            f"{address.ws_port}/ws/..., backends on {config.backend_host}:{address.tcp_port}",
+            f"{address.ws_port}/ws/..., backends on {config.backend_host}:{address.tcp_port}"
+            + (f", cluster node {address.hub.node_id}" if config.redis_url else ""),
             flush=True,
         )
 

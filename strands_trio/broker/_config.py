@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import ssl
 from collections.abc import Mapping
 from typing import Any
@@ -45,6 +46,21 @@ def _origins(value: Any) -> tuple[str, ...]:
         if origin != "*" and "://" not in origin:
             raise ValueError(f"an allowed origin is scheme://host[:port] or '*', got {origin!r}")
     return origins
+
+
+_NODE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def _redis_url(_: Any, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    if value is not None and not (
+        isinstance(value, str) and value.startswith(("redis://", "rediss://"))
+    ):
+        raise ValueError(f"redis_url must be a redis:// or rediss:// URL, got {value!r}")
+
+
+def _node_id(_: Any, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    if value is not None and not (isinstance(value, str) and _NODE_ID.fullmatch(value)):
+        raise ValueError(f"node_id must be 1 to 64 letters, digits, '.', '_' or '-', got {value!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -99,6 +115,16 @@ class BrokerConfig:
         shutdown_timeout: On cancellation, seconds to close clients (1001) and backends.
         ssl_context: TLS for WebSocket clients (``wss://``), or ``None``.
         backend_ssl_context: TLS for the backend link, or ``None``.
+        redis_url: ``redis://`` (or ``rediss://``) URL of the Redis through which this broker
+            joins a cluster of broker nodes (``docs/cluster.md``); ``None``, the default, is a
+            single broker, which never imports the Redis client.
+        node_id: This node's id in the cluster (letters, digits, ``.``, ``_``, ``-``; unique
+            among the nodes), and in presence replies; a random one by default.
+        cluster_prefix: What every Redis key and channel of the cluster starts with, so that
+            several clusters (or other programs) can share one Redis.
+        node_ttl: Seconds after its last sign of life when a node that stopped (crashed,
+            or cut off from Redis) no longer counts: its clients leave presence and the
+            registry. Each node renews its own every third of it.
     """
 
     ws_host: str = "0.0.0.0"
@@ -125,6 +151,10 @@ class BrokerConfig:
     shutdown_timeout: float = attrs.field(default=5.0, validator=_positive)
     ssl_context: ssl.SSLContext | None = attrs.field(default=None, repr=False)
     backend_ssl_context: ssl.SSLContext | None = attrs.field(default=None, repr=False)
+    redis_url: str | None = attrs.field(default=None, validator=_redis_url, repr=False)
+    node_id: str | None = attrs.field(default=None, validator=_node_id)
+    cluster_prefix: str = "strands:"
+    node_ttl: float = attrs.field(default=10.0, validator=_positive)
 
     @backend_secret.validator
     def _check_secret(self, _: attrs.Attribute[Any], value: str | None) -> None:

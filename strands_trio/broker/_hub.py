@@ -17,6 +17,9 @@ that does not ``await`` is atomic.
 - Actions from backends (:meth:`Hub.on_action`) deliver text to clients through their
   :class:`ClientLink`, whose bounded queue never blocks the hub: a client that cannot keep up
   is closed by its link.
+- A broker in a cluster (``BrokerConfig.redis_url``) runs a :class:`~._cluster.ClusterHub`,
+  this hub's subclass, which also carries actions to the other nodes (``_cluster.py``); this
+  class knows nothing of Redis.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
+import secrets
 import uuid
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -35,6 +39,7 @@ from ..context import ConnectionRequestContext, Context
 from ..protocol import (
     Action,
     Broadcast,
+    BrokerMember,
     CloseConnection,
     ConnectionRequest,
     Disconnected,
@@ -42,6 +47,8 @@ from ..protocol import (
     MessageToConnection,
     MessageToRoom,
     NewConnection,
+    PresenceReply,
+    PresenceRequest,
     Response,
     encode,
     encode_new_message,
@@ -51,7 +58,14 @@ from ._config import BrokerConfig
 if TYPE_CHECKING:
     from ._backends import BackendLink
 
-__all__ = ["NO_BACKEND", "Admission", "BrokerStatistics", "ClientLink", "Hub"]
+__all__ = [
+    "NO_BACKEND",
+    "Admission",
+    "BrokerStatistics",
+    "ClientLink",
+    "ClusterStatistics",
+    "Hub",
+]
 
 logger = logging.getLogger("strands_trio.broker")
 
@@ -154,6 +168,48 @@ class BrokerStatistics:
     backends_connected: int
     backends_refused: int
     backends_stalled: int
+    #: In a cluster, this node's figures about it, else ``None``.
+    cluster: ClusterStatistics | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ClusterStatistics:
+    """A broker node's figures about its cluster (``BrokerStatistics.cluster``).
+
+    Attributes:
+        node: This node's id.
+        redis_available: Whether the command connection to Redis is up now.
+        subscriber_available: Whether the subscriber connection is up (and subscribed).
+        published: Messages published for other nodes (room messages, broadcasts, private
+            messages and closes for clients on other nodes).
+        received: Messages received from other nodes.
+        lost: Messages for other nodes that could not be published: Redis unreachable, the
+            connection lost with them in flight, or the queue to Redis full.
+        dropped: Messages from other nodes dropped because this node fell behind.
+        unknown_targets: Private messages and closes for a client no live node has.
+        queued: Commands waiting to be sent to Redis now.
+        resyncs: Times this node registered its clients again (start, Redis back).
+        swept_nodes: Dead nodes whose registrations this node deleted.
+        replaced: Clients of another node closed because their id connected here.
+        bad_messages: Messages on the cluster's channels that could not be understood.
+        forwarded_events: Events of this node's clients sent to another node's backends
+            (this node has none).
+    """
+
+    node: str
+    redis_available: bool
+    subscriber_available: bool
+    published: int
+    received: int
+    lost: int
+    dropped: int
+    unknown_targets: int
+    queued: int
+    resyncs: int
+    swept_nodes: int
+    replaced: int
+    bad_messages: int
+    forwarded_events: int
 
 
 class Counters:
@@ -176,6 +232,8 @@ class Hub:
 
     def __init__(self, config: BrokerConfig) -> None:
         self.config = config
+        #: This broker's node id (``config.node_id``, or a random one).
+        self.node_id: str = config.node_id or secrets.token_hex(4)
         self.counters = Counters()
         self._clients: dict[str, _Client] = {}
         self._rooms: dict[str, dict[_Client, None]] = {}
@@ -434,6 +492,19 @@ class Hub:
                 self.counters.unknown_targets += 1
             else:
                 client.link.close(action.code, action.reason)
+        elif isinstance(action, PresenceRequest):
+            backend.send(encode(self.local_presence(action)))
+
+    def local_presence(self, request: PresenceRequest, *, complete: bool = True) -> PresenceReply:
+        """The answer to *request* from this node's own clients."""
+        node = self.node_id
+        room = self._rooms.get(request.room_id, ())
+        return PresenceReply(
+            request_id=request.request_id,
+            room_id=request.room_id,
+            members=tuple(BrokerMember(client_id=client.client_id, node=node) for client in room),
+            complete=complete,
+        )
 
     def _deliver_all(self, clients: list[_Client], message: str) -> None:
         delivered = 0

@@ -5,19 +5,24 @@ Theory of operation::
     serve_broker()                       the caller's task
     ├── watcher                          sleeps; turns the caller's cancellation into a stop
     └── [shielded services scope]
+        ├── cluster nursery              with redis_url only: ClusterHub.serve (_cluster.py)
         ├── backends nursery             serve_backends: the TCP port and one task per backend
         └── front nursery                serve_websockets: the WebSocket/HTTP port, one task
                                          per client
 
 Cancelling the caller's scope stops the broker gracefully, within ``shutdown_timeout``: the
 front closes every WebSocket with 1001 ("going away"), which queues their ``disconnected``
-events for the backends; then every backend link flushes and closes; then the caller's
-``Cancelled`` goes on. Whatever is still running at the deadline is cancelled.
+events for the backends; then every backend link flushes and closes; then a cluster node
+deletes its registrations from Redis; then the caller's ``Cancelled`` goes on. Whatever is
+still running at the deadline is cancelled.
+
+Without ``redis_url`` the hub is a plain :class:`Hub` and the Redis client is never imported.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
@@ -26,6 +31,9 @@ from ._backends import serve_backends
 from ._config import BrokerConfig
 from ._hub import Hub
 from ._websocket import serve_websockets
+
+if TYPE_CHECKING:
+    from ._cluster import ClusterHub
 
 __all__ = ["BrokerAddress", "serve_broker"]
 
@@ -67,7 +75,14 @@ async def serve_broker(
         OSError: a port cannot be bound (in use, or not allowed).
     """
     config = config or BrokerConfig()
-    hub = Hub(config)
+    cluster: ClusterHub | None = None
+    hub: Hub
+    if config.redis_url is not None:
+        from ._cluster import ClusterHub  # imports the Redis client (hiredis)
+
+        hub = cluster = ClusterHub(config)
+    else:
+        hub = Hub(config)
     stop = trio.Event()
 
     async def watch() -> None:
@@ -79,19 +94,25 @@ async def serve_broker(
     async with trio.open_nursery() as guard:
         guard.start_soon(watch)
         with trio.CancelScope(shield=True) as services:
-            async with trio.open_nursery() as backends:
-                tcp_port = await backends.start(serve_backends, hub, config)
-                async with trio.open_nursery() as front:
-                    ws_port = await front.start(
-                        lambda task_status: serve_websockets(
-                            hub, config, extra_routes=extra_routes, task_status=task_status
+            async with trio.open_nursery() as cluster_nursery:
+                if cluster is not None:
+                    await cluster_nursery.start(cluster.serve)
+                async with trio.open_nursery() as backends:
+                    tcp_port = await backends.start(serve_backends, hub, config)
+                    async with trio.open_nursery() as front:
+                        ws_port = await front.start(
+                            lambda task_status: serve_websockets(
+                                hub, config, extra_routes=extra_routes, task_status=task_status
+                            )
                         )
-                    )
-                    task_status.started(BrokerAddress(ws_port, tcp_port, hub))
-                    await stop.wait()
-                    services.deadline = trio.current_time() + config.shutdown_timeout
-                    front.cancel_scope.cancel()  # closes every client with 1001
-                hub.close_backends()  # each link flushes its disconnected events and closes
-                await hub.wait_backends_closed()
-                backends.cancel_scope.cancel()
+                        task_status.started(BrokerAddress(ws_port, tcp_port, hub))
+                        await stop.wait()
+                        services.deadline = trio.current_time() + config.shutdown_timeout
+                        front.cancel_scope.cancel()  # closes every client with 1001
+                    hub.close_backends()  # each link flushes its disconnected events, closes
+                    await hub.wait_backends_closed()
+                    backends.cancel_scope.cancel()
+                if cluster is not None:
+                    await cluster.leave()
+                cluster_nursery.cancel_scope.cancel()
         guard.cancel_scope.cancel()

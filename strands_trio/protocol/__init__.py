@@ -22,6 +22,7 @@ from ._frames import (
     Authenticate,
     BadFrame,
     Broadcast,
+    BrokerMember,
     CloseConnection,
     ConnectionRequest,
     Disconnected,
@@ -33,6 +34,8 @@ from ._frames import (
     MessageToRoom,
     NewConnection,
     NewMessage,
+    PresenceReply,
+    PresenceRequest,
     Response,
 )
 from ._lines import DEFAULT_MAX_LINE_LENGTH, LineSplitter, LineTooLong
@@ -43,6 +46,7 @@ __all__ = [
     "Authenticate",
     "BadFrame",
     "Broadcast",
+    "BrokerMember",
     "CloseConnection",
     "ConnectionRequest",
     "Disconnected",
@@ -58,6 +62,8 @@ __all__ = [
     "MessageToRoom",
     "NewConnection",
     "NewMessage",
+    "PresenceReply",
+    "PresenceRequest",
     "ProtocolError",
     "RemoteProtocolError",
     "Response",

@@ -22,6 +22,7 @@ __all__ = [
     "Authenticate",
     "BadFrame",
     "Broadcast",
+    "BrokerMember",
     "CloseConnection",
     "ConnectionRequest",
     "Disconnected",
@@ -33,6 +34,8 @@ __all__ = [
     "MessageToRoom",
     "NewConnection",
     "NewMessage",
+    "PresenceReply",
+    "PresenceRequest",
     "Response",
 ]
 
@@ -182,6 +185,49 @@ class Authenticate:
     secret: str = attrs.field(repr=False)
 
 
+@attrs.frozen(kw_only=True)
+class PresenceRequest:
+    """Ask the broker who is in ``room_id``; it answers with a :class:`PresenceReply`
+    carrying the same ``request_id``.
+
+    An extension of strands-trio's broker: the reference broker ignores it, and never
+    answers.
+    """
+
+    ACTION: ClassVar[str] = "presence"
+    request_id: str
+    room_id: str
+
+
+@attrs.frozen(kw_only=True)
+class BrokerMember:
+    """One client in a room, as a :class:`PresenceReply` lists it.
+
+    Attributes:
+        client_id: The client's id.
+        node: The id of the broker node its socket is connected to (every member has the
+            same one on a single broker).
+    """
+
+    client_id: str
+    node: str
+
+
+@attrs.frozen(kw_only=True)
+class PresenceReply:
+    """The broker's answer to a :class:`PresenceRequest` (an event, same ``request_id``).
+
+    ``complete`` is false when a broker node could not ask the rest of its cluster (Redis
+    unreachable): ``members`` then lists only the clients of the node that answered.
+    """
+
+    ACTION: ClassVar[str] = "presence"
+    request_id: str
+    room_id: str
+    members: tuple[BrokerMember, ...] = ()
+    complete: bool = True
+
+
 # ---------------------------------------------------------------- decoding failures
 
 
@@ -199,11 +245,27 @@ class BadFrame:
     line: bytes
 
 
-#: A frame the broker sends to a backend.
-Event = ConnectionRequest | NewConnection | NewMessage | Disconnected | ErrorEvent | Heartbeat
-#: A frame a backend sends to the broker (:class:`CloseConnection` and :class:`Authenticate` are
-#: strands-trio's extensions).
-Action = Response | MessageToRoom | MessageToConnection | Broadcast | CloseConnection | Authenticate
+#: A frame the broker sends to a backend (:class:`PresenceReply` is strands-trio's extension).
+Event = (
+    ConnectionRequest
+    | NewConnection
+    | NewMessage
+    | Disconnected
+    | ErrorEvent
+    | Heartbeat
+    | PresenceReply
+)
+#: A frame a backend sends to the broker (:class:`CloseConnection`, :class:`Authenticate` and
+#: :class:`PresenceRequest` are strands-trio's extensions).
+Action = (
+    Response
+    | MessageToRoom
+    | MessageToConnection
+    | Broadcast
+    | CloseConnection
+    | Authenticate
+    | PresenceRequest
+)
 #: Any frame, either way.
 Frame = Event | Action
 
@@ -214,6 +276,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     Disconnected,
     ErrorEvent,
     Heartbeat,
+    PresenceReply,
 )
 ACTION_TYPES: tuple[type[Action], ...] = (
     Response,
@@ -222,4 +285,5 @@ ACTION_TYPES: tuple[type[Action], ...] = (
     Broadcast,
     CloseConnection,
     Authenticate,
+    PresenceRequest,
 )

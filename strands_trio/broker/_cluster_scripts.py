@@ -1,0 +1,168 @@
+"""The Lua scripts of the broker cluster (``_cluster.py``), one per thing a node asks Redis.
+
+Each script takes the cluster's key prefix as ``ARGV[1]`` and builds the key names from it
+(the layout is in ``_cluster.py``'s docstring), so a script touches keys it did not declare:
+the cluster needs one Redis, not a Redis Cluster. Every script is short, and its cost is
+bounded by what it reads: one client's entries, one room's presence, one node's
+registrations, or the set of nodes. They are sent with ``EVAL`` (Redis caches them by
+SHA1), in the pipelines of the node's writer: ``EVALSHA`` would need a ``NOSCRIPT`` retry
+that reorders a pipeline after a Redis restart.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = [
+    "ADD_MANY",
+    "BACKENDS",
+    "JOIN",
+    "LEAVE",
+    "PRESENCE",
+    "REFRESH",
+    "RESYNC",
+    "SEND",
+    "SWEEP",
+]
+
+# Removes what node ARGV[2] registered (only the entries that still point to it).
+_CLEAR_NODE: Final = """
+local function clear(prefix, node)
+  local owned = prefix .. 'owned:' .. node
+  local clients = prefix .. 'clients'
+  local entries = redis.call('HGETALL', owned)
+  for i = 1, #entries, 2 do
+    local client = entries[i]
+    local presence = prefix .. 'presence:' .. entries[i + 1]
+    if redis.call('HGET', clients, client) == node then redis.call('HDEL', clients, client) end
+    if redis.call('HGET', presence, client) == node then redis.call('HDEL', presence, client) end
+  end
+  redis.call('DEL', owned)
+end
+"""
+
+# ARGV: prefix, node, client, room, close envelope. Returns 1 if another live node held the
+# client id (it is told to close that socket), else 0.
+JOIN: Final = """
+local prefix, node, client, room = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local clients = prefix .. 'clients'
+local old = redis.call('HGET', clients, client)
+redis.call('HSET', clients, client, node)
+redis.call('HSET', prefix .. 'presence:' .. room, client, node)
+redis.call('HSET', prefix .. 'owned:' .. node, client, room)
+if old and old ~= node and redis.call('EXISTS', prefix .. 'alive:' .. old) == 1 then
+  redis.call('PUBLISH', prefix .. 'node:' .. old, ARGV[5])
+  return 1
+end
+return 0
+"""
+
+# ARGV: prefix, node, client, room.
+LEAVE: Final = """
+local prefix, node, client = ARGV[1], ARGV[2], ARGV[3]
+local clients = prefix .. 'clients'
+local presence = prefix .. 'presence:' .. ARGV[4]
+if redis.call('HGET', clients, client) == node then redis.call('HDEL', clients, client) end
+if redis.call('HGET', presence, client) == node then redis.call('HDEL', presence, client) end
+redis.call('HDEL', prefix .. 'owned:' .. node, client)
+return 0
+"""
+
+# ARGV: prefix, node, then client, room pairs: register them (after a clear).
+ADD_MANY: Final = """
+local prefix, node = ARGV[1], ARGV[2]
+local clients, owned = prefix .. 'clients', prefix .. 'owned:' .. node
+for i = 3, #ARGV, 2 do
+  local client, room = ARGV[i], ARGV[i + 1]
+  redis.call('HSET', clients, client, node)
+  redis.call('HSET', prefix .. 'presence:' .. room, client, node)
+  redis.call('HSET', owned, client, room)
+end
+return (#ARGV - 2) / 2
+"""
+
+# ARGV: prefix, client, envelope. Publishes the envelope on the channel of the client's node;
+# returns the receivers (0 or 1), -1 if the client is unknown, -2 if its node is dead.
+SEND: Final = """
+local prefix = ARGV[1]
+local node = redis.call('HGET', prefix .. 'clients', ARGV[2])
+if not node then return -1 end
+if redis.call('EXISTS', prefix .. 'alive:' .. node) == 0 then return -2 end
+return redis.call('PUBLISH', prefix .. 'node:' .. node, ARGV[3])
+"""
+
+# ARGV: prefix, room. Returns [client, node, ...] for the members on live nodes; drops the
+# entries of dead nodes on the way.
+PRESENCE: Final = """
+local prefix = ARGV[1]
+local key = prefix .. 'presence:' .. ARGV[2]
+local entries = redis.call('HGETALL', key)
+local alive, out = {}, {}
+for i = 1, #entries, 2 do
+  local node = entries[i + 1]
+  local live = alive[node]
+  if live == nil then
+    live = redis.call('EXISTS', prefix .. 'alive:' .. node) == 1
+    alive[node] = live
+  end
+  if live then
+    out[#out + 1] = entries[i]
+    out[#out + 1] = node
+  else
+    redis.call('HDEL', key, entries[i])
+  end
+end
+return out
+"""
+
+# ARGV: prefix, node, ttl in ms. Renews the node's alive key (creating it if it was gone) and
+# returns whether it was still there.
+REFRESH: Final = """
+local prefix, node = ARGV[1], ARGV[2]
+local alive = prefix .. 'alive:' .. node
+local renewed = redis.call('PEXPIRE', alive, ARGV[3])
+if renewed == 0 then redis.call('SET', alive, '1', 'PX', ARGV[3]) end
+redis.call('SADD', prefix .. 'nodes', node)
+return renewed
+"""
+
+# ARGV: prefix, node, its number of backends. Records it, and returns the other live nodes
+# that have at least one backend.
+BACKENDS: Final = """
+local prefix, node = ARGV[1], ARGV[2]
+local key = prefix .. 'backends'
+if tonumber(ARGV[3]) > 0 then redis.call('HSET', key, node, ARGV[3])
+else redis.call('HDEL', key, node) end
+local out = {}
+local entries = redis.call('HGETALL', key)
+for i = 1, #entries, 2 do
+  local other = entries[i]
+  if other ~= node then
+    if redis.call('EXISTS', prefix .. 'alive:' .. other) == 1 then out[#out + 1] = other
+    else redis.call('HDEL', key, other) end
+  end
+end
+return out
+"""
+
+# ARGV: prefix, node to clear (this node's own registrations, after an outage).
+RESYNC: Final = _CLEAR_NODE + "clear(ARGV[1], ARGV[2])\nreturn 0\n"
+
+# ARGV: prefix, and this node's id to leave the cluster now ('' to only sweep the dead).
+# Sweeps every node of P nodes whose alive key is gone; returns how many.
+SWEEP: Final = (
+    _CLEAR_NODE
+    + """
+local prefix, leaving = ARGV[1], ARGV[2]
+if leaving ~= '' then redis.call('DEL', prefix .. 'alive:' .. leaving) end
+local swept = 0
+for _, node in ipairs(redis.call('SMEMBERS', prefix .. 'nodes')) do
+  if redis.call('EXISTS', prefix .. 'alive:' .. node) == 0 then
+    clear(prefix, node)
+    redis.call('SREM', prefix .. 'nodes', node)
+    swept = swept + 1
+  end
+end
+return swept
+"""
+)

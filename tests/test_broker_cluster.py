@@ -1,0 +1,484 @@
+"""The broker cluster on a real redis-server: nodes on loopback, backends and WebSocket clients
+on different nodes, presence across nodes, a node that dies, Redis restarting; and the presence
+extension on a single broker."""
+
+from __future__ import annotations
+
+import collections
+import json
+import subprocess
+import sys
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import trio
+import trio.testing
+from trio_websocket import ConnectionClosed, WebSocketConnection
+
+from strands_trio import ConnectionRequestContext, Context, StrandsApp, StrandsClient
+from strands_trio._errors import NotConnectedError, PresenceIncomplete
+from strands_trio.broker import BrokerAddress, BrokerConfig, serve_broker
+from strands_trio.broker._cli import config_from_args
+from strands_trio.protocol import (
+    BrokerMember,
+    FrameDecoder,
+    PresenceReply,
+    PresenceRequest,
+    Role,
+    encode,
+)
+from strands_trio.redis import RedisError
+from strands_trio.testing import open_fake_broker
+
+from ._net import http_get, open_client
+
+if TYPE_CHECKING:
+    from ._redis import RedisServer
+
+pytest_plugins = ["tests._redis"]
+
+DEADLINE = 15
+PREFIX = "test:"
+
+
+def node_config(redis_url: str, node_id: str, **overrides: Any) -> BrokerConfig:
+    """A cluster node on free loopback ports, without heartbeats."""
+    values: dict[str, Any] = {
+        "ws_host": "127.0.0.1",
+        "ws_port": 0,
+        "tcp_port": 0,
+        "heartbeat_interval": None,
+        "redis_url": redis_url,
+        "node_id": node_id,
+        "cluster_prefix": PREFIX,
+        "node_ttl": 2.0,
+        "shutdown_timeout": 2.0,
+    }
+    values.update(overrides)
+    return BrokerConfig(**values)
+
+
+def backend(left: dict[str, trio.Event] | None = None) -> StrandsApp:
+    """Admits everyone: the client id from ``X-Id``, the room from the path; greets each new
+    client privately (so that a test knows the node has registered it); sets
+    ``left[client_id]`` when a client leaves."""
+    app = StrandsApp()
+    gone = collections.defaultdict(trio.Event) if left is None else left
+
+    @app.on_disconnect
+    async def leave(context: Context) -> None:
+        gone[context.client_id].set()
+
+    @app.on_message
+    async def said(message: str, context: Context) -> None:
+        await app.send_room_message(context.room_id, f"{context.client_id}: {message}")
+
+    @app.on_connection_request
+    async def admit(request: ConnectionRequestContext) -> bool:
+        request.context.client_id = request.header("x-id") or "?"
+        request.context.room_id = request.url.removeprefix("/ws/")
+        return True
+
+    @app.on_new_connection
+    async def welcome(context: Context) -> None:
+        await app.send_private_message(context.client_id, "welcome")
+
+    return app
+
+
+class Node:
+    """A broker node started in its own cancel scope (to stop it, or crash it), with a
+    backend connected to it."""
+
+    def __init__(self, address: BrokerAddress, scope: trio.CancelScope) -> None:
+        self.address = address
+        self.scope = scope
+        #: Set when a client of this node has left (its backend got ``disconnected``).
+        self.left: dict[str, trio.Event] = collections.defaultdict(trio.Event)
+        self.app = backend(self.left)
+        #: Set when the node has stopped.
+        self.stopped = trio.Event()
+
+    @property
+    def hub(self) -> Any:
+        return self.address.hub
+
+    async def client(self, nursery: trio.Nursery, client_id: str, room: str) -> WebSocketConnection:
+        """A WebSocket client of this node, once its backend has greeted it."""
+        ws = await open_client(nursery, self.address.ws_port, f"/ws/{room}", [("X-Id", client_id)])
+        assert await ws.get_message() == "welcome"
+        return ws
+
+    def crash(self) -> None:
+        """Stop at once without deregistering, as a crashed process would."""
+        self.hub._crash()
+        self.scope.cancel()
+
+
+async def start_node(
+    nursery: trio.Nursery, config: BrokerConfig, *, with_backend: bool = True
+) -> Node:
+    """A node and its backend (unless not *with_backend*), in a cancel scope of their own."""
+    scope = trio.CancelScope()
+
+    async def run(task_status: trio.TaskStatus[Node]) -> None:
+        node: Node | None = None
+        try:
+            with scope:
+                async with trio.open_nursery() as inner:
+                    address: BrokerAddress = await inner.start(serve_broker, config)
+                    node = Node(address, scope)
+                    if with_backend:
+                        await inner.start(partial(node.app.serve, "127.0.0.1", address.tcp_port))
+                    task_status.started(node)
+        finally:
+            if node is not None:
+                node.stopped.set()
+
+    node: Node = await nursery.start(run)
+    return node
+
+
+async def settle(*nodes: Node) -> None:
+    for node in nodes:
+        await node.hub.settle()
+
+
+async def exactly(ws: WebSocketConnection, *expected: str) -> None:
+    """*ws* receives *expected*, in order."""
+    for text in expected:
+        assert await ws.get_message() == text
+
+
+# ---------------------------------------------------------------------- delivery across nodes
+
+
+async def test_room_private_broadcast_and_close_cross_nodes(
+    redis_url: str, nursery: trio.Nursery
+) -> None:
+    """A backend on node A reaches clients on node B by room, private message, broadcast and
+    close; each client gets each message once; a room without members on a node sends it
+    nothing."""
+    with trio.fail_after(DEADLINE):
+        a = await start_node(nursery, node_config(redis_url, "a"))
+        b = await start_node(nursery, node_config(redis_url, "b"))
+        c = await start_node(nursery, node_config(redis_url, "c"))
+        ann = await a.client(nursery, "ann", "lobby")
+        bob = await b.client(nursery, "bob", "lobby")
+        cat = await b.client(nursery, "cat", "other")
+        dan = await c.client(nursery, "dan", "elsewhere")
+        await settle(a, b, c)
+
+        await a.app.send_room_message("lobby", "hello lobby")
+        await a.app.send_private_message("bob", "psst bob")
+        await a.app.broadcast_message("to all")
+        await exactly(ann, "hello lobby", "to all")
+        await exactly(bob, "hello lobby", "psst bob", "to all")
+        await exactly(cat, "to all")
+        await exactly(dan, "to all")
+        # Each got each message once: the next thing each receives is this second broadcast.
+        await b.app.broadcast_message("marker")
+        for ws in (ann, bob, cat, dan):
+            assert await ws.get_message() == "marker"
+
+        # Node C has no client in lobby, so it received none of its messages.
+        assert c.hub.statistics().cluster.received == 2  # the two broadcasts
+        assert a.hub.statistics().cluster.published == 3
+        status, body = await http_get(a.address.ws_port, "/metrics")
+        assert status == 200
+        assert b"strands_broker_cluster_published_total 3\n" in body
+        assert b"strands_broker_cluster_redis_up 1\n" in body
+        status, body = await http_get(a.address.ws_port, "/healthz")
+        assert json.loads(body)["node"] == "a"
+        assert json.loads(body)["redis"] is True
+
+        await c.app.close_connection("cat", 4001, "kicked")
+        with pytest.raises(ConnectionClosed) as closed:
+            await cat.get_message()
+        assert closed.value.reason.code == 4001
+        assert closed.value.reason.reason == "kicked"
+
+        await a.app.send_private_message("nobody", "lost")
+        await a.app.presence("lobby")  # a round trip behind it: its lookup is done
+        assert a.hub.statistics().cluster.unknown_targets == 1
+
+
+async def test_same_client_id_on_another_node_replaces_the_first(
+    redis_url: str, nursery: trio.Nursery
+) -> None:
+    """A client id connecting on node B closes the socket with the same id on node A
+    (1008), as one node does: messages to an id reach one socket in the whole cluster."""
+    with trio.fail_after(DEADLINE):
+        a = await start_node(nursery, node_config(redis_url, "a"))
+        b = await start_node(nursery, node_config(redis_url, "b"))
+        first = await a.client(nursery, "x", "lobby")
+        await settle(a, b)
+        await b.client(nursery, "x", "lobby")
+        with pytest.raises(ConnectionClosed) as closed:
+            await first.get_message()
+        assert closed.value.reason.code == 1008
+        await settle(a, b)
+        assert await a.app.presence("lobby") == [BrokerMember(client_id="x", node="b")]
+
+
+async def test_a_node_without_backend_uses_another_nodes_backends(
+    redis_url: str, nursery: trio.Nursery
+) -> None:
+    """A node with no backend forwards its clients' connection requests and events to a node
+    that has one, and the backend's actions reach those clients as usual."""
+    with trio.fail_after(DEADLINE):
+        a = await start_node(nursery, node_config(redis_url, "a"))
+        b = await start_node(nursery, node_config(redis_url, "b"), with_backend=False)
+        while "a" not in b.hub._backend_nodes:  # learnt at b's next renewal
+            b.hub._wake_keeper.set()
+            await b.hub._progress.wait()
+        ann = await a.client(nursery, "ann", "lobby")
+        bob = await b.client(nursery, "bob", "lobby")  # admitted by a's backend, greeted
+        await settle(a, b)
+        await bob.send_message("hi")  # a new_message event, forwarded to a's backend
+        await exactly(bob, "bob: hi")
+        await exactly(ann, "bob: hi")
+        await bob.aclose()
+        await a.left["bob"].wait()  # the disconnected event reached a's backend too
+        assert b.hub.statistics().backends == 0
+        assert a.hub.statistics().cluster.received >= 4
+
+
+# ---------------------------------------------------------------------- presence
+
+
+async def test_presence_lists_the_members_of_every_node(
+    redis_url: str, nursery: trio.Nursery
+) -> None:
+    """The presence extension answers with every member of a room and its node, across
+    nodes, and follows clients that leave."""
+    with trio.fail_after(DEADLINE):
+        a = await start_node(nursery, node_config(redis_url, "a"))
+        b = await start_node(nursery, node_config(redis_url, "b"))
+        await a.client(nursery, "ann", "lobby")
+        bob = await b.client(nursery, "bob", "lobby")
+        await b.client(nursery, "cat", "other")
+        await settle(a, b)
+        expected = [
+            BrokerMember(client_id="ann", node="a"),
+            BrokerMember(client_id="bob", node="b"),
+        ]
+        assert sorted(await a.app.presence("lobby"), key=str) == expected
+        assert sorted(await b.app.presence("lobby"), key=str) == expected
+        assert await a.app.presence("other") == [BrokerMember(client_id="cat", node="b")]
+        assert await a.app.presence("empty") == []
+        await bob.aclose()
+        await b.left["bob"].wait()
+        await settle(b)
+        assert await a.app.presence("lobby") == [BrokerMember(client_id="ann", node="a")]
+
+
+async def test_a_dead_node_leaves_presence_within_its_ttl(
+    redis_url: str, redis_session_server: RedisServer, nursery: trio.Nursery
+) -> None:
+    """A node that crashes (no deregistration) drops out of presence and of private-message
+    lookups once its alive key expires, and the next sweep deletes its entries; a node
+    that stops gracefully leaves at once."""
+    with trio.fail_after(DEADLINE):
+        a = await start_node(nursery, node_config(redis_url, "a"))
+        b = await start_node(nursery, node_config(redis_url, "b"))
+        c = await start_node(nursery, node_config(redis_url, "c"))
+        await a.client(nursery, "ann", "lobby")
+        await b.client(nursery, "bob", "lobby")
+        await c.client(nursery, "cid", "lobby")
+        await settle(a, b, c)
+        assert len(await a.app.presence("lobby")) == 3
+
+        c.scope.cancel()  # graceful: deregistered at once
+        await c.stopped.wait()
+        assert redis_session_server.command("HGET", f"{PREFIX}clients", "cid") is None
+        assert len(await a.app.presence("lobby")) == 2
+        b.crash()
+        assert redis_session_server.command("HGET", f"{PREFIX}clients", "bob") == b"b"
+        # Wait out b's alive key exactly, as Redis counts it.
+        pttl = redis_session_server.command("PTTL", f"{PREFIX}alive:b")
+        assert 0 < pttl <= 2000
+        await trio.sleep(pttl / 1000 + 0.01)
+        assert await a.app.presence("lobby") == [BrokerMember(client_id="ann", node="a")]
+        await a.app.send_private_message("bob", "lost")
+        await a.app.presence("lobby")  # a round trip behind it: its lookup is done
+        assert a.hub.statistics().cluster.unknown_targets == 1
+        # The sweep (every node_ttl / 3) deletes what the dead node had registered.
+        a.hub._wake_keeper.set()
+        await a.hub._progress.wait()
+        assert redis_session_server.command("EXISTS", f"{PREFIX}owned:b") == 0
+        assert redis_session_server.command("HGET", f"{PREFIX}clients", "bob") is None
+        assert redis_session_server.command("SMEMBERS", f"{PREFIX}nodes") == [b"a"]
+
+
+async def test_redis_restart(redis_server: RedisServer, nursery: trio.Nursery) -> None:
+    """Redis killed and started again (empty): nodes reconnect, subscribe again and
+    register their clients again; what was published meanwhile is counted as lost; local
+    delivery goes on throughout."""
+    with trio.fail_after(DEADLINE):
+        a = await start_node(nursery, node_config(redis_server.url, "a"))
+        b = await start_node(nursery, node_config(redis_server.url, "b"))
+        ann = await a.client(nursery, "ann", "lobby")
+        bob = await b.client(nursery, "bob", "lobby")
+        await settle(a, b)
+
+        redis_server.kill()
+        await a.hub.redis.wait_lost()
+        await a.app.send_room_message("lobby", "during the outage")
+        assert await ann.get_message() == "during the outage"  # local delivery goes on
+        with pytest.raises(RedisError):
+            await a.hub.settle()
+        assert a.hub.statistics().cluster.lost == 1
+
+        redis_server.start()
+        for node in (a, b):
+            await node.hub.redis.wait_available()
+            await node.hub.pubsub.wait_available()
+        await settle(a, b)
+        stats = b.hub.statistics().cluster
+        assert stats.resyncs >= 2
+        assert stats.redis_available
+        assert stats.subscriber_available
+        await a.app.send_room_message("lobby", "after")
+        await exactly(ann, "after")
+        await exactly(bob, "after")  # nothing from the outage, nothing twice
+        members = sorted(await a.app.presence("lobby"), key=str)
+        assert members == [
+            BrokerMember(client_id="ann", node="a"),
+            BrokerMember(client_id="bob", node="b"),
+        ]
+        assert a.hub.statistics().cluster.lost == 1
+
+
+async def test_presence_while_redis_is_down_is_incomplete(
+    redis_server: RedisServer, nursery: trio.Nursery
+) -> None:
+    """A node that cannot reach Redis answers presence with its own members, marked
+    incomplete: the client raises PresenceIncomplete carrying them."""
+    with trio.fail_after(DEADLINE):
+        a = await start_node(nursery, node_config(redis_server.url, "a"))
+        await a.client(nursery, "ann", "lobby")
+        await settle(a)
+        redis_server.kill()
+        await a.hub.redis.wait_lost()
+        with pytest.raises(PresenceIncomplete) as incomplete:
+            await a.app.presence("lobby")
+        assert incomplete.value.members == [BrokerMember(client_id="ann", node="a")]
+
+
+# ---------------------------------------------------------------------- presence, one broker
+
+
+@pytest.fixture
+async def broker(nursery: trio.Nursery) -> BrokerAddress:
+    config = BrokerConfig(
+        ws_host="127.0.0.1", ws_port=0, tcp_port=0, heartbeat_interval=None, node_id="solo"
+    )
+    address: BrokerAddress = await nursery.start(serve_broker, config)
+    return address
+
+
+async def test_presence_on_a_single_broker(broker: BrokerAddress, nursery: trio.Nursery) -> None:
+    """Without Redis the broker answers presence from its own clients, its node id on each."""
+    node = Node(broker, trio.CancelScope())
+    app = node.app
+    await nursery.start(partial(app.serve, "127.0.0.1", broker.tcp_port))
+    with trio.fail_after(DEADLINE):
+        await node.client(nursery, "ann", "lobby")
+        await node.client(nursery, "bob", "lobby")
+        members = sorted(await app.presence("lobby"), key=str)
+        assert members == [
+            BrokerMember(client_id="ann", node="solo"),
+            BrokerMember(client_id="bob", node="solo"),
+        ]
+        assert await app.presence("nobody-here") == []
+        assert broker.hub.statistics().cluster is None
+
+
+async def test_presence_needs_a_connection_and_fails_when_it_is_lost() -> None:
+    """presence() refuses at once without a connection, raises NotConnectedError when the
+    connection is lost before the reply; against a broker that ignores the extension (the
+    reference, here the fake broker) it waits until the caller's deadline."""
+    client = StrandsClient()
+    with pytest.raises(NotConnectedError):
+        await client.presence("lobby")
+    with pytest.raises(TypeError):
+        await client.presence(3)  # type: ignore[arg-type]
+    async with (
+        open_fake_broker(heartbeat_interval=None) as fake,
+        StrandsClient(connect=fake.open_backend_stream).connected() as client,
+    ):
+        with trio.move_on_after(0.2) as timer:
+            await client.presence("lobby")
+        assert timer.cancelled_caught  # the reference broker never answers
+        assert client._replies == {}
+        async with trio.open_nursery() as nursery:
+
+            async def ask() -> None:
+                with pytest.raises(NotConnectedError, match="lost before it replied"):
+                    await client.presence("lobby")
+
+            nursery.start_soon(ask)
+            await trio.testing.wait_all_tasks_blocked()  # sent, and read by the broker
+            assert len(fake.actions) == 2
+            await fake.drop_backends()
+
+
+def test_presence_frames_round_trip() -> None:
+    """The presence request (an action) and reply (an event) encode to the documented JSON
+    and decode back, for the broker and the backend respectively."""
+    request = PresenceRequest(request_id="r1", room_id="lobby")
+    assert encode(request) == (
+        b'{"request_id":"r1","action":"presence","params":{"room_id":"lobby"}}\n'
+    )
+    assert FrameDecoder(Role.BROKER).feed(encode(request)) == [request]
+    reply = PresenceReply(
+        request_id="r1", room_id="lobby", members=(BrokerMember(client_id="ann", node="n1"),)
+    )
+    line = encode(reply)
+    assert line == (
+        b'{"request_id":"r1","action":"presence","params":{"room_id":"lobby",'
+        b'"members":[{"client_id":"ann","node":"n1"}],"complete":true}}\n'
+    )
+    assert FrameDecoder(Role.BACKEND).feed(line) == [reply]
+
+
+# ---------------------------------------------------------------------- configuration
+
+
+def test_cluster_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--redis (or STRANDS_REDIS_URL), --node-id, --cluster-prefix and --node-ttl reach the
+    config; bad values are one line."""
+    from strands_trio.__main__ import build_parser
+
+    def parse(*argv: str) -> Any:
+        return config_from_args(build_parser().parse_args(["broker", *argv]))
+
+    config = parse("--redis", "redis://h:1/0", "--node-id", "n-1", "--node-ttl", "3")
+    assert (config.redis_url, config.node_id, config.node_ttl) == ("redis://h:1/0", "n-1", 3.0)
+    assert config.cluster_prefix == "strands:"
+    assert parse().redis_url is None
+    monkeypatch.setenv("STRANDS_REDIS_URL", "redis://env:2")
+    assert parse().redis_url == "redis://env:2"
+    with pytest.raises(SystemExit, match="redis_url must be"):
+        parse("--redis", "http://nope")
+    with pytest.raises(SystemExit, match="node_id must be"):
+        parse("--node-id", "has space")
+    with pytest.raises(SystemExit, match="node_ttl"):
+        parse("--node-ttl", "0")
+
+
+def test_a_single_broker_never_imports_the_redis_client() -> None:
+    """Without redis_url, running a broker imports neither strands_trio.redis nor hiredis."""
+    code = """
+import sys, trio
+from strands_trio.broker import BrokerConfig, serve_broker
+async def main():
+    async with trio.open_nursery() as nursery:
+        await nursery.start(serve_broker, BrokerConfig(ws_port=0, tcp_port=0))
+        nursery.cancel_scope.cancel()
+trio.run(main)
+assert "hiredis" not in sys.modules and "strands_trio.redis" not in sys.modules, "imported"
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

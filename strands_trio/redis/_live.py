@@ -102,31 +102,64 @@ class Backoff:
             delay = capped * self.factor
 
 
-class _Outage:
-    """Logs an outage once when it starts and once when it ends; counts its refusals."""
+class _Kept:
+    """What :class:`LiveRedis` and :class:`LivePubSub` share: whether their connection is up,
+    the events to wait for either state, the counters, and an outage's two log lines."""
 
-    def __init__(self, what: str) -> None:
-        self.what = what
-        self.since: float | None = None
-        self.refused = 0
+    def __init__(self, config: RedisConfig, what: str) -> None:
+        #: Where the connection goes (the password is not in its ``repr``).
+        self.config = config
+        self._what = what
+        self._up = trio.Event()
+        self._down = trio.Event()
+        self._down.set()
+        self._connects = 0
+        self._connect_failures = 0
+        self._losses = 0
+        self._outage_since: float | None = None
+        self._outage_refused = 0
 
-    def failed(self, exc: BaseException) -> None:
-        if self.since is None:
-            self.since = trio.current_time()
-            self.refused = 0
-            logger.warning("%s: unavailable (%s); connecting again with backoff", self.what, exc)
-        else:
-            logger.debug("%s: still unavailable: %s", self.what, exc)
+    def __repr__(self) -> str:
+        state = "up" if self._up.is_set() else "down"
+        return f"<{type(self).__name__} {self.config.where} {state}>"
 
-    def recovered(self) -> None:
-        if self.since is not None:
+    async def wait_available(self) -> None:
+        """Return once a connection is up (at once if one is)."""
+        await self._up.wait()
+
+    async def wait_lost(self) -> None:
+        """Return once the connection is lost (at once if none is up)."""
+        await self._down.wait()
+
+    def _connected(self) -> None:
+        self._connects += 1
+        self._down = trio.Event()
+        self._up.set()
+        if self._outage_since is not None:
             logger.info(
                 "%s: connected again after %.2f s (%d calls refused meanwhile)",
-                self.what,
-                trio.current_time() - self.since,
-                self.refused,
+                self._what,
+                trio.current_time() - self._outage_since,
+                self._outage_refused,
             )
-            self.since = None
+            self._outage_since = None
+
+    def _disconnected(self) -> None:
+        self._up = trio.Event()
+        self._down.set()
+
+    def _failed(self, exc: BaseException, *, lost: bool) -> None:
+        """A connection was lost (*lost*) or could not be made: log it if an outage starts."""
+        if lost:
+            self._losses += 1
+        else:
+            self._connect_failures += 1
+        if self._outage_since is None:
+            self._outage_since = trio.current_time()
+            self._outage_refused = 0
+            logger.warning("%s: unavailable (%s); connecting again with backoff", self._what, exc)
+        else:
+            logger.debug("%s: still unavailable: %s", self._what, exc)
 
 
 @attrs.frozen(kw_only=True)
@@ -148,44 +181,25 @@ class LiveRedisStatistics:
     refused: int
 
 
-class LiveRedis:
+class LiveRedis(_Kept):
     """A Redis connection that :func:`serve_live_redis` keeps up: the same calls as
     :class:`~strands_trio.redis.Redis`, refused at once while Redis is unreachable."""
 
     def __init__(self, config: RedisConfig) -> None:
-        #: Where the connection goes (the password is not in its ``repr``).
-        self.config = config
+        super().__init__(config, f"Redis at {config.where}")
         self._redis: Redis | None = None
-        self._up = trio.Event()
-        self._down = trio.Event()
-        self._down.set()
-        self._outage = _Outage(f"Redis at {config.where}")
-        self._connects = 0
-        self._connect_failures = 0
-        self._losses = 0
         self._refused = 0
-
-    def __repr__(self) -> str:
-        return f"<LiveRedis {self.config.where} {'up' if self.available else 'down'}>"
 
     @property
     def available(self) -> bool:
         """Whether a connection is up now (a call may still fail if it is lost meanwhile)."""
         return self._redis is not None
 
-    async def wait_available(self) -> None:
-        """Return once a connection is up (at once if one is)."""
-        await self._up.wait()
-
-    async def wait_lost(self) -> None:
-        """Return once the connection is lost (at once if none is up)."""
-        await self._down.wait()
-
     def _current(self) -> Redis:
         redis = self._redis
         if redis is None:
             self._refused += 1
-            self._outage.refused += 1
+            self._outage_refused += 1
             raise RedisUnavailable(f"Redis at {self.config.where} is unavailable (reconnecting)")
         return redis
 
@@ -226,24 +240,18 @@ class LiveRedis:
             try:
                 async with connect() as redis:
                     self._redis = redis
-                    self._connects += 1
-                    self._down = trio.Event()
-                    self._up.set()
-                    self._outage.recovered()
+                    self._connected()
                     delays = backoff.delays()
                     try:
                         await redis.wait_closed()
                         # Before anything can call and be refused: the refusals count for
                         # this outage.
-                        self._losses += 1
-                        self._outage.failed(RedisConnectionError("the connection was lost"))
+                        self._failed(RedisConnectionError("the connection was lost"), lost=True)
                     finally:
                         self._redis = None
-                        self._up = trio.Event()
-                        self._down.set()
+                        self._disconnected()
             except RedisConnectionError as exc:
-                self._connect_failures += 1
-                self._outage.failed(exc.__cause__ or exc)
+                self._failed(exc.__cause__ or exc, lost=False)
             await trio.sleep(next(delays))
 
 
@@ -317,40 +325,21 @@ class LivePubSubStatistics:
     callback_errors: int
 
 
-class LivePubSub:
+class LivePubSub(_Kept):
     """A subscriber that :func:`serve_live_pubsub` keeps connected and subscribed."""
 
     def __init__(self, config: RedisConfig) -> None:
-        #: Where the connection goes.
-        self.config = config
+        super().__init__(config, f"Redis pub/sub at {config.where}")
         self._pubsub: PubSub | None = None
-        self._up = trio.Event()
-        self._down = trio.Event()
-        self._down.set()
         self._wanted: set[bytes] = set()
-        self._outage = _Outage(f"Redis pub/sub at {config.where}")
-        self._connects = 0
-        self._connect_failures = 0
-        self._losses = 0
         self._received = 0
         self._dropped_before = 0
         self._callback_errors = 0
-
-    def __repr__(self) -> str:
-        return f"<LivePubSub {self.config.where} {'up' if self.available else 'down'}>"
 
     @property
     def available(self) -> bool:
         """Whether a subscribed connection is up now."""
         return self._pubsub is not None
-
-    async def wait_available(self) -> None:
-        """Return once a subscribed connection is up (at once if one is)."""
-        await self._up.wait()
-
-    async def wait_lost(self) -> None:
-        """Return once the connection is lost (at once if none is up)."""
-        await self._down.wait()
 
     @property
     def channels(self) -> frozenset[bytes]:
@@ -397,9 +386,7 @@ class LivePubSub:
             callback(*args)
         except Exception:
             self._callback_errors += 1
-            logger.exception(
-                "%s: %s raised", self._outage.what, getattr(callback, "__name__", callback)
-            )
+            logger.exception("%s: %s raised", self._what, getattr(callback, "__name__", callback))
 
     async def _serve(
         self,
@@ -417,11 +404,8 @@ class LivePubSub:
                         if self._wanted:
                             await pubsub.subscribe(*self._wanted)
                         self._pubsub = pubsub
-                        self._down = trio.Event()
-                        self._up.set()
+                        self._connected()
                         up = True
-                        self._connects += 1
-                        self._outage.recovered()
                         delays = backoff.delays()
                         if on_connect is not None:
                             self._call(on_connect)
@@ -432,15 +416,10 @@ class LivePubSub:
                     finally:
                         if self._pubsub is not None:
                             self._pubsub = None
-                            self._up = trio.Event()
-                            self._down.set()
+                            self._disconnected()
                         self._dropped_before += pubsub.statistics().dropped
             except RedisConnectionError as exc:
-                if up:
-                    self._losses += 1
-                else:
-                    self._connect_failures += 1
-                self._outage.failed(exc.__cause__ or exc)
+                self._failed(exc.__cause__ or exc, lost=up)
             await trio.sleep(next(delays))
 
 

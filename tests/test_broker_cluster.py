@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import collections
 import json
+import re
+import signal
 import subprocess
 import sys
 from functools import partial
@@ -31,7 +33,7 @@ from strands_trio.protocol import (
 from strands_trio.redis import RedisError
 from strands_trio.testing import open_fake_broker
 
-from ._net import http_get, open_client
+from ._net import http_get, open_client, reap
 
 if TYPE_CHECKING:
     from ._redis import RedisServer
@@ -243,6 +245,52 @@ async def test_a_node_without_backend_uses_another_nodes_backends(
         await a.left["bob"].wait()  # the disconnected event reached a's backend too
         assert b.hub.statistics().backends == 0
         assert a.hub.statistics().cluster.received >= 4
+
+
+async def test_a_stopped_node_does_not_stall_the_others(
+    redis_url: str, nursery: trio.Nursery
+) -> None:
+    """Node B, in a process of its own, is frozen (SIGSTOP): node A's clients keep getting
+    their room's messages at once and A loses nothing; thawed, B delivers what Redis kept for
+    it, in order."""
+    a = await start_node(nursery, node_config(redis_url, "a"))
+    command = [sys.executable, "-m", "strands_trio", "broker", "--redis", redis_url]
+    command += ["--node-id", "b", "--cluster-prefix", PREFIX, "--ws-host", "127.0.0.1"]
+    command += ["--ws-port", "0", "--tcp-port", "0", "--log-level", "WARNING"]
+    process = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE)
+    try:
+        with trio.fail_after(DEADLINE):
+            assert process.stdout is not None
+            banner = b""
+            while not banner.endswith(b"\n"):
+                chunk = await process.stdout.receive_some()
+                assert chunk, "node b exited before listening"
+                banner += chunk
+            ports = re.search(rb"127\.0\.0\.1:(\d+)/ws/\.\.\., backends on \S+:(\d+)", banner)
+            assert ports, banner
+            ws_port, tcp_port = int(ports[1]), int(ports[2])
+            b_app = backend()
+            await nursery.start(partial(b_app.serve, "127.0.0.1", tcp_port))
+            ann = await a.client(nursery, "ann", "lobby")
+            bob = await open_client(nursery, ws_port, "/ws/lobby", [("X-Id", "bob")])
+            assert await bob.get_message() == "welcome"
+            await a.app.send_room_message("lobby", "warm-up")  # b is subscribed once bob has it
+            await exactly(ann, "warm-up")
+            await exactly(bob, "warm-up")
+
+            process.send_signal(signal.SIGSTOP)
+            sent = [f"m{n}" for n in range(200)]
+            for text in sent:
+                await a.app.send_room_message("lobby", text)
+            await exactly(ann, *sent)
+            await a.hub.settle()
+            assert a.hub.statistics().cluster.lost == 0
+
+            process.send_signal(signal.SIGCONT)
+            await exactly(bob, *sent)
+    finally:
+        process.send_signal(signal.SIGCONT)
+        await reap(process)
 
 
 # ---------------------------------------------------------------------- presence

@@ -124,3 +124,34 @@ async def test_live_pubsub_subscribes_again_after_a_restart(redis_server: RedisS
     assert len(connections) == 2
     assert (stats.connects, stats.losses, stats.callback_errors) == (2, 1, 1)
     assert stats.received == 4
+
+
+async def test_subscribe_while_a_connection_subscribes_is_not_lost(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A channel asked for while a new connection is still subscribing to the earlier ones
+    is subscribed on that connection too (in the cluster: a room whose first client joins
+    while the subscriber reconnects)."""
+    from strands_trio.redis import _pubsub
+
+    real = _pubsub.PubSub.subscribe
+    entered, gate = trio.Event(), trio.Event()
+
+    async def held(self: _pubsub.PubSub, *channels: str | bytes) -> None:
+        entered.set()
+        await gate.wait()
+        await real(self, *channels)
+
+    monkeypatch.setattr(_pubsub.PubSub, "subscribe", held)
+    with trio.fail_after(10):
+        async with (
+            open_live_pubsub(redis_url, lambda message: None, backoff=QUICK) as live,
+            open_live_redis(redis_url, backoff=QUICK) as redis,
+        ):
+            await live.subscribe("a")  # no connection yet: wanted
+            await entered.wait()  # the connection is subscribing to a
+            await live.subscribe("b")
+            gate.set()
+            await live.wait_available()
+            await redis.wait_available()
+            assert await redis.execute("PUBSUB", "NUMSUB", "a", "b") == [b"a", 1, b"b", 1]

@@ -401,8 +401,17 @@ class LivePubSub(_Kept):
             try:
                 async with connect() as pubsub:
                     try:
-                        if self._wanted:
-                            await pubsub.subscribe(*self._wanted)
+                        # Until it is published as self._pubsub, subscribe() and
+                        # unsubscribe() only change _wanted: catch up with what changed
+                        # while we awaited Redis.
+                        done: set[bytes] = set()
+                        while (add := self._wanted - done) or (drop := done - self._wanted):
+                            if add:
+                                await pubsub.subscribe(*add)
+                                done |= add
+                            else:
+                                await pubsub.unsubscribe(*drop)
+                                done -= drop
                         self._pubsub = pubsub
                         self._connected()
                         up = True

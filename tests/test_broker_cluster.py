@@ -293,6 +293,30 @@ async def test_a_stopped_node_does_not_stall_the_others(
         await reap(process)
 
 
+def test_pins_of_other_nodes_clients_are_forgotten_with_their_node() -> None:
+    """A node taking another node's client events pins each client to a backend; when that
+    node leaves the cluster (its disconnected events never come) the pins go too."""
+    from strands_trio.broker._cluster import ClusterHub
+
+    class Alive:
+        alive = True
+
+        def send(self, data: bytes, *, check: bool = True) -> None:
+            pass
+
+    hub = ClusterHub(BrokerConfig(redis_url="redis://127.0.0.1:1/0", node_id="m"))
+    hub._backends.append(Alive())  # type: ignore[arg-type]
+    for origin in ("n", "o"):
+        for i in range(100):
+            context = {"client_id": f"{origin}{i}", "room_id": "r"}
+            hub._forwarded_event(
+                origin, {"action": "new_connection", "params": {"context": context}}
+            )
+    assert len(hub._remote_pins) == 200
+    hub._prune_remote_pins({"m", "o"})  # n is gone
+    assert sorted(hub._remote_pins) == sorted(f"o{i}" for i in range(100))
+
+
 # ---------------------------------------------------------------------- presence
 
 

@@ -69,7 +69,7 @@ from __future__ import annotations
 import collections
 import logging
 from collections.abc import Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import orjson
@@ -100,6 +100,9 @@ from ..redis import (
 from . import _cluster_scripts as scripts
 from ._config import BrokerConfig
 from ._hub import BrokerStatistics, ClusterStatistics, Hub, _Client
+
+if TYPE_CHECKING:
+    from ._backends import BackendLink
 
 __all__ = ["ClusterHub"]
 
@@ -160,7 +163,8 @@ class ClusterHub(Hub):
         #: Connection requests forwarded here by another node: request id -> (node, when).
         self._remote_requests: dict[str, tuple[str, float]] = {}
         #: Clients of other nodes whose events come here: client id -> our backend.
-        self._remote_pins: dict[Any, Any] = {}
+        #: Other nodes' clients whose events our backends take: client id -> (backend, node).
+        self._remote_pins: dict[Any, tuple[BackendLink, str]] = {}
         self._forwarded = 0
         self.redis: LiveRedis | None = None
         self.pubsub: LivePubSub | None = None
@@ -494,11 +498,12 @@ class ClusterHub(Hub):
         params = event.get("params")
         context = params.get("context") if type(params) is dict else None
         client_id = context.get("client_id") if type(context) is dict else None
-        backend = self._remote_pins.get(client_id)
+        pin = self._remote_pins.get(client_id)
+        backend = pin[0] if pin is not None else None
         if backend is None or not backend.alive:
             backend = Hub._pick(self)
             if client_id is not None and backend is not None:
-                self._remote_pins[client_id] = backend
+                self._remote_pins[client_id] = (backend, origin)
         if backend is None:
             self._enqueue(data)
         else:
@@ -511,6 +516,13 @@ class ClusterHub(Hub):
         for request_id, (_, when) in list(self._remote_requests.items()):
             if when < limit:
                 del self._remote_requests[request_id]
+
+    def _prune_remote_pins(self, live_nodes: set[str]) -> None:
+        """Forget the pins of other nodes' clients whose ``disconnected`` will never come:
+        their node is gone from the cluster, or the backend they were pinned to is."""
+        for client_id, (backend, origin) in list(self._remote_pins.items()):
+            if origin not in live_nodes or not backend.alive:
+                del self._remote_pins[client_id]
 
     # ------------------------------------------------------------------ tasks
 
@@ -652,6 +664,9 @@ class ClusterHub(Hub):
                     logger.warning(
                         "node %s: swept %d dead node(s) from the cluster", self.node_id, swept
                     )
+                if self._remote_pins:
+                    live = await self._call(("SMEMBERS", f"{self._prefix}nodes"))
+                    self._prune_remote_pins({node.decode() for node in live})
                 ready.set()
                 self._synced = True
                 self._step()

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import trio
 import trio.testing
-from trio_websocket import ConnectionClosed, WebSocketConnection
+from trio_websocket import ConnectionClosed, ConnectionRejected, WebSocketConnection
 
 from strands_trio import ConnectionRequestContext, Context, StrandsApp, StrandsClient
 from strands_trio._errors import NotConnectedError, PresenceIncomplete
@@ -315,6 +315,30 @@ def test_pins_of_other_nodes_clients_are_forgotten_with_their_node() -> None:
     assert len(hub._remote_pins) == 200
     hub._prune_remote_pins({"m", "o"})  # n is gone
     assert sorted(hub._remote_pins) == sorted(f"o{i}" for i in range(100))
+
+
+async def test_an_event_forwarded_to_a_dead_node_is_counted_lost(
+    redis_url: str, nursery: trio.Nursery
+) -> None:
+    """When the node that took a backend-less node's events dies, the next forwarded event
+    finds nobody on its channel: it is counted lost, and that node is no longer used (a new
+    client is refused at once instead of waiting for a backend that is not there)."""
+    with trio.fail_after(DEADLINE):
+        a = await start_node(nursery, node_config(redis_url, "a"))
+        b = await start_node(nursery, node_config(redis_url, "b"), with_backend=False)
+        while "a" not in b.hub._backend_nodes:  # learnt at b's next renewal
+            b.hub._wake_keeper.set()
+            await b.hub._progress.wait()
+        bob = await b.client(nursery, "bob", "lobby")
+        a.crash()
+        await a.stopped.wait()
+        await bob.send_message("anyone?")
+        while b.hub.statistics().cluster.lost == 0:
+            await b.hub._progress.wait()
+        assert "a" not in b.hub._backend_nodes
+        with pytest.raises(ConnectionRejected) as refused:
+            await open_client(nursery, b.address.ws_port, "/ws/lobby", [("X-Id", "cat")])
+        assert refused.value.status_code == 503
 
 
 # ---------------------------------------------------------------------- presence

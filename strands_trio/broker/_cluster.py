@@ -158,6 +158,8 @@ class ClusterHub(Hub):
         self._scope: trio.CancelScope | None = None
         #: Other live nodes with at least one backend (for events of a node without one).
         self._backend_nodes: set[str] = set()
+        #: Nodes found gone (nobody on their channel), and until when to ignore them.
+        self._gone: dict[str, float] = {}
         self._remote_backends: dict[str, _RemoteBackend] = {}
         self._remote_turn = 0
         #: Connection requests forwarded here by another node: request id -> (node, when).
@@ -454,9 +456,22 @@ class ClusterHub(Hub):
     def _forward_event(self, node: str, data: bytes) -> None:
         """Send an event line to the backends of *node*."""
         self._forwarded += 1
+
+        def on_reply(reply: Any) -> None:
+            if reply == 0:  # nobody listens on its channel: the node is gone
+                self._backend_nodes.discard(node)
+                # Until its alive key expires, renewals would list it again: skip it.
+                self._gone[node] = trio.current_time() + self.config.node_ttl
+                logger.warning(
+                    "node %s: an event sent to node %s found it gone", self.node_id, node
+                )
+                self._lost += 1
+            else:
+                self._on_published(reply)
+
         self._publish_command(
             ("PUBLISH", self._channel_of(node), self._raw_envelope("ev", data.rstrip(b"\n"))),
-            self._on_published,
+            on_reply,
         )
 
     def _on_forwarded(self, kind: Any, envelope: dict[str, Any]) -> None:
@@ -656,7 +671,9 @@ class ClusterHub(Hub):
                 nodes = await self._call(
                     _eval(scripts.BACKENDS, self._prefix, self.node_id, len(self._backends))
                 )
-                self._backend_nodes = {node.decode() for node in nodes}
+                now = trio.current_time()
+                self._gone = {node: until for node, until in self._gone.items() if until > now}
+                self._backend_nodes = {node.decode() for node in nodes} - self._gone.keys()
                 self._prune_remote_requests()
                 swept = await self._call(_eval(scripts.SWEEP, self._prefix, ""))
                 if swept:

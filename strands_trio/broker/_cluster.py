@@ -160,6 +160,7 @@ class ClusterHub(Hub):
         self._backend_nodes: set[str] = set()
         #: Nodes found gone (nobody on their channel), and until when to ignore them.
         self._gone: dict[str, float] = {}
+        self._leaving = False
         self._remote_backends: dict[str, _RemoteBackend] = {}
         self._remote_turn = 0
         #: Connection requests forwarded here by another node: request id -> (node, when).
@@ -287,9 +288,15 @@ class ClusterHub(Hub):
         self._redis_queue.append((command, on_reply))
         self._wake_writer.set()
 
-    def _write(self, command: tuple[Any, ...], on_reply: OnReply | None) -> None:
-        """Queue a registry write (never dropped: the queue bound is for publishes)."""
-        self._redis_queue.append((command, on_reply))
+    def _write(
+        self, command: tuple[Any, ...], on_reply: OnReply | None, *, first: bool = False
+    ) -> None:
+        """Queue a registry write (never dropped: the queue bound is for publishes); *first*
+        puts it before everything queued, for what keeps no order with the rest."""
+        if first:
+            self._redis_queue.appendleft((command, on_reply))
+        else:
+            self._redis_queue.append((command, on_reply))
         self._wake_writer.set()
 
     def _presence(self, backend: Any, request: PresenceRequest) -> None:
@@ -588,6 +595,7 @@ class ClusterHub(Hub):
         """Leave the cluster gracefully: this node's registrations are deleted now rather
         than when its ``alive`` key expires (under the caller's deadline). Does nothing after
         :meth:`_crash` or while Redis is unreachable."""
+        self._leaving = True
         if self._crashed or self.redis is None or not self.redis.available:
             return
         try:
@@ -604,8 +612,9 @@ class ClusterHub(Hub):
         if self._scope is not None:
             self._scope.cancel()
 
-    async def _call(self, command: tuple[Any, ...]) -> Any:
-        """Queue *command* behind what is queued and return its reply.
+    async def _call(self, command: tuple[Any, ...], *, first: bool = False) -> Any:
+        """Queue *command* behind what is queued (before it, if *first*) and return its
+        reply.
 
         Raises:
             RedisError: it failed (Redis unreachable, connection lost, error reply).
@@ -617,7 +626,7 @@ class ClusterHub(Hub):
             result.append(reply)
             done.set()
 
-        self._write(command, on_reply)
+        self._write(command, on_reply, first=first)
         await done.wait()
         reply = result[0]
         if isinstance(reply, BaseException):
@@ -657,8 +666,12 @@ class ClusterHub(Hub):
         while True:
             self._wake_keeper = trio.Event()
             try:
+                if self._leaving:  # a renewal after leave()'s sweep would resurrect the node
+                    return
+                # Ahead of queued publishes: under load, a renewal stuck behind them for
+                # node_ttl would get this live node swept by the others.
                 renewed = await self._call(
-                    _eval(scripts.REFRESH, self._prefix, self.node_id, ttl_ms)
+                    _eval(scripts.REFRESH, self._prefix, self.node_id, ttl_ms), first=True
                 )
                 if renewed == 0 and not self._dirty:
                     logger.warning(

@@ -258,18 +258,26 @@ class StrandsClient:
         Raises:
             PresenceIncomplete: a broker node answered without the rest of its cluster
                 (Redis unreachable); its own members are in the exception's ``members``.
-            NotConnectedError: there is no connection (and ``wait`` is false), or it was
-                lost before the reply came.
+            NotConnectedError: there is no connection, or it was lost before the reply
+                came (with ``wait=True``, the question is asked again on the next
+                connection instead).
             TypeError: *room_id* is not a string.
         """
         if type(room_id) is not str:
             _raise_type_error(room_id=room_id)
         request_id = self._next_id()
+        frame = encode(PresenceRequest(request_id=request_id, room_id=room_id))
         slot: list[Any] = [trio.Event(), None]
         self._replies[request_id] = slot
         try:
-            await self._send(encode(PresenceRequest(request_id=request_id, room_id=room_id)), wait)
-            await slot[0].wait()
+            while True:
+                await self._send(frame, wait)
+                await slot[0].wait()
+                if not (wait and isinstance(slot[1], NotConnectedError)):
+                    break
+                # With wait=True, a connection lost before the reply (or while the question
+                # waited for one) is no answer: ask again on the next connection.
+                slot[:] = [trio.Event(), None]
         finally:
             del self._replies[request_id]
         reply = slot[1]

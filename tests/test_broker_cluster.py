@@ -18,7 +18,13 @@ import trio
 import trio.testing
 from trio_websocket import ConnectionClosed, ConnectionRejected, WebSocketConnection
 
-from strands_trio import ConnectionRequestContext, Context, StrandsApp, StrandsClient
+from strands_trio import (
+    ClientConfig,
+    ConnectionRequestContext,
+    Context,
+    StrandsApp,
+    StrandsClient,
+)
 from strands_trio._errors import NotConnectedError, PresenceIncomplete
 from strands_trio.broker import BrokerAddress, BrokerConfig, serve_broker
 from strands_trio.broker._cli import config_from_args
@@ -519,6 +525,28 @@ async def test_presence_needs_a_connection_and_fails_when_it_is_lost() -> None:
             await trio.testing.wait_all_tasks_blocked()  # sent, and read by the broker
             assert len(fake.actions) == 2
             await fake.drop_backends()
+
+
+async def test_presence_with_wait_asks_again_after_a_reconnection(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """With wait=True, a question whose connection is lost before the reply is asked again
+    on the next connection instead of failing."""
+    config = ClientConfig(reconnect_delay=1, reconnect_jitter=0, heartbeat_interval=None)
+    async with (
+        open_fake_broker(heartbeat_interval=None) as fake,
+        StrandsClient(connect=fake.open_backend_stream, config=config).connected() as client,
+        trio.open_nursery() as nursery,
+    ):
+        nursery.start_soon(partial(client.presence, "lobby", wait=True))
+        await trio.testing.wait_all_tasks_blocked()
+        await fake.drop_backends()
+        await fake.wait_backends(1)  # the client is back
+        await trio.testing.wait_all_tasks_blocked()
+        asked = [action for action in fake.actions if isinstance(action, PresenceRequest)]
+        assert len(asked) == 2
+        assert asked[0].request_id == asked[1].request_id
+        nursery.cancel_scope.cancel()
 
 
 def test_presence_frames_round_trip() -> None:

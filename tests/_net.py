@@ -3,8 +3,11 @@ its TCP stream, a plain HTTP GET, and a subprocess's clean end."""
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 from collections.abc import Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -78,3 +81,42 @@ async def reap(process: trio.Process) -> None:
     for pipe in (process.stdin, process.stdout, process.stderr):
         if pipe is not None:
             await pipe.aclose()
+
+
+def self_signed_certificate(directory: Path, host: str) -> tuple[str, str]:
+    """A fresh self-signed certificate for *host* (a name or an IP address; its own CA) and
+    its key, written as PEM files in *directory*; returns their paths."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    try:
+        alternative: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        alternative = x509.DNSName(host)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([alternative]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(cert_file), str(key_file)

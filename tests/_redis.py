@@ -15,7 +15,6 @@ passes by skipping them.
 
 from __future__ import annotations
 
-import datetime
 import os
 import shutil
 import socket
@@ -29,6 +28,8 @@ from typing import Any
 
 import hiredis
 import pytest
+
+from ._net import self_signed_certificate
 
 REQUIRE = "STRANDS_REQUIRE_REDIS"
 #: How long a starting server has to answer PING.
@@ -183,33 +184,4 @@ def redis_tls_server(tmp_path: Path) -> Iterator[RedisServer]:
 
 def make_certificate(directory: Path) -> tuple[str, str]:
     """A self-signed certificate for localhost (its own CA) and its key, as PEM files."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
-    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return str(cert_file), str(key_file)
+    return self_signed_certificate(directory, "localhost")

@@ -3,9 +3,7 @@ handshake checks and refusals, sessions, slow and oversized clients, timeouts an
 
 from __future__ import annotations
 
-import datetime
 import gc
-import ipaddress
 import itertools
 import json
 import socket
@@ -21,16 +19,14 @@ import pytest
 import trio
 import trio.testing
 import trio_websocket
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from trio_websocket import WebSocketConnection
 
 from strands_trio.broker import BrokerConfig
 from strands_trio.broker._http import ReplayStream, RequestReader, client_address, origin_allowed
 from strands_trio.broker._hub import Admission, ClientLink
 from strands_trio.broker._websocket import WebSocketFront, serve_websockets
+
+from ._net import self_signed_certificate
 
 ACCEPT = Admission(accepted=True, client_id="c1", room_id="room")
 #: A bound on every test; the timeouts under test are a fraction of it.
@@ -787,34 +783,8 @@ async def test_shutdown_is_bounded_when_clients_do_not_answer(nursery: trio.Nurs
 def tls_contexts(tmp_path: Any) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     """A server context with a fresh self-signed certificate for 127.0.0.1, and a client
     context that trusts it."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    cert_file, key_file = self_signed_certificate(tmp_path, "127.0.0.1")
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server.load_cert_chain(cert_file, key_file)
-    client = ssl.create_default_context(cafile=str(cert_file))
+    client = ssl.create_default_context(cafile=cert_file)
     return server, client

@@ -239,7 +239,8 @@ class MemoryPresence:
     heal = join
 
     def leave(self, client_id: str, room: str) -> None:
-        self._remove(client_id)
+        if self.knows(client_id, room):  # not a late leave of a connection to another room
+            self._remove(client_id)
 
     def _remove(self, client_id: str) -> None:
         member = self._clients.pop(client_id, None)

@@ -253,6 +253,10 @@ class RedisPresence:
         self._mark(client_id, _HEAL, room)
 
     def leave(self, client_id: str, room: str) -> None:
+        owned, healing = self._owned.get(client_id), self._healing.get(client_id)
+        current = owned[0].room if owned is not None else healing and healing.room
+        if current and current != room:  # a late leave of an earlier connection elsewhere
+            return
         self._owned.pop(client_id, None)
         self._healing.pop(client_id, None)
         self._confirmed.pop(client_id, None)
@@ -570,7 +574,7 @@ class RedisPresence:
             else:
                 owned = self._owned.get(client_id)
                 if owned is not None:
-                    op = _JOIN if kind == _JOIN else _HEAL
+                    op = _JOIN if kind == _JOIN else _REPUBLISH
                     args += [op, client_id, owned[0].room, owned[1]]
                     plan.append((client_id, kind, owned))
         self._inflight = batch

@@ -76,9 +76,10 @@ local function claim(room_key, room, cid, value)
   redis.call("HSET", index, cid, room)
   redis.call("SADD", p .. "rooms", room)
 end
-local function left_since(cid, value)
+local function left_since(cid, value, any)
   local left = redis.call("GET", p .. "left:" .. cid)
   if not left then return false end
+  if any then return true end
   local ok, decoded = pcall(cjson.decode, value)
   return ok and type(decoded) == "table" and tonumber(left) >= (decoded.joined_at or 0)
 end
@@ -96,7 +97,7 @@ for i = 5, #ARGV, 4 do
     end
     redis.call("HDEL", p .. "instance:" .. me, cid)
     redis.call("SET", p .. "left:" .. cid, value, "PX", mark)
-  elseif left_since(cid, value) then
+  elseif left_since(cid, value, op == "h") then
     result = -1
   elseif op == "j" then
     if current and current ~= value then notify(inst, cid, current) end

@@ -6,7 +6,8 @@
 Calls a client's ``new_message`` job in a loop under ``trio.run`` (no socket, no broker), for
 a bare client and for clients with a pipeline: empty, one and five no-op middleware, each
 built-in middleware alone (Logging at a disabled and at an enabled level, Auth on events of
-an authenticated connection, RateLimit per client, Timeout, Metrics) and the stack of the
+an authenticated connection, RateLimit per client, Timeout, Metrics, Presence in memory with
+and without healing, for clients it already knows) and the stack of the
 replay benchmark (Logging off + Auth + RateLimit). 100 clients take turns, as in the replay
 benchmark. Each figure is the best of several runs, in microseconds per event, with the
 difference to the bare client. Prints a table.
@@ -54,7 +55,9 @@ def contenders() -> dict[str, Callable[[], dict[str, Any]]]:
         Auth,
         JWTVerifier,
         Logging,
+        MemoryPresence,
         Metrics,
+        Presence,
         Rate,
         RateLimit,
         Timeout,
@@ -65,6 +68,12 @@ def contenders() -> dict[str, Callable[[], dict[str, Any]]]:
 
     def limit() -> Any:
         return RateLimit(messages=Rate(burst=10_000, per_second=100_000))
+
+    def presence(heal: bool) -> Any:
+        store = MemoryPresence()
+        for n in range(100):  # the clients of events(), as if their new_connection came
+            store.join(f"client-{n}", "bench", {})
+        return Presence(store=store, heal=heal)
 
     return {
         "bare client": dict,
@@ -77,6 +86,8 @@ def contenders() -> dict[str, Callable[[], dict[str, Any]]]:
         "RateLimit (per client)": lambda: {"middleware": [limit()]},
         "Timeout": lambda: {"middleware": [Timeout(5)]},
         "Metrics": lambda: {"middleware": [Metrics(CollectorRegistry())]},
+        "Presence (memory)": lambda: {"middleware": [presence(heal=True)]},
+        "Presence (memory, heal=False)": lambda: {"middleware": [presence(heal=False)]},
         "Logging (off) + Auth + RateLimit": lambda: {
             "middleware": [Logging("bench.off"), auth(), limit()]
         },

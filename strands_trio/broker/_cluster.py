@@ -100,6 +100,7 @@ from ..redis import (
 from . import _cluster_scripts as scripts
 from ._config import BrokerConfig
 from ._hub import BrokerStatistics, ClusterStatistics, Hub, _Client
+from ._prometheus import counter, gauge, render
 
 if TYPE_CHECKING:
     from ._backends import BackendLink
@@ -804,14 +805,6 @@ class ClusterHub(Hub):
     def metrics_text(self) -> str:
         """``GET /metrics``, with the cluster's figures."""
         s = self.cluster_statistics()
-        lines = [
-            "# HELP strands_broker_cluster_redis_up Whether this node reaches Redis",
-            "# TYPE strands_broker_cluster_redis_up gauge",
-            f"strands_broker_cluster_redis_up {int(s.redis_available)}",
-            "# HELP strands_broker_cluster_queued Commands waiting for Redis",
-            "# TYPE strands_broker_cluster_queued gauge",
-            f"strands_broker_cluster_queued {s.queued}",
-        ]
         counters = {
             "published": ("Messages published to other nodes", s.published),
             "received": ("Messages received from other nodes", s.received),
@@ -820,12 +813,15 @@ class ClusterHub(Hub):
             "resyncs": ("Times this node registered its clients again", s.resyncs),
             "swept_nodes": ("Dead nodes swept from the registry", s.swept_nodes),
         }
-        for name, (help_text, value) in counters.items():
-            lines += [
-                f"# HELP strands_broker_cluster_{name}_total {help_text}",
-                f"# TYPE strands_broker_cluster_{name}_total counter",
-                f"strands_broker_cluster_{name}_total {value}",
+        lines = render(
+            [
+                gauge(
+                    "cluster_redis_up", "Whether this node reaches Redis", int(s.redis_available)
+                ),
+                gauge("cluster_queued", "Commands waiting for Redis", s.queued),
             ]
+            + [counter(f"cluster_{name}", text, value) for name, (text, value) in counters.items()]
+        )
         return super().metrics_text() + "\n".join(lines) + "\n"
 
 

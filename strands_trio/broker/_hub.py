@@ -54,6 +54,7 @@ from ..protocol import (
     encode_new_message,
 )
 from ._config import BrokerConfig
+from ._prometheus import counter, gauge, render
 
 if TYPE_CHECKING:
     from ._backends import BackendLink
@@ -579,19 +580,10 @@ class Hub:
             "backends_refused": ("Backends refused (wrong or missing secret)", c.backends_refused),
             "backends_stalled": ("Backends disconnected for not reading", c.backends_stalled),
         }
-        lines = []
-        for name, (help_text, value) in gauges.items():
-            lines += [
-                f"# HELP strands_broker_{name} {help_text}",
-                f"# TYPE strands_broker_{name} gauge",
-            ]
-            lines.append(f"strands_broker_{name} {value}")
-        for name, (help_text, value) in counters.items():
-            lines += [
-                f"# HELP strands_broker_{name}_total {help_text}",
-                f"# TYPE strands_broker_{name}_total counter",
-            ]
-            lines.append(f"strands_broker_{name}_total {value}")
+        lines = render(
+            [gauge(name, text, value) for name, (text, value) in gauges.items()]
+            + [counter(name, text, value) for name, (text, value) in counters.items()]
+        )
         if self.front is not None:
             lines += self.front.metrics_lines()
         return "\n".join(lines) + "\n"

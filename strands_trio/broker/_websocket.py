@@ -66,6 +66,7 @@ from ._http import (
     status_phrase,
 )
 from ._keepalive import enable_keepalive
+from ._prometheus import Metric, render
 
 if TYPE_CHECKING:
     from ._hub import Admission, Hub
@@ -274,7 +275,7 @@ class WebSocketFront:
     def metrics_lines(self) -> list[str]:
         """The front's figures in the Prometheus text format, for the hub's ``/metrics``."""
         refused = [(f'{{reason="{reason}"}}', n) for reason, n in self._refused.items()]
-        table: list[tuple[str, str, str, list[tuple[str, int]]]] = [
+        table: list[Metric] = [
             ("ws_slots", "gauge", "WebSocket connections being admitted or open",
              [("", self._slots)]),
             ("ws_open", "gauge", "WebSocket sessions open", [("", self._open)]),
@@ -291,12 +292,7 @@ class WebSocketFront:
             ("http_requests_total", "counter", "Plain HTTP requests answered",
              [("", self._http_requests)]),
         ]  # fmt: skip
-        lines: list[str] = []
-        for name, kind, text, samples in table:
-            lines.append(f"# HELP strands_broker_{name} {text}")
-            lines.append(f"# TYPE strands_broker_{name} {kind}")
-            lines.extend(f"strands_broker_{name}{labels} {value}" for labels, value in samples)
-        return lines
+        return render(table)
 
     def _healthz(self, query: str) -> tuple[int, str, bytes]:
         return 200, "application/json", json.dumps(self._hub.health()).encode()

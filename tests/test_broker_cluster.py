@@ -148,6 +148,14 @@ async def start_node(
     return node
 
 
+async def learns_backends_of(node: Node, other: str) -> None:
+    """Return once *node* knows that node *other* has backends (it learns at a renewal, which
+    this wakes rather than waiting for)."""
+    while other not in node.hub._backend_nodes:
+        node.hub._wake_keeper.set()
+        await node.hub._progress.wait()
+
+
 async def settle(*nodes: Node) -> None:
     for node in nodes:
         await node.hub.settle()
@@ -238,9 +246,7 @@ async def test_a_node_without_backend_uses_another_nodes_backends(
     with trio.fail_after(DEADLINE):
         a = await start_node(nursery, node_config(redis_url, "a"))
         b = await start_node(nursery, node_config(redis_url, "b"), with_backend=False)
-        while "a" not in b.hub._backend_nodes:  # learnt at b's next renewal
-            b.hub._wake_keeper.set()
-            await b.hub._progress.wait()
+        await learns_backends_of(b, "a")
         ann = await a.client(nursery, "ann", "lobby")
         bob = await b.client(nursery, "bob", "lobby")  # admitted by a's backend, greeted
         await settle(a, b)
@@ -332,9 +338,7 @@ async def test_an_event_forwarded_to_a_dead_node_is_counted_lost(
     with trio.fail_after(DEADLINE):
         a = await start_node(nursery, node_config(redis_url, "a"))
         b = await start_node(nursery, node_config(redis_url, "b"), with_backend=False)
-        while "a" not in b.hub._backend_nodes:  # learnt at b's next renewal
-            b.hub._wake_keeper.set()
-            await b.hub._progress.wait()
+        await learns_backends_of(b, "a")
         bob = await b.client(nursery, "bob", "lobby")
         a.crash()
         await a.stopped.wait()

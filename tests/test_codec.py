@@ -482,3 +482,57 @@ def test_fast_path_agrees_with_the_converter(action: str, params: dict[str, Any]
         assert fast is None
         return
     assert fast is None or fast == expected
+
+
+_ACTION_CLASSES = {cls.ACTION: cls for cls in (MessageToConnection, MessageToRoom, Broadcast)}
+
+
+@settings(max_examples=500)
+@given(
+    action=st.sampled_from(sorted(_ACTION_CLASSES)),
+    params=st.fixed_dictionaries(
+        {},
+        optional={
+            key: st.one_of(st.text(max_size=5), _json) for key in ("conn_id", "room_id", "message")
+        },
+    ),
+)
+def test_broker_fast_paths_agree_with_the_converter(action: str, params: dict[str, Any]) -> None:
+    """The broker's hot path for the three message actions declines or builds exactly what
+    the detailed converter builds; it never accepts what the converter refuses."""
+    fast = _FAST_PATHS[Role.BROKER][action](dict(params), "rid")
+    try:
+        expected = _DETAILED.structure({**params, "request_id": "rid"}, _ACTION_CLASSES[action])
+    except Exception:
+        assert fast is None
+        return
+    assert fast is None or fast == expected
+
+
+@pytest.mark.parametrize(
+    ("params", "accepted"),
+    [
+        ({"accepted": False}, False),
+        ({"accepted": True, "client_id": "c", "room_id": "r"}, True),
+        ({"client_id": "c", "room_id": "r"}, True),  # no accepted at all
+        ({"accepted": None, "client_id": "c", "room_id": "r"}, True),
+        ({"accepted": 0, "client_id": "c", "room_id": "r"}, True),
+        ({"accepted": "no", "client_id": "c", "room_id": "r"}, True),
+    ],
+)
+def test_broker_reads_a_response_as_the_reference_does(
+    params: dict[str, Any], accepted: bool
+) -> None:
+    """Only JSON false rejects (WIRE.md): a response whose accepted is missing, null, a number
+    or a string accepts, as the reference broker does."""
+    line = orjson.dumps({"request_id": "r", "action": "response", "params": params})
+    response = decode_line(line, Role.BROKER)
+    assert isinstance(response, Response)
+    assert response.accepted is accepted
+
+
+def test_broker_matches_envelope_keys_without_case() -> None:
+    """Go's JSON decoder matches field names without regard to case: Request_ID and ACTION
+    work against the reference, so they work against ours."""
+    line = b'{"Request_ID": "r", "ACTION": "broadcast", "Params": {"message": "hi"}}'
+    assert decode_line(line, Role.BROKER) == Broadcast(request_id="r", message="hi")

@@ -29,8 +29,11 @@ from ._frames import (
     ACTION_TYPES,
     EVENT_TYPES,
     BadFrame,
+    Broadcast,
     Disconnected,
     Frame,
+    MessageToConnection,
+    MessageToRoom,
     NewConnection,
     NewMessage,
     Response,
@@ -121,6 +124,9 @@ def _slot_constructor(cls: type[_F]) -> Callable[..., _F]:
 
 
 _new_message = _slot_constructor(NewMessage)  # (request_id, context, message)
+_to_room = _slot_constructor(MessageToRoom)  # (request_id, room_id, message)
+_to_connection = _slot_constructor(MessageToConnection)  # (request_id, conn_id, message)
+_broadcast = _slot_constructor(Broadcast)  # (request_id, message)
 _new_connection = _slot_constructor(NewConnection)  # (request_id, context)
 _disconnected = _slot_constructor(Disconnected)  # (request_id, context)
 
@@ -160,6 +166,44 @@ def _fast_disconnected(params: dict[str, Any], request_id: str) -> Disconnected 
     return None if context is None else _disconnected(request_id, context)
 
 
+# The broker's hot path: the three message actions, as plainly valid as the events above.
+
+
+def _fast_to_room(params: dict[str, Any], request_id: str) -> MessageToRoom | None:
+    room_id, message = params.get("room_id"), params.get("message")
+    if type(room_id) is not str or type(message) is not str:
+        return None
+    return _to_room(request_id, room_id, message)
+
+
+def _fast_to_connection(params: dict[str, Any], request_id: str) -> MessageToConnection | None:
+    conn_id, message = params.get("conn_id"), params.get("message")
+    if type(conn_id) is not str or type(message) is not str:
+        return None
+    return _to_connection(request_id, conn_id, message)
+
+
+def _fast_broadcast(params: dict[str, Any], request_id: str) -> Broadcast | None:
+    message = params.get("message")
+    return _broadcast(request_id, message) if type(message) is str else None
+
+
+def _reference_response(params: dict[str, Any], request_id: str) -> Response:
+    """A ``response`` as the reference broker reads it (WIRE.md): its params are untyped, and
+    only ``accepted`` equal to JSON ``false`` rejects; a missing, ``null``, numeric or string
+    ``accepted`` accepts. Ids and metadata of the wrong type count as missing (the broker then
+    refuses the client and says why)."""
+    client_id, room_id = params.get("client_id"), params.get("room_id")
+    metadata = params.get("metadata")
+    return Response(
+        request_id=request_id,
+        accepted=params.get("accepted") is not False,
+        client_id=client_id if type(client_id) is str else None,
+        room_id=room_id if type(room_id) is str else None,
+        metadata=metadata if type(metadata) is dict else None,
+    )
+
+
 _FastPath = Callable[[dict[str, Any], str], Frame | None]
 _FAST_PATHS: dict[Role, dict[str, _FastPath]] = {
     Role.BACKEND: {
@@ -167,8 +211,15 @@ _FAST_PATHS: dict[Role, dict[str, _FastPath]] = {
         NewConnection.ACTION: _fast_new_connection,
         Disconnected.ACTION: _fast_disconnected,
     },
-    Role.BROKER: {},
+    Role.BROKER: {
+        MessageToConnection.ACTION: _fast_to_connection,
+        MessageToRoom.ACTION: _fast_to_room,
+        Broadcast.ACTION: _fast_broadcast,
+        Response.ACTION: _reference_response,
+    },
 }
+
+_ENVELOPE = ("request_id", "action", "params")
 
 
 def decode_line(line: bytes | bytearray, role: Role = Role.BACKEND) -> Frame:
@@ -203,6 +254,11 @@ def _decode_object(obj: Any, role: Role) -> Frame:
     """Decode a parsed line with the converter, or say exactly what is wrong with it."""
     if type(obj) is not dict:
         raise RemoteProtocolError(f"expected a JSON object, got {type(obj).__name__}")
+    if role is Role.BROKER and not all(key in obj for key in _ENVELOPE):
+        # The reference matches the envelope's keys without regard to case (Go's JSON).
+        folded = {key.lower(): value for key, value in obj.items() if type(key) is str}
+        if all(key in folded for key in _ENVELOPE):
+            return _decode_parsed(folded, role, _FAST_PATHS[role])
     action = obj.get("action")
     entry = _STRUCTURERS[role].get(action) if type(action) is str else None
     if entry is None:

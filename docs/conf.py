@@ -47,7 +47,9 @@ nitpick_ignore = [
     # argument, what a broker hub's hooks take), on purpose not documented.
     ("py:class", "strands_trio._host.Target"),
     ("py:class", "strands_trio.broker._hub._Client"),
-    ("py:class", "BackendLink"),  # strands_trio.broker._backends, imported for typing only
+    # A broker's cluster node: in strands_trio.broker.cluster, imported only with Redis (and
+    # so for typing only in BrokerAddress).
+    ("py:class", "ClusterNode"),
     ("py:class", "strands_trio.testing._fake_broker._Link"),
     ("py:class", "strands_trio.redis._link.Link"),
     # Third-party types with no inventory to link to: prometheus_client has no Sphinx docs,

@@ -26,8 +26,9 @@ from strands_trio import (
     StrandsClient,
 )
 from strands_trio._errors import NotConnectedError, PresenceIncomplete
-from strands_trio.broker import BrokerAddress, BrokerConfig, serve_broker
+from strands_trio.broker import BrokerAddress, BrokerConfig, ClusterStatistics, serve_broker
 from strands_trio.broker._cli import config_from_args
+from strands_trio.broker.cluster import ClusterNode
 from strands_trio.protocol import (
     BrokerMember,
     FrameDecoder,
@@ -36,7 +37,7 @@ from strands_trio.protocol import (
     Role,
     encode,
 )
-from strands_trio.redis import RedisError
+from strands_trio.redis import LivePubSub, LiveRedis, RedisError
 from strands_trio.testing import open_fake_broker
 
 from ._net import http_get, open_client, reap
@@ -109,8 +110,28 @@ class Node:
         self.stopped = trio.Event()
 
     @property
-    def hub(self) -> Any:
-        return self.address.hub
+    def cluster(self) -> ClusterNode:
+        """The node's cluster side, which ``serve_broker`` composed with its hub."""
+        cluster = self.address.cluster
+        assert cluster is not None
+        return cluster
+
+    @property
+    def stats(self) -> ClusterStatistics:
+        """The node's cluster figures, as ``BrokerAddress.statistics()`` reports them."""
+        stats = self.address.statistics().cluster
+        assert stats is not None
+        return stats
+
+    @property
+    def redis(self) -> LiveRedis:
+        assert self.cluster.redis is not None
+        return self.cluster.redis
+
+    @property
+    def pubsub(self) -> LivePubSub:
+        assert self.cluster.pubsub is not None
+        return self.cluster.pubsub
 
     async def client(self, nursery: trio.Nursery, client_id: str, room: str) -> WebSocketConnection:
         """A WebSocket client of this node, once its backend has greeted it."""
@@ -120,7 +141,7 @@ class Node:
 
     def crash(self) -> None:
         """Stop at once without deregistering, as a crashed process would."""
-        self.hub._crash()
+        self.cluster._crash()
         self.scope.cancel()
 
 
@@ -150,15 +171,25 @@ async def start_node(
 
 async def learns_backends_of(node: Node, other: str) -> None:
     """Return once *node* knows that node *other* has backends (it learns at a renewal, which
-    this wakes rather than waiting for)."""
-    while other not in node.hub._backend_nodes:
-        node.hub._wake_keeper.set()
-        await node.hub._progress.wait()
+    this runs rather than waiting for)."""
+    while other not in node.cluster.backend_nodes:
+        await node.cluster.renew()
 
 
 async def settle(*nodes: Node) -> None:
     for node in nodes:
-        await node.hub.settle()
+        await node.cluster.settle()
+
+
+async def subscribed(server: RedisServer, channel: str, count: int) -> None:
+    """Return once Redis counts *count* subscribers to *channel*: for a node in another
+    process, whose ``settle()`` a test cannot call (it subscribes to a room's channel after
+    its first member joined, in its own time)."""
+    for _ in range(1000):
+        if server.command("PUBSUB", "NUMSUB", channel)[1] >= count:
+            return
+        await trio.sleep(0.01)
+    raise AssertionError(f"{channel} never had {count} subscribers")
 
 
 async def exactly(ws: WebSocketConnection, *expected: str) -> None:
@@ -199,8 +230,8 @@ async def test_room_private_broadcast_and_close_cross_nodes(
             assert await ws.get_message() == "marker"
 
         # Node C has no client in lobby, so it received none of its messages.
-        assert c.hub.statistics().cluster.received == 2  # the two broadcasts
-        assert a.hub.statistics().cluster.published == 3
+        assert c.stats.received == 2  # the two broadcasts
+        assert a.stats.published == 3
         status, body = await http_get(a.address.ws_port, "/metrics")
         assert status == 200
         assert b"strands_broker_cluster_published_total 3\n" in body
@@ -217,7 +248,7 @@ async def test_room_private_broadcast_and_close_cross_nodes(
 
         await a.app.send_private_message("nobody", "lost")
         await a.app.presence("lobby")  # a round trip behind it: its lookup is done
-        assert a.hub.statistics().cluster.unknown_targets == 1
+        assert a.stats.unknown_targets == 1
 
 
 async def test_same_client_id_on_another_node_replaces_the_first(
@@ -255,12 +286,14 @@ async def test_a_node_without_backend_uses_another_nodes_backends(
         await exactly(ann, "bob: hi")
         await bob.aclose()
         await a.left["bob"].wait()  # the disconnected event reached a's backend too
-        assert b.hub.statistics().backends == 0
-        assert a.hub.statistics().cluster.received >= 4
+        assert b.address.statistics().hub.backends == 0
+        assert a.stats.received >= 4
+        # Its connection request, new_connection, new_message and disconnected events.
+        assert b.stats.forwarded_events == 4
 
 
 async def test_a_stopped_node_does_not_stall_the_others(
-    redis_url: str, nursery: trio.Nursery
+    redis_url: str, redis_session_server: RedisServer, nursery: trio.Nursery
 ) -> None:
     """Node B, in a process of its own, is frozen (SIGSTOP): node A's clients keep getting
     their room's messages at once and A loses nothing; thawed, B delivers what Redis kept for
@@ -286,7 +319,8 @@ async def test_a_stopped_node_does_not_stall_the_others(
             ann = await a.client(nursery, "ann", "lobby")
             bob = await open_client(nursery, ws_port, "/ws/lobby", [("X-Id", "bob")])
             assert await bob.get_message() == "welcome"
-            await a.app.send_room_message("lobby", "warm-up")  # b is subscribed once bob has it
+            await subscribed(redis_session_server, f"{PREFIX}room:lobby", 2)
+            await a.app.send_room_message("lobby", "warm-up")
             await exactly(ann, "warm-up")
             await exactly(bob, "warm-up")
 
@@ -295,8 +329,8 @@ async def test_a_stopped_node_does_not_stall_the_others(
             for text in sent:
                 await a.app.send_room_message("lobby", text)
             await exactly(ann, *sent)
-            await a.hub.settle()
-            assert a.hub.statistics().cluster.lost == 0
+            await a.cluster.settle()
+            assert a.stats.lost == 0
 
             process.send_signal(signal.SIGCONT)
             await exactly(bob, *sent)
@@ -305,28 +339,58 @@ async def test_a_stopped_node_does_not_stall_the_others(
         await reap(process)
 
 
-def test_pins_of_other_nodes_clients_are_forgotten_with_their_node() -> None:
+async def test_pins_of_other_nodes_clients_are_forgotten_with_their_node() -> None:
     """A node taking another node's client events pins each client to a backend; when that
     node leaves the cluster (its disconnected events never come) the pins go too."""
-    from strands_trio.broker._cluster import ClusterHub
+    from strands_trio.broker.cluster._channels import Channels
+    from strands_trio.broker.cluster._forwarding import Forwarding
+    from strands_trio.broker.cluster._writer import Writer
 
     class Alive:
-        alive = True
+        name = "alive"
+        full = False
 
-        def send(self, data: bytes, *, check: bool = True) -> None:
-            pass
+        def __init__(self) -> None:
+            self.alive = True
+            self.sent: list[bytes] = []
 
-    hub = ClusterHub(BrokerConfig(redis_url="redis://127.0.0.1:1/0", node_id="m"))
-    hub._backends.append(Alive())  # type: ignore[arg-type]
+        def send(self, data: bytes, owner: object = None) -> None:
+            self.sent.append(data)
+
+        async def wait_progress(self) -> None:
+            await trio.lowlevel.checkpoint()
+
+    backend = Alive()
+
+    class StubHub:
+        def pick_backend(self) -> Alive:
+            return backend
+
+        def enqueue(self, data: bytes) -> None:
+            raise AssertionError("there is a backend")
+
+        def complete_admission(self, response: object) -> bool:
+            raise AssertionError("no response expected")
+
+        def fail_admission(self, request_id: str) -> None:
+            raise AssertionError("no refusal expected")
+
+    config = BrokerConfig(redis_url="redis://127.0.0.1:1/0", node_id="m")
+    forwarding = Forwarding(StubHub(), config, Channels(PREFIX, "m"), Writer("m", ()))
     for origin in ("n", "o"):
         for i in range(100):
             context = {"client_id": f"{origin}{i}", "room_id": "r"}
-            hub._forwarded_event(
+            forwarding.forwarded_event(
                 origin, {"action": "new_connection", "params": {"context": context}}
             )
-    assert len(hub._remote_pins) == 200
-    hub._prune_remote_pins({"m", "o"})  # n is gone
-    assert sorted(hub._remote_pins) == sorted(f"o{i}" for i in range(100))
+    assert len(backend.sent) == 200
+    assert forwarding.statistics().pins == 200
+    assert forwarding.wants_live_nodes()
+    forwarding.live_nodes_are({"m", "o"})  # n is gone
+    assert sorted(forwarding._pins) == sorted(f"o{i}" for i in range(100))
+    backend.alive = False  # the backend they were pinned to left
+    forwarding.live_nodes_are({"m", "o"})
+    assert not forwarding.wants_live_nodes()
 
 
 async def test_an_event_forwarded_to_a_dead_node_is_counted_lost(
@@ -343,9 +407,9 @@ async def test_an_event_forwarded_to_a_dead_node_is_counted_lost(
         a.crash()
         await a.stopped.wait()
         await bob.send_message("anyone?")
-        while b.hub.statistics().cluster.lost == 0:
-            await b.hub._progress.wait()
-        assert "a" not in b.hub._backend_nodes
+        while b.stats.lost == 0:  # until b has read the message and Redis has answered
+            await b.cluster.settle()
+        assert "a" not in b.cluster.backend_nodes
         with pytest.raises(ConnectionRejected) as refused:
             await open_client(nursery, b.address.ws_port, "/ws/lobby", [("X-Id", "cat")])
         assert refused.value.status_code == 503
@@ -409,10 +473,9 @@ async def test_a_dead_node_leaves_presence_within_its_ttl(
         assert await a.app.presence("lobby") == [BrokerMember(client_id="ann", node="a")]
         await a.app.send_private_message("bob", "lost")
         await a.app.presence("lobby")  # a round trip behind it: its lookup is done
-        assert a.hub.statistics().cluster.unknown_targets == 1
+        assert a.stats.unknown_targets == 1
         # The sweep (every node_ttl / 3) deletes what the dead node had registered.
-        a.hub._wake_keeper.set()
-        await a.hub._progress.wait()
+        await a.cluster.renew()
         assert redis_session_server.command("EXISTS", f"{PREFIX}owned:b") == 0
         assert redis_session_server.command("HGET", f"{PREFIX}clients", "bob") is None
         assert redis_session_server.command("SMEMBERS", f"{PREFIX}nodes") == [b"a"]
@@ -430,19 +493,19 @@ async def test_redis_restart(redis_server: RedisServer, nursery: trio.Nursery) -
         await settle(a, b)
 
         redis_server.kill()
-        await a.hub.redis.wait_lost()
+        await a.redis.wait_lost()
         await a.app.send_room_message("lobby", "during the outage")
         assert await ann.get_message() == "during the outage"  # local delivery goes on
         with pytest.raises(RedisError):
-            await a.hub.settle()
-        assert a.hub.statistics().cluster.lost == 1
+            await a.cluster.settle()
+        assert a.stats.lost == 1
 
         redis_server.start()
         for node in (a, b):
-            await node.hub.redis.wait_available()
-            await node.hub.pubsub.wait_available()
+            await node.redis.wait_available()
+            await node.pubsub.wait_available()
         await settle(a, b)
-        stats = b.hub.statistics().cluster
+        stats = b.stats
         assert stats.resyncs >= 2
         assert stats.redis_available
         assert stats.subscriber_available
@@ -454,7 +517,87 @@ async def test_redis_restart(redis_server: RedisServer, nursery: trio.Nursery) -
             BrokerMember(client_id="ann", node="a"),
             BrokerMember(client_id="bob", node="b"),
         ]
-        assert a.hub.statistics().cluster.lost == 1
+        assert a.stats.lost == 1
+
+
+def command_calls(server: RedisServer) -> dict[str, int]:
+    """How many times each command ran since the server started or ``CONFIG RESETSTAT``
+    (``INFO commandstats``; a subcommand is named ``script|load``)."""
+    calls = {}
+    for line in server.command("INFO", "commandstats").decode().splitlines():
+        if line.startswith("cmdstat_"):
+            name, _, fields = line.removeprefix("cmdstat_").partition(":")
+            calls[name] = int(fields.split(",")[0].removeprefix("calls="))
+    return calls
+
+
+def noscript_errors(server: RedisServer) -> int:
+    """How many ``NOSCRIPT`` errors the server answered (``INFO errorstats``)."""
+    match = re.search(rb"errorstat_NOSCRIPT:count=(\d+)", server.command("INFO", "errorstats"))
+    return int(match[1]) if match else 0
+
+
+async def script_retries(node: Node) -> int:
+    """The node's ``script_retries`` counter, from its ``/metrics``."""
+    status, body = await http_get(node.address.ws_port, "/metrics")
+    assert status == 200
+    match = re.search(rb"strands_broker_cluster_script_retries_total (\d+)\n", body)
+    assert match, body
+    return int(match[1])
+
+
+async def test_scripts_are_called_by_sha1_even_after_a_restart(
+    redis_server: RedisServer, nursery: trio.Nursery
+) -> None:
+    """Nodes call their scripts with EVALSHA, never EVAL with the source; after Redis
+    restarts empty they load the scripts before calling them on the new connection, so no call
+    fails with NOSCRIPT; after a SCRIPT FLUSH, the calls Redis refused are sent again with
+    EVAL, counted, and nothing is lost."""
+    with trio.fail_after(DEADLINE):
+        a = await start_node(nursery, node_config(redis_server.url, "a"))
+        b = await start_node(nursery, node_config(redis_server.url, "b"))
+        await a.client(nursery, "ann", "lobby")
+        await settle(a, b)
+
+        redis_server.command("CONFIG", "RESETSTAT")
+        bob = await b.client(nursery, "bob", "lobby")  # JOIN
+        await settle(b)
+        await a.app.send_private_message("bob", "psst")  # SEND
+        await exactly(bob, "psst")
+        assert len(await a.app.presence("lobby")) == 2  # PRESENCE
+        await a.cluster.renew()  # REFRESH, BACKENDS, SWEEP
+        calls = command_calls(redis_server)
+        assert calls["evalsha"] >= 6
+        assert "eval" not in calls
+        assert "script|load" not in calls  # loaded once, on the connection's first pipeline
+
+        redis_server.kill()
+        await a.redis.wait_lost()
+        redis_server.start()
+        for node in (a, b):
+            await node.redis.wait_available()
+            await node.pubsub.wait_available()
+        await settle(a, b)
+        await a.app.send_private_message("bob", "again")
+        await exactly(bob, "again")
+        assert len(await a.app.presence("lobby")) == 2
+        calls = command_calls(redis_server)
+        assert calls["evalsha"] >= 6
+        assert "eval" not in calls
+        assert calls["script|load"] >= 2 * 9  # each node loaded its nine scripts
+        assert noscript_errors(redis_server) == 0
+        assert await script_retries(a) == await script_retries(b) == 0
+
+        redis_server.command("SCRIPT", "FLUSH")
+        await a.app.send_private_message("bob", "after a flush")  # NOSCRIPT, then EVAL
+        await exactly(bob, "after a flush")
+        assert len(await b.app.presence("lobby")) == 2
+        await settle(a, b)  # any pipeline that met the flush has been answered, and retried
+        retried = await script_retries(a) + await script_retries(b)
+        assert retried >= 1
+        assert noscript_errors(redis_server) == retried
+        assert command_calls(redis_server)["eval"] == retried
+        assert a.stats.lost == b.stats.lost == 0
 
 
 async def test_presence_while_redis_is_down_is_incomplete(
@@ -467,7 +610,7 @@ async def test_presence_while_redis_is_down_is_incomplete(
         await a.client(nursery, "ann", "lobby")
         await settle(a)
         redis_server.kill()
-        await a.hub.redis.wait_lost()
+        await a.redis.wait_lost()
         with pytest.raises(PresenceIncomplete) as incomplete:
             await a.app.presence("lobby")
         assert incomplete.value.members == [BrokerMember(client_id="ann", node="a")]
@@ -499,7 +642,7 @@ async def test_presence_on_a_single_broker(broker: BrokerAddress, nursery: trio.
             BrokerMember(client_id="bob", node="solo"),
         ]
         assert await app.presence("nobody-here") == []
-        assert broker.hub.statistics().cluster is None
+        assert broker.statistics().cluster is None
 
 
 async def test_presence_needs_a_connection_and_fails_when_it_is_lost() -> None:

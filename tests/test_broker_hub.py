@@ -12,27 +12,33 @@ import trio
 import trio.testing
 
 from strands_trio import ClientConfig, StrandsClient
-from strands_trio.broker import Admission, BrokerConfig, Hub
-from strands_trio.broker._backends import serve_backend
+from strands_trio.broker import Admission, BrokerConfig, Delivery, Handshake, Hub
+from strands_trio.broker._backends import BackendServer
 from strands_trio.broker._hub import NO_BACKEND
 
 HEADERS = {"Sec-Websocket-Key": ["x"], "Authorization": ["Bearer a", "Bearer b"]}
 
 
+def handshake(url: str = "/ws/chat") -> Handshake:
+    return Handshake(headers=HEADERS, url=url, remote_addr="10.0.0.1:5")
+
+
 class Link:
-    """A stand-in for a WebSocket client's link: records deliveries and closes."""
+    """A stand-in for a WebSocket client's link: records deliveries, flushes and closes."""
 
-    def __init__(self, capacity: int = 100) -> None:
+    def __init__(self) -> None:
         self.received: list[str] = []
+        self.deliveries: list[Delivery] = []
+        self.flushes = 0
         self.closed: tuple[int, str] | None = None
-        self.capacity = capacity
 
-    def deliver(self, message: str) -> bool:
-        if len(self.received) >= self.capacity:
-            self.close(1008, "too slow")
-            return False
-        self.received.append(message)
+    def deliver(self, message: Delivery) -> bool:
+        self.deliveries.append(message)
+        self.received.append(message.text)
         return True
+
+    def flush(self) -> None:
+        self.flushes += 1
 
     def close(self, code: int, reason: str) -> None:
         self.closed = (code, reason)
@@ -71,18 +77,33 @@ def config(**changes: Any) -> BrokerConfig:
     return BrokerConfig(ws_port=0, tcp_port=0, heartbeat_interval=None, **changes)
 
 
+#: The backends' port of each hub made by make(), for attach().
+SERVERS: dict[Hub, BackendServer] = {}
+
+
+def make(**changes: Any) -> Hub:
+    """A hub and its backends' port (as serve_broker composes them)."""
+    hub = Hub(config(**changes))
+    SERVERS[hub] = BackendServer(hub, hub.config)
+    return hub
+
+
 @pytest.fixture
 def hub() -> Hub:
-    return Hub(config())
+    return make()
+
+
+def server_of(hub: Hub) -> BackendServer:
+    return SERVERS[hub]
 
 
 async def attach(
-    hub: Hub, nursery: trio.Nursery, name: str = "b1"
+    hub: Hub, nursery: trio.Nursery, name: str = "b1", *, lockstep: bool = False
 ) -> tuple[RawBackend, trio.abc.Stream]:
     """Connect a raw backend to the hub; return it once the hub sends it events."""
-    broker_end, backend_end = trio.testing.memory_stream_pair()
-    nursery.start_soon(serve_backend, hub, broker_end, name)
-    await trio.testing.wait_all_tasks_blocked()
+    pair = trio.testing.lockstep_stream_pair if lockstep else trio.testing.memory_stream_pair
+    broker_end, backend_end = pair()
+    await nursery.start(server_of(hub).serve_link, broker_end, name)
     return RawBackend(backend_end), broker_end
 
 
@@ -93,7 +114,7 @@ async def admit_via(
     result: list[Admission] = []
 
     async def ask() -> None:
-        result.append(await hub.admit(HEADERS, "/ws/chat", "10.0.0.1:5"))
+        result.append(await hub.admit(handshake()))
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(ask)
@@ -124,6 +145,7 @@ async def test_admission_round_trip(hub: Hub, nursery: trio.Nursery) -> None:
         metadata={"role": "admin"},
         backend=admission.backend,
     )
+    assert admission.backend is not None
     client = hub.connect(admission, Link())
     hub.message(client, "hi")
     joined, said = await backend.frame(), await backend.frame()
@@ -145,13 +167,13 @@ async def test_rejection_and_bad_answers(hub: Hub, nursery: trio.Nursery) -> Non
     assert (refused.accepted, refused.status) == (False, 403)
     no_ids = await admit_via(hub, backend, lambda r: {"accepted": True})
     assert (no_ids.accepted, no_ids.status) == (False, 403)
-    assert hub.counters.bad_responses == 1
+    assert hub.statistics().bad_responses == 1
 
 
 async def test_no_backend_refuses_and_queues_the_error(hub: Hub, nursery: trio.Nursery) -> None:
     """With no backend the handshake is refused with 503 at once, and an error event carrying
     the request goes to the next backend, as the reference does."""
-    admission = await hub.admit(HEADERS, "/ws/chat", "10.0.0.1:5")
+    admission = await hub.admit(handshake())
     assert (admission.accepted, admission.status) == (False, 503)
     backend, _ = await attach(hub, nursery)
     error = await backend.frame()
@@ -166,9 +188,9 @@ async def test_request_timeout(
     """A backend that does not answer gets the request_timeout, then the handshake is 503."""
     await attach(hub, nursery)
     start = trio.current_time()
-    admission = await hub.admit(HEADERS, "/ws/", "10.0.0.1:5")
+    admission = await hub.admit(handshake("/ws/"))
     assert (admission.status, trio.current_time() - start) == (503, hub.config.request_timeout)
-    assert hub.counters.timed_out == 1
+    assert hub.statistics().timed_out == 1
 
 
 async def test_backend_leaving_before_answering(hub: Hub, nursery: trio.Nursery) -> None:
@@ -177,7 +199,7 @@ async def test_backend_leaving_before_answering(hub: Hub, nursery: trio.Nursery)
     result: list[Admission] = []
 
     async def ask() -> None:
-        result.append(await hub.admit(HEADERS, "/ws/", "10.0.0.1:5"))
+        result.append(await hub.admit(handshake("/ws/")))
 
     async with trio.open_nursery() as inner:
         inner.start_soon(ask)
@@ -211,7 +233,7 @@ async def test_events_stick_to_the_accepting_backend(hub: Hub, nursery: trio.Nur
 async def test_queue_is_bounded_and_flushed_in_order(nursery: trio.Nursery) -> None:
     """Events while no backend is connected wait in a queue of queue_size, oldest dropped
     first and counted, and go in order to the next backend."""
-    hub = Hub(config(queue_size=3))
+    hub = make(queue_size=3)
     backend, _ = await attach(hub, nursery)
     client = hub.connect(await admit_via(hub, backend, accept("ann")), Link())
     await backend.frame()  # new_connection
@@ -219,23 +241,22 @@ async def test_queue_is_bounded_and_flushed_in_order(nursery: trio.Nursery) -> N
     await trio.testing.wait_all_tasks_blocked()
     for n in range(5):
         hub.message(client, f"m{n}")
-    assert hub.counters.queue_dropped == 2
+    assert hub.statistics().queue_dropped == 2
     late, _ = await attach(hub, nursery, "late")
     assert [(await late.frame())["params"]["message"] for _ in range(3)] == ["m2", "m3", "m4"]
 
 
 async def test_queue_is_bounded_in_bytes_too(nursery: trio.Nursery) -> None:
     """Past queue_bytes the oldest queued events are dropped too, whatever their number."""
-    hub = Hub(config(queue_bytes=2000))
+    hub = make(queue_bytes=2000)
     backend, _ = await attach(hub, nursery)
     client = hub.connect(await admit_via(hub, backend, accept("ann")), Link())
     await trio.aclose_forcefully(backend.stream)
-    while hub.health()["backends"]:
-        await hub.wait_changed()
+    await hub.wait_backends(0)
     for n in range(10):
         hub.message(client, f"{n}" + "x" * 400)
     assert hub.health()["queued"] < 10
-    dropped = hub.counters.queue_dropped
+    dropped = hub.statistics().queue_dropped
     late, _ = await attach(hub, nursery, "late")
     got = [(await late.next("new_message"))["params"]["message"][0] for _ in range(10 - dropped)]
     assert got == [str(n) for n in range(dropped, 10)]
@@ -260,8 +281,13 @@ async def test_actions_reach_clients(hub: Hub, nursery: trio.Nursery) -> None:
     assert bob.received == ["to bob", "to all"]
     assert ann.closed == (4001, "bye")
     stats = hub.statistics()
-    assert (stats.unknown_targets, stats.bad_frames, stats.backends) == (2, 1, 1)
+    assert (stats.unknown_targets, server_of(hub).statistics().bad_frames, stats.backends) == (
+        2,
+        1,
+        1,
+    )
     assert (stats.connections, stats.rooms, stats.messages_out) == (2, 2, 4)
+    assert ann.flushes >= 1  # deliveries are flushed once per batch of actions
 
 
 async def test_same_client_id_replaces_the_older_socket(hub: Hub, nursery: trio.Nursery) -> None:
@@ -282,20 +308,20 @@ async def test_backend_secret(nursery: trio.Nursery, secret: str | None) -> None
     """With a secret configured, a backend without it or with a wrong one is refused; our
     client with the right one is accepted."""
     right = "the right secret, 16+ chars"
-    hub = Hub(config(backend_secret=right, handshake_timeout=1))
+    hub = make(backend_secret=right, handshake_timeout=1)
     broker_end, backend_end = trio.testing.memory_stream_pair()
-    nursery.start_soon(serve_backend, hub, broker_end, "raw")
+    nursery.start_soon(server_of(hub).serve_link, broker_end, "raw")
     raw = RawBackend(backend_end)
     if secret is not None:
         await raw.send("authenticate", secret=secret)
     else:
         await raw.send("broadcast", message="sneaky")
     await trio.testing.wait_all_tasks_blocked()
-    assert (hub.counters.backends_refused, hub.health()["backends"]) == (1, 0)
+    assert (server_of(hub).statistics().refused, hub.health()["backends"]) == (1, 0)
     assert await backend_end.receive_some() == b""  # the refused link is closed
 
     pair = trio.testing.memory_stream_pair()
-    nursery.start_soon(serve_backend, hub, pair[0], "ours")
+    nursery.start_soon(server_of(hub).serve_link, pair[0], "ours")
 
     async def connect() -> trio.abc.Stream:
         return pair[1]
@@ -311,25 +337,49 @@ async def test_backend_secret(nursery: trio.Nursery, secret: str | None) -> None
 async def test_stalled_backend_is_dropped(
     autojump_clock: trio.abc.Clock, nursery: trio.Nursery
 ) -> None:
-    """A backend that stops reading is disconnected once no write has completed for
-    backend_stall_timeout (the watchdog looks four times per timeout), and its client's events
-    then wait in the queue."""
-    hub = Hub(config(max_backend_buffer=1000, backend_stall_timeout=4))
-    broker_end, backend_end = trio.testing.lockstep_stream_pair()
-    nursery.start_soon(serve_backend, hub, broker_end, "stuck")
-    await trio.testing.wait_all_tasks_blocked()
-    stuck = RawBackend(backend_end)
+    """A backend that takes nothing is disconnected once no write has made progress for
+    backend_stall_timeout (the watchdog looks four times per timeout); meanwhile its full
+    buffer makes its client wait, and after the drop the client's events go to the queue."""
+    hub = make(max_backend_buffer=1000, backend_stall_timeout=4)
+    stuck, _ = await attach(hub, nursery, "stuck", lockstep=True)
     client = hub.connect(await admit_via(hub, stuck, accept("ann")), Link())
     start = trio.current_time()
-    for _ in range(12):  # about 1,500 bytes: full, but under the hard limit of 2,000
-        hub.message(client, "x" * 20)
-    assert hub.counters.backends_stalled == 0
-    while hub.health()["backends"]:
-        await hub.wait_changed()
+    pauses = [hub.message(client, "x" * 20) for _ in range(12)]
+    assert pauses[-1] is True  # about 1,500 bytes: full, the client should wait
+    assert server_of(hub).statistics().stalled == 0
+    await hub.wait_backends(0)
     assert 4 <= trio.current_time() - start <= 5
-    assert hub.counters.backends_stalled == 1
+    stats = server_of(hub).statistics()
+    assert stats.stalled == 1
+    assert stats.events_lost >= 11
     hub.message(client, "to the queue now")
     assert hub.health()["queued"] == 1
+
+
+async def test_a_slow_backend_that_reads_is_never_dropped(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    """A backend that reads one line every 3 s, slower than its clients send, is not dropped
+    with a 4 s stall timeout: its client waits instead (flow control), and nothing is lost."""
+    hub = make(max_backend_buffer=200, client_share=100, backend_stall_timeout=4)
+    slow, _ = await attach(hub, nursery, "slow", lockstep=True)
+    client = hub.connect(await admit_via(hub, slow, accept("ann")), Link())
+    await slow.next("new_connection")
+
+    async def send_all() -> None:
+        for n in range(5):
+            if hub.message(client, f"m{n}" + "x" * 150):
+                await hub.wait_ready(client)
+
+    async with trio.open_nursery() as senders:
+        senders.start_soon(send_all)
+        got = []
+        for _ in range(5):
+            await trio.sleep(3)
+            got.append((await slow.next("new_message"))["params"]["message"][:2])
+    assert got == ["m0", "m1", "m2", "m3", "m4"]
+    assert server_of(hub).statistics().stalled == 0
+    assert hub.statistics().flow_pauses >= 1
 
 
 async def test_backend_gone_while_writing_does_not_stop_the_broker(
@@ -342,8 +392,7 @@ async def test_backend_gone_while_writing_does_not_stop_the_broker(
     await trio.aclose_forcefully(backend.stream)
     for n in range(100):  # written to a socket whose peer is gone: BrokenResourceError
         hub.message(client, f"lost {n}")
-    while hub.health()["backends"]:
-        await hub.wait_changed()
+    await hub.wait_backends(0)
     survivor, _ = await attach(hub, nursery, "survivor")
     hub.message(client, "after")
     # Whatever reached the queue before the broker saw the reset comes first, in order.
@@ -358,18 +407,17 @@ async def test_a_big_queue_is_flushed_without_dropping_the_backend(
 ) -> None:
     """Flushing a queue larger than the backend's buffer limit to a new backend does not make
     it look stalled: every queued event arrives."""
-    hub = Hub(config(max_backend_buffer=1000))
+    hub = make(max_backend_buffer=1000)
     backend, _ = await attach(hub, nursery)
     client = hub.connect(await admit_via(hub, backend, accept("ann")), Link())
     await trio.aclose_forcefully(backend.stream)
-    while hub.health()["backends"]:
-        await hub.wait_changed()
+    await hub.wait_backends(0)
     for n in range(30):
         hub.message(client, f"{n:02d}" + "x" * 500)
     late, _ = await attach(hub, nursery, "late")
     got = [(await late.next("new_message"))["params"]["message"][:2] for _ in range(30)]
     assert got == [f"{n:02d}" for n in range(30)]
-    assert hub.counters.backends_stalled == 0
+    assert server_of(hub).statistics().stalled == 0
 
 
 async def test_queued_clients_stay_with_the_backend_that_got_their_events(
@@ -377,12 +425,11 @@ async def test_queued_clients_stay_with_the_backend_that_got_their_events(
 ) -> None:
     """A client whose events were queued is pinned to the backend the queue went to, so its
     later events follow them there, even when another backend is up."""
-    hub = Hub(config())
+    hub = make()
     backend, _ = await attach(hub, nursery)
     client = hub.connect(await admit_via(hub, backend, accept("ann")), Link())
     await trio.aclose_forcefully(backend.stream)
-    while hub.health()["backends"]:
-        await hub.wait_changed()
+    await hub.wait_backends(0)
     hub.message(client, "queued")
     first, _ = await attach(hub, nursery, "first")
     await attach(hub, nursery, "second")
@@ -393,15 +440,15 @@ async def test_queued_clients_stay_with_the_backend_that_got_their_events(
 
 
 async def test_shutdown_flushes_backends(nursery: trio.Nursery) -> None:
-    """close_backends() makes each link write what is queued, then close."""
-    hub = Hub(config())
+    """Closing the backends' port makes each link write what is queued, then close."""
+    hub = make()
     backend, _ = await attach(hub, nursery)
     client = hub.connect(await admit_via(hub, backend, accept("ann")), Link())
     await backend.frame()
     hub.disconnect(client)
-    hub.close_backends()
+    server_of(hub).close()
     with trio.fail_after(5):
-        await hub.wait_backends_closed()
+        await server_of(hub).wait_closed()
     assert (await backend.frame())["action"] == "disconnected"
     assert await backend.stream.receive_some() == b""
 

@@ -71,7 +71,7 @@ async def test_a_whole_conversation(broker: FakeBroker) -> None:
 async def test_metadata_from_a_broker_that_does_not_nest() -> None:
     """Against a broker that sends the backend's own metadata, handlers see the same."""
     async with (
-        open_fake_broker(nested_metadata=False, heartbeat_interval=None) as broker,
+        open_fake_broker(reference=False, heartbeat_interval=None) as broker,
         Recording(broker).connected() as client,
     ):
         alice = await broker.connect(headers={"X-User": "alice"})
@@ -557,6 +557,7 @@ async def test_fail_fast_at_start_then_reconnect(
             await trio.sleep(1.5)
             broker.refuse_backends = False
             await broker.wait_backends(1)
+            await trio.testing.wait_all_tasks_blocked()  # the client's side of it too
         assert client.statistics().connections == 2
         assert client.statistics().connect_failures == 1
 

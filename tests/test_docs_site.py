@@ -39,7 +39,7 @@ def documented() -> dict[str, set[str]]:
     """The names api.md documents with autodoc, by the module they are documented in."""
     names: dict[str, set[str]] = {}
     module = ""
-    for kind, name in re.findall(r"^\.\. (\w+)::\s*(\S+)", API, re.MULTILINE):
+    for kind, name in re.findall(r"^\.\. (\w+)::\s*([\w.]+)", API, re.MULTILINE):
         if kind in ("automodule", "currentmodule"):
             module = name
             names.setdefault(module, set())

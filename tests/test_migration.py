@@ -17,7 +17,7 @@ from trio_websocket import ConnectionRejected, WebSocketConnection
 
 from docs.examples import migrate_trio
 from docs.examples.migrate_pystrands import name_of
-from strands_trio.broker import BrokerAddress, BrokerConfig, Hub, serve_broker
+from strands_trio.broker import BrokerAddress, BrokerConfig, serve_broker
 
 from ._net import open_client, reap
 
@@ -76,11 +76,11 @@ async def broker(nursery: trio.Nursery) -> BrokerAddress:
     return address
 
 
-async def wait_for_backend(hub: Hub) -> None:
+async def wait_for_backend(broker: BrokerAddress) -> None:
     """Return once the backend is up; it must have made one connection only (a throwaway
     probe connection would be picked for connection requests, and refuse them with 503)."""
-    await hub.wait_backends(1)
-    assert hub.statistics().backends_connected == 1
+    await broker.hub.wait_backends(1)
+    assert broker.statistics().backends.connected == 1
 
 
 def bearer(token: str) -> list[tuple[str, str]]:
@@ -168,7 +168,7 @@ async def test_both_backends_hold_the_same_chat(
                 partial(trio.run_process, command, check=False, cwd=EXAMPLES)
             )
         try:
-            await wait_for_backend(broker.hub)
+            await wait_for_backend(broker)
             await chat_scenario(clients)
         finally:
             if process is not None:

@@ -27,7 +27,7 @@ from strands_trio.middleware import (
     from_query,
     roles,
 )
-from strands_trio.testing import ConnectionRejected, FakeBroker, MiddlewareHarness
+from strands_trio.testing import ConnectionRejected, MiddlewareHarness, open_fake_broker
 
 SECRET = "a test secret that is long enough for HS256!"
 VERIFIER = JWTVerifier(key=SECRET, algorithms=("HS256",), audience="chat", issuer="demo")
@@ -194,7 +194,7 @@ async def test_role_guard_reads_the_class_and_refuses_bad_metadata() -> None:
     assert not (await harness.message("x", metadata={"identity": {"roles": 5}})).reached
 
 
-async def test_chat_end_to_end(broker: FakeBroker, caplog: pytest.LogCaptureFixture) -> None:
+async def test_chat_end_to_end(caplog: pytest.LogCaptureFixture) -> None:
     """Through an app and a broker: a token in the query string admits a client, its identity
     reaches the handler in metadata, an admin-only route refuses a member, and the token
     appears in no log record."""
@@ -213,7 +213,11 @@ async def test_chat_end_to_end(broker: FakeBroker, caplog: pytest.LogCaptureFixt
         await app.send_room_message(context.room_id, "kicked")
 
     ann = token()
-    async with app.connected(connect=broker.open_backend_stream):
+    # from_query needs a broker that passes the query string on (--pass-query-string).
+    async with (
+        open_fake_broker(pass_query_string=True, heartbeat_interval=None) as broker,
+        app.connected(connect=broker.open_backend_stream),
+    ):
         with pytest.raises(ConnectionRejected):
             await broker.connect("/ws/chat?token=forged")
         ws = await broker.connect(f"/ws/chat?token={ann}")

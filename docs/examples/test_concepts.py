@@ -44,8 +44,8 @@ async def test_serve_for_stops_cleanly() -> None:
         async with trio.open_nursery() as nursery:
             broker = await nursery.start(serve_broker, BrokerConfig(ws_port=0, tcp_port=0))
             await serve_for(0.2, "127.0.0.1", broker.tcp_port)
-            await broker.hub.wait_backends_closed()
-            assert broker.hub.statistics().backends == 0
+            await broker.hub.wait_backends(0)
+            assert broker.statistics().hub.backends == 0
             nursery.cancel_scope.cancel()
 
 

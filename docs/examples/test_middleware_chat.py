@@ -17,7 +17,11 @@ def token(user: str, *roles: str) -> str:
 
 
 async def test_middleware_chat() -> None:
-    async with open_fake_broker() as broker, app.connected(connect=broker.open_backend_stream):
+    # from_query needs a broker that passes the query string on (--pass-query-string).
+    async with (
+        open_fake_broker(pass_query_string=True) as broker,
+        app.connected(connect=broker.open_backend_stream),
+    ):
         with pytest.raises(ConnectionRejected):  # no token
             await broker.connect("/ws/lobby")
         ann = await broker.connect(f"/ws/lobby?token={token('ann', 'member')}")

@@ -127,7 +127,14 @@ def add_broker_command(commands: Any) -> None:
         "--max-message-size",
         type=int,
         default=defaults.max_message_size,
-        help="largest WebSocket message, in bytes (default: %(default)s)",
+        help="largest WebSocket message a client may send, in bytes; a larger one closes it "
+        "with 1009 (default: %(default)s)",
+    )
+    add(
+        "--compression",
+        action="store_true",
+        help="offer permessage-deflate to clients that ask for it (off by default: it costs "
+        "CPU and memory per client)",
     )
     add(
         "--redis",
@@ -202,6 +209,7 @@ def config_from_args(args: argparse.Namespace) -> BrokerConfig:
             max_connections=args.max_connections,
             max_connections_per_ip=args.max_connections_per_ip,
             max_message_size=args.max_message_size,
+            compression=args.compression,
             ssl_context=_server_tls(args.certfile, args.keyfile, "WebSocket"),
             backend_ssl_context=_server_tls(args.backend_certfile, args.backend_keyfile, "backend"),
             redis_url=args.redis or os.environ.get(REDIS_VARIABLE) or None,

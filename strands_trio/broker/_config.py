@@ -79,25 +79,32 @@ class BrokerConfig:
         queue_bytes: The same queue's bound in bytes (the oldest events go first past it;
             one event larger than it is still kept alone).
         request_timeout: Seconds a backend has to answer a connection request; then the
-            WebSocket handshake is refused with 503 (the reference waits forever).
+            WebSocket handshake is refused with 503. ``None`` waits forever, as the
+            reference does (``FakeBroker``'s reference mode).
         heartbeat_interval: Seconds between heartbeats to each backend, or ``None``.
         backend_secret: When set, a backend must first send an ``authenticate`` frame with
             this secret (an extension our client sends with ``ClientConfig.broker_secret``);
             without it, reference-style backends connect as they are.
-        backend_stall_timeout: A backend to which no write completes for this many seconds
-            while there is something to write (it stopped reading) is disconnected, and its
-            clients go to another backend.
-        max_backend_buffer: Bytes waiting to be written to one backend.
-        max_line_length: The longest line accepted from a backend.
-        client_queue_size: Messages waiting to be written to one WebSocket client; a client
-            that lets it fill up is disconnected with close code 1008 rather than slowing
+        backend_stall_timeout: A backend that takes nothing for this many seconds while
+            there is something to write (it stopped reading) is disconnected, and its clients
+            go to another backend. One that reads, however slowly, is never dropped.
+        max_backend_buffer: Bytes waiting to be written to one backend at which the broker
+            stops reading the clients that send to it, until it makes room (TCP then pushes
+            back on them).
+        client_share: Bytes of one client's own events that may wait for its backend before
+            the broker stops reading that client: a client that floods slows itself, not
             the others.
-        client_queue_chars: The same queue's bound in characters (a message larger than it
-            still goes alone into an empty queue): backends' messages can be large.
-        max_message_size: The largest WebSocket message accepted from a client (a larger one
-            closes the socket with 1009), as trio-websocket measures it: bytes for a binary
-            message, characters for a text one. 128 Ki by default: escaped into a JSON line
-            (at most 6 bytes a character), it stays under a backend's default 1 MiB line limit.
+        max_line_length: The longest line accepted from a backend.
+        client_queue_bytes: Bytes waiting to be written to one WebSocket client. A client
+            whose own replies back up is simply read no more until it catches up; one that
+            lets others' messages (rooms, broadcasts) fill this while it does not read is
+            closed with 1008 rather than slowing the others or growing memory.
+        max_message_size: The largest WebSocket message accepted from a client, in bytes (a
+            larger one closes the socket with 1009). 128 KiB by default: escaped into a JSON
+            line (at most 6 bytes a byte), it stays under a backend's default 1 MiB line
+            limit.
+        compression: Offer permessage-deflate to clients that ask for it (off by default: it
+            costs CPU per message and per client, and memory per connection).
         allowed_origins: Origins (``https://example.com``) whose pages may open sockets, or
             ``("*",)`` for any. Empty by default: only same-origin pages (the ``Origin``'s
             host is the ``Host`` header) and clients that send no ``Origin`` (not browsers).
@@ -108,10 +115,12 @@ class BrokerConfig:
             Nobody's by default: a client could claim any address.
         pass_query_string: Keep the query string in the ``url`` of connection requests (the
             reference drops it, and backends written for it use the url as a room).
-        max_connections: WebSocket clients at once; more are refused with 503.
-        max_connections_per_ip: WebSocket clients at once from one address; more get 429.
-        handshake_timeout: Seconds for a client to send its HTTP request and complete the
-            handshake (a slow or silent one is dropped).
+        max_connections: Connections to the WebSocket port at once, counted from the moment
+            they are accepted (handshakes as well as open WebSockets); more are refused
+            (503). Lowered at start if the open-file limit cannot hold them.
+        max_connections_per_ip: The same, from one address; more are refused (429).
+        handshake_timeout: Seconds for a client to send its HTTP request head and complete
+            the handshake (a slow or silent one is dropped).
         shutdown_timeout: On cancellation, seconds to close clients (1001) and backends.
         ssl_context: TLS for WebSocket clients (``wss://``), or ``None``.
         backend_ssl_context: TLS for the backend link, or ``None``.
@@ -133,15 +142,16 @@ class BrokerConfig:
     tcp_port: int = attrs.field(default=8081, validator=_port)
     queue_size: int = attrs.field(default=1000, validator=_at_least_one)
     queue_bytes: int = attrs.field(default=16 << 20, validator=_at_least_one)
-    request_timeout: float = attrs.field(default=10.0, validator=_positive)
+    request_timeout: float | None = attrs.field(default=10.0, validator=_positive)
     heartbeat_interval: float | None = attrs.field(default=15.0, validator=_positive)
     backend_secret: str | None = attrs.field(default=None, repr=False)
     backend_stall_timeout: float = attrs.field(default=10.0, validator=_positive)
     max_backend_buffer: int = attrs.field(default=4 << 20, validator=_at_least_one)
+    client_share: int = attrs.field(default=64 << 10, validator=_at_least_one)
     max_line_length: int = attrs.field(default=DEFAULT_MAX_LINE_LENGTH, validator=_at_least_one)
-    client_queue_size: int = attrs.field(default=1024, validator=_at_least_one)
-    client_queue_chars: int = attrs.field(default=4 << 20, validator=_at_least_one)
+    client_queue_bytes: int = attrs.field(default=4 << 20, validator=_at_least_one)
     max_message_size: int = attrs.field(default=128 << 10, validator=_at_least_one)
+    compression: bool = False
     allowed_origins: tuple[str, ...] = attrs.field(default=(), converter=_origins)
     trusted_proxies: tuple[IPNetwork, ...] = attrs.field(default=(), converter=_networks)
     pass_query_string: bool = False

@@ -1,37 +1,44 @@
-"""The broker's state: clients, rooms, backends, the queue, and how events are routed.
+"""The broker's switchboard: clients, rooms, backends, the queue, and how events are routed.
 
-Theory of operation. The hub is what the WebSocket front (``_websocket.py``) and the backend
-links (``_backends.py``) share; all of it runs in one Trio thread, so no locks: every method
-that does not ``await`` is atomic.
+Theory of operation. The hub holds no socket and runs no task: the WebSocket front
+(``_front.py``), the backend links (``_backends.py``) and a cluster node (``cluster/``) call it,
+and it reaches them back through the ports of ``_ports.py``. Everything runs in one Trio
+thread, so no locks: every method that does not ``await`` is atomic.
 
 - A WebSocket handshake becomes :meth:`Hub.admit`: a ``connection_request`` goes to a live
   backend (round robin) and the handshake waits for its ``response``, at most
   ``request_timeout`` seconds. With no backend, the answer is 503 at once and an ``error``
   event carrying the request is queued for the next backend (as the reference does).
+  Only a ``response`` whose ``accepted`` is JSON ``false`` rejects (as the reference).
 - An accepted client is :meth:`Hub.connect`-ed under the ``client_id`` the backend chose, in the
   room it chose, *pinned* to that backend: all its later events go there while that backend
   is connected, so one client's events keep their order end to end. When its backend leaves,
   the client is pinned to the next live backend on its next event.
+- **Flow control toward backends.** Each client's events not yet written to its backend are
+  counted (``_Client.pending``, kept by the backend's buffer). :meth:`Hub.message` says when
+  the client's reader should pause: its own events passed ``client_share`` bytes, or its
+  backend's buffer is full; :meth:`Hub.wait_ready` returns when that is over. So a client that
+  floods slows itself (TCP pushes back on it), not the others, and a backend that keeps
+  reading is never dropped for being slower than its clients.
 - With no live backend at all, events other than connection requests wait in a bounded queue
   (oldest dropped first, counted and logged), flushed in order to the next backend.
-- Actions from backends (:meth:`Hub.on_action`) deliver text to clients through their
-  :class:`ClientLink`, whose bounded queue never blocks the hub: a client that cannot keep up
-  is closed by its link.
-- A broker in a cluster (``BrokerConfig.redis_url``) runs a :class:`~._cluster.ClusterHub`,
-  this hub's subclass, which also carries actions to the other nodes (``_cluster.py``); this
-  class knows nothing of Redis.
+- Actions from backends (:meth:`Hub.on_actions`) reach clients through their
+  :class:`ClientLink`: a message to a room is one :class:`Delivery` (framed once) handed to
+  every member; the links are flushed once per batch of actions, so a burst costs one write
+  per client, not one per message.
+- A cluster node (:meth:`Hub.join_cluster`) is told about local joins and leaves and handed
+  what has no local target; it calls back the ``deliver_*`` and ``close_client`` methods.
 """
 
 from __future__ import annotations
 
-import collections
 import itertools
 import logging
 import secrets
 import uuid
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Iterator
+from typing import Any
 
-import attrs
 import orjson
 import trio
 
@@ -41,7 +48,6 @@ from ..protocol import (
     Broadcast,
     BrokerMember,
     CloseConnection,
-    ConnectionRequest,
     Disconnected,
     ErrorEvent,
     MessageToConnection,
@@ -53,296 +59,186 @@ from ..protocol import (
     encode,
     encode_new_message,
 )
+from ._admission import Admissions
 from ._config import BrokerConfig
-from ._prometheus import counter, gauge, render
+from ._handshake import Handshake
+from ._hub_statistics import HubStatistics, hub_metrics
+from ._ports import Admission, BackendPort, ClientLink, ClusterPort, Delivery
+from ._prometheus import Metric
+from ._queue import EventQueue
 
-if TYPE_CHECKING:
-    from ._backends import BackendLink
-
-__all__ = [
-    "NO_BACKEND",
-    "Admission",
-    "BrokerStatistics",
-    "ClientLink",
-    "ClusterStatistics",
-    "Hub",
-]
+__all__ = ["NO_BACKEND", "REPLACED", "Hub", "HubStatistics"]
 
 logger = logging.getLogger("strands_trio.broker")
 
-
-class ClientLink(Protocol):
-    """The hub's handle on one connected WebSocket client, provided by the WebSocket front."""
-
-    def deliver(self, message: str) -> bool:
-        """Queue *message* for the client without blocking; ``False`` if its queue is full
-        (the link then closes the client with 1008 by itself)."""
-        ...
-
-    def close(self, code: int, reason: str) -> None:
-        """Close the client's socket with *code* and *reason*, without blocking."""
-        ...
-
-
-@attrs.frozen(kw_only=True)
-class Admission:
-    """A backend's answer to a WebSocket handshake (:meth:`Hub.admit`).
-
-    Attributes:
-        accepted: Whether the client may connect.
-        status: When refused: the HTTP status to answer the handshake with: 403 (rejected by
-            the backend), 503 (no backend, timeout, backend gone, or the broker is full).
-        client_id: The id the backend gave the client (when accepted).
-        room_id: The room the backend put it in (when accepted).
-        metadata: What later events carry in their context (when accepted).
-        backend: The backend that answered: the client's events go there (opaque).
-    """
-
-    accepted: bool
-    status: int = 200
-    client_id: str = ""
-    room_id: str = ""
-    metadata: dict[str, Any] = attrs.field(factory=dict)
-    backend: Any = None
-
-
 NO_BACKEND = "no backend available to handle connection request"
+REPLACED = "replaced by a new connection with the same client id"
 
 
 class _Client:
-    """One connected WebSocket client, as the hub keeps it."""
+    """One connected client, as the hub keeps it."""
 
-    __slots__ = ("backend", "client_id", "context", "context_json", "link", "room_id")
+    __slots__ = (
+        "backend",
+        "client_id",
+        "context",
+        "context_json",
+        "dirty",
+        "link",
+        "pending",
+        "room_id",
+    )
 
-    def __init__(self, admission: Admission, link: ClientLink) -> None:
+    def __init__(self, admission: Admission, link: ClientLink, metadata: dict[str, Any]) -> None:
         self.client_id = admission.client_id
         self.room_id = admission.room_id
-        # The context every event of this client carries: the metadata exactly as the
-        # backend set it (not the reference's nested copy of the whole response).
+        # The context every event of this client carries.
         self.context = Context(
-            client_id=admission.client_id, room_id=admission.room_id, metadata=admission.metadata
+            client_id=admission.client_id, room_id=admission.room_id, metadata=metadata
         )
         self.context_json = orjson.dumps(self.context.to_json()).decode()
         self.link = link
-        self.backend: BackendLink | None = admission.backend
+        self.backend: BackendPort | None = admission.backend
+        #: Bytes of this client's events its backend has not written yet.
+        self.pending = 0
+        #: Whether the link has deliveries not flushed yet.
+        self.dirty = False
 
 
-class _Pending:
-    __slots__ = ("backend", "done", "response")
-
-    def __init__(self, backend: BackendLink) -> None:
-        self.backend = backend
-        self.done = trio.Event()
-        self.response: Response | None = None
-
-
-@attrs.frozen(kw_only=True)
-class BrokerStatistics:
-    """A snapshot of what a broker's hub holds and has counted (:meth:`Hub.statistics`)."""
-
-    #: At this moment, WebSocket clients, rooms, ready backends, queued events, unanswered
-    #: requests.
-    connections: int
-    rooms: int
-    backends: int
-    queued: int
-    pending_requests: int
-    #: Connection requests sent to a backend, accepted, rejected, timed out, refused for want
-    #: of a backend, and acceptances without ids (refused).
-    requests: int
-    accepted: int
-    rejected: int
-    timed_out: int
-    no_backend: int
-    bad_responses: int
-    #: Messages from clients, deliveries to clients, events queued and dropped from the queue.
-    messages_in: int
-    messages_out: int
-    events_queued: int
-    queue_dropped: int
-    #: Actions for unknown clients, rooms or requests; undecodable backend lines; clients
-    #: closed because another took their id.
-    unknown_targets: int
-    bad_frames: int
-    replaced: int
-    #: Backend connections made ready, refused (secret), dropped for not reading.
-    backends_connected: int
-    backends_refused: int
-    backends_stalled: int
-    #: In a cluster, this node's figures about it, else ``None``.
-    cluster: ClusterStatistics | None = None
-
-
-@attrs.frozen(kw_only=True)
-class ClusterStatistics:
-    """A broker node's figures about its cluster (``BrokerStatistics.cluster``).
-
-    Attributes:
-        node: This node's id.
-        redis_available: Whether the command connection to Redis is up now.
-        subscriber_available: Whether the subscriber connection is up (and subscribed).
-        published: Messages published for other nodes (room messages, broadcasts, private
-            messages and closes for clients on other nodes).
-        received: Messages received from other nodes.
-        lost: Messages for other nodes that could not be published: Redis unreachable, the
-            connection lost with them in flight, or the queue to Redis full.
-        dropped: Messages from other nodes dropped because this node fell behind.
-        unknown_targets: Private messages and closes for a client no live node has.
-        queued: Commands waiting to be sent to Redis now.
-        resyncs: Times this node registered its clients again (start, Redis back).
-        swept_nodes: Dead nodes whose registrations this node deleted.
-        replaced: Clients of another node closed because their id connected here.
-        bad_messages: Messages on the cluster's channels that could not be understood.
-        forwarded_events: Events of this node's clients sent to another node's backends
-            (this node has none).
-    """
-
-    node: str
-    redis_available: bool
-    subscriber_available: bool
-    published: int
-    received: int
-    lost: int
-    dropped: int
-    unknown_targets: int
-    queued: int
-    resyncs: int
-    swept_nodes: int
-    replaced: int
-    bad_messages: int
-    forwarded_events: int
-
-
-class Counters:
-    """What the hub counts: the mutable part behind :class:`BrokerStatistics`."""
-
-    def __init__(self) -> None:
-        self.requests = self.accepted = self.rejected = self.timed_out = self.no_backend = 0
-        self.messages_in = self.messages_out = self.events_queued = self.queue_dropped = 0
-        self.unknown_targets = self.bad_frames = self.bad_responses = self.replaced = 0
-        self.backends_connected = self.backends_refused = self.backends_stalled = 0
+_COUNTERS = (
+    "no_backend", "messages_in", "messages_out", "unknown_targets", "replaced", "flow_pauses",
+)  # fmt: skip
 
 
 class Hub:
-    """The state shared by the WebSocket front and the backend links (see the module's theory
-    of operation).
+    """The broker's switchboard (see the module's theory of operation).
 
     Args:
         config: The broker's settings.
+        reference: Behave like the reference broker where strands-trio's broker differs
+            (for ``FakeBroker``'s reference mode): every later event of a client carries, as
+            its metadata, the whole ``params`` of the response that accepted it (WIRE.md
+            quirk 1), and the extension actions (``close_connection``, ``presence``) are
+            ignored like any unknown action. By default events carry the metadata the
+            backend set, and the extensions work.
     """
 
-    def __init__(self, config: BrokerConfig) -> None:
+    def __init__(self, config: BrokerConfig, *, reference: bool = False) -> None:
         self.config = config
         #: This broker's node id (``config.node_id``, or a random one).
         self.node_id: str = config.node_id or secrets.token_hex(4)
-        self.counters = Counters()
+        self._nested_metadata = reference
+        self._share = config.client_share
         self._clients: dict[str, _Client] = {}
         self._rooms: dict[str, dict[_Client, None]] = {}
-        self._backends: list[BackendLink] = []
+        self._backends: list[BackendPort] = []
         self._turn = 0
-        self._pending: dict[str, _Pending] = {}
-        self._queue: collections.deque[bytes] = collections.deque()
-        self._queued_bytes = 0
+        self._admissions = Admissions(config.request_timeout)
+        self._queue = EventQueue(config.queue_size, config.queue_bytes)
         self._ids = itertools.count()
-        self._links: set[BackendLink] = set()  # every backend connection, ready or not
-        self._links_changed = trio.Event()
-        #: The WebSocket front's own figures for ``/metrics`` (``metrics_lines()``), set by it.
-        self.front: Any = None
+        self._changed = trio.Event()
+        self._dirty: list[_Client] = []
+        self._batching = False
+        self._cluster: ClusterPort | None = None
+        self._counts = dict.fromkeys(_COUNTERS, 0)
+        self._handlers: dict[type, Callable[[Any, Any], None]] = {
+            MessageToConnection: self._to_connection,
+            MessageToRoom: self._to_room,
+            Broadcast: self._broadcast,
+            Response: self._response,
+            CloseConnection: self._close,
+            PresenceRequest: self._presence,
+        }
+        if reference:  # the reference ignores actions it does not know
+            del self._handlers[CloseConnection], self._handlers[PresenceRequest]
+
+    def join_cluster(self, node: ClusterPort) -> None:
+        """Make this hub a node of a cluster: *node* hears of local joins and leaves and gets
+        what has no local target (see ``cluster/``)."""
+        self._cluster = node
 
     # ------------------------------------------------------------------ WebSocket side
 
-    async def admit(self, headers: dict[str, list[str]], url: str, remote_addr: str) -> Admission:
+    async def admit(self, handshake: Handshake) -> Admission:
         """Ask a backend whether this WebSocket client may connect, and where it goes.
 
         Waits for the answer at most ``config.request_timeout`` seconds. Never raises for a
         backend's failings: no backend, a timeout, a backend leaving before it answered or an
         unusable answer are all refusals, with the HTTP status to send.
         """
-        self.counters.requests += 1
-        request_id = str(uuid.uuid4())
         backend = self._pick()
-        if backend is None:
-            self.counters.no_backend += 1
-            request = ConnectionRequestContext(
-                headers=headers, url=url, remote_addr=remote_addr, accepted=False
-            )
-            self._enqueue(
-                encode(ErrorEvent(request_id=request_id, error=NO_BACKEND, context=request))
-            )
-            logger.warning("no backend to ask about %s: refused with 503", remote_addr)
-            return Admission(accepted=False, status=503)
-        pending = self._pending[request_id] = _Pending(backend)
-        try:
-            backend.send(
-                encode(
-                    ConnectionRequest(
-                        request_id=request_id, headers=headers, url=url, remote_addr=remote_addr
-                    )
-                )
-            )
-            with trio.move_on_after(self.config.request_timeout) as timer:
-                await pending.done.wait()
-        finally:
-            del self._pending[request_id]
-        response = pending.response
-        if response is None and timer.cancelled_caught:  # an answer in the last tick counts
-            self.counters.timed_out += 1
-            logger.warning(
-                "backend %s did not answer %s within %g s: refused with 503",
-                backend.name,
-                remote_addr,
-                self.config.request_timeout,
-            )
-            return Admission(accepted=False, status=503)
-        if response is None:  # the backend left before answering
-            return Admission(accepted=False, status=503)
-        if not response.accepted:
-            self.counters.rejected += 1
-            return Admission(accepted=False, status=403)
-        if not (response.client_id and response.room_id):
-            # The reference broker drops such a client too; refuse it and say why.
-            self.counters.bad_responses += 1
-            logger.warning(
-                "backend %s accepted %s without client_id and room_id", backend.name, remote_addr
-            )
-            return Admission(accepted=False, status=403)
-        self.counters.accepted += 1
-        return Admission(
-            accepted=True,
-            client_id=response.client_id,
-            room_id=response.room_id,
-            metadata=response.metadata or {},
-            backend=backend if backend.alive else None,
+        if backend is not None:
+            return await self._admissions.ask(backend, handshake)
+        self._counts["no_backend"] += 1
+        request = ConnectionRequestContext(
+            headers=handshake.headers,
+            url=handshake.url,
+            remote_addr=handshake.remote_addr,
+            accepted=False,
         )
+        self.enqueue(
+            encode(ErrorEvent(request_id=str(uuid.uuid4()), error=NO_BACKEND, context=request))
+        )
+        logger.warning("no backend to ask about %s: refused with 503", handshake.remote_addr)
+        return Admission(accepted=False, status=503, reason=NO_BACKEND)
 
     def connect(self, admission: Admission, link: ClientLink) -> _Client:
         """Register an accepted client once its socket is open; its backend is told with a
         ``new_connection`` event. A client already connected under the same id is closed
         (1008): ids are the backend's to keep unique, and messages to an id must reach one
         socket."""
-        client = _Client(admission, link)
+        metadata = admission.metadata
+        if self._nested_metadata:  # the reference keeps the whole response params
+            metadata = {
+                "accepted": True,
+                "client_id": admission.client_id,
+                "metadata": metadata,
+                "room_id": admission.room_id,
+            }
+        client = _Client(admission, link, metadata)
         previous = self._clients.get(client.client_id)
         if previous is not None:
-            self.counters.replaced += 1
+            self._counts["replaced"] += 1
             logger.warning(
                 "client id %r connected again: closing its older socket", client.client_id
             )
             self._forget(previous)
-            previous.link.close(1008, "replaced by a new connection with the same client id")
+            previous.link.close(1008, REPLACED)
         self._clients[client.client_id] = client
-        self._rooms.setdefault(client.room_id, {})[client] = None
+        room = self._rooms.setdefault(client.room_id, {})
+        room[client] = None
+        if self._cluster is not None:
+            self._cluster.joined(client.client_id, client.room_id, room_created=len(room) == 1)
         self._event(
             client, encode(NewConnection(request_id=self._next_id(), context=client.context))
         )
         return client
 
-    def message(self, client: _Client, text: str) -> None:
-        """A client sent *text*: a ``new_message`` event to its backend."""
-        self.counters.messages_in += 1
-        self._event(
-            client,
-            encode_new_message(self._next_id(), client.context_json, text),
-        )
+    def message(self, client: _Client, text: str) -> bool:
+        """A client sent *text*: a ``new_message`` event to its backend. Returns whether the
+        client's reader should now wait (:meth:`wait_ready`) before reading more."""
+        self._counts["messages_in"] += 1
+        data = encode_new_message(self._next_id(), client.context_json, text)
+        backend = client.backend
+        if backend is None or not backend.alive:
+            backend = client.backend = self._pick()
+            if backend is None:
+                self.enqueue(data)
+                return False
+        backend.send(data, client)
+        return client.pending > self._share or backend.full
+
+    async def wait_ready(self, client: _Client) -> None:
+        """Wait until *client* may send again: its events waiting for its backend are back
+        under its share and the backend's buffer has room (or the backend is gone)."""
+        self._counts["flow_pauses"] += 1
+        while True:
+            backend = client.backend
+            if backend is None or not backend.alive:
+                return
+            if client.pending <= self._share and not backend.full:
+                return
+            await backend.wait_progress()
 
     def disconnect(self, client: _Client) -> None:
         """A client's socket closed: forget it, and send its backend ``disconnected``."""
@@ -360,6 +256,8 @@ class Hub:
             room.pop(client, None)
             if not room:
                 del self._rooms[client.room_id]
+        if self._cluster is not None:
+            self._cluster.left(client.client_id, client.room_id, room_emptied=not room)
         return True
 
     # ------------------------------------------------------------------ routing events
@@ -367,51 +265,42 @@ class Hub:
     def _next_id(self) -> str:
         return f"e{next(self._ids)}"
 
-    def _pick(self) -> BackendLink | None:
+    def pick_backend(self) -> BackendPort | None:
+        """The next local backend, round robin, or ``None``."""
         backends = self._backends
         if not backends:
             return None
         self._turn = (self._turn + 1) % len(backends)
         return backends[self._turn]
 
+    def _pick(self) -> BackendPort | None:
+        backend = self.pick_backend()
+        if backend is None and self._cluster is not None:
+            return self._cluster.remote_backend()
+        return backend
+
     def _event(self, client: _Client, data: bytes) -> None:
         backend = client.backend
         if backend is None or not backend.alive:
             backend = client.backend = self._pick()
         if backend is None:
-            self._enqueue(data)
+            self.enqueue(data)
         else:
             backend.send(data)
 
-    def _enqueue(self, data: bytes) -> None:
-        queue = self._queue
-        queue.append(data)
-        self._queued_bytes += len(data)
-        self.counters.events_queued += 1
-        config = self.config
-        while len(queue) > config.queue_size or (
-            self._queued_bytes > config.queue_bytes and len(queue) > 1
-        ):
-            self._queued_bytes -= len(queue.popleft())
-            self.counters.queue_dropped += 1
-            logger.warning(
-                "no backend: the event queue is full (%d events or %d bytes), dropped the "
-                "oldest event",
-                config.queue_size,
-                config.queue_bytes,
-            )
+    def enqueue(self, data: bytes) -> None:
+        """Keep one encoded event for the next backend (the no-backend queue)."""
+        self._queue.append(data)
 
     # ------------------------------------------------------------------ backend side
 
-    def add_backend(self, backend: BackendLink) -> None:
+    def add_backend(self, backend: BackendPort) -> None:
         """A backend is ready for events: it gets the queue first, in order, and the clients
         whose events are in it (every client without a live backend) are pinned to it, so
         that their next events follow the queued ones to the same backend."""
-        self.counters.backends_connected += 1
         queued = len(self._queue)
-        while self._queue:
-            backend.send(self._queue.popleft(), check=False)
-        self._queued_bytes = 0
+        for event in self._queue.drain():
+            backend.send(event)
         if queued:
             logger.info("sent %d queued event(s) to backend %s", queued, backend.name)
             for client in self._clients.values():
@@ -419,82 +308,164 @@ class Hub:
                     client.backend = backend
         if backend.alive:
             self._backends.append(backend)
-            self._changed()
+            self._changed_now()
 
-    def remove_backend(self, backend: BackendLink) -> None:
+    def remove_backend(self, backend: BackendPort) -> None:
         """A backend left: requests it had not answered are refused; its clients' later
         events go to another backend."""
         if backend in self._backends:
             self._backends.remove(backend)
-            self._changed()
-        for pending in self._pending.values():
-            if pending.backend is backend and not pending.done.is_set():
-                pending.done.set()
+            self._changed_now()
+        self._admissions.backend_gone(backend)
 
-    def link_opened(self, link: BackendLink) -> None:
-        """A backend connection started (before it is ready for events)."""
-        self._links.add(link)
-
-    def link_closed(self, link: BackendLink) -> None:
-        """A backend connection ended."""
-        self._links.discard(link)
-        self._changed()
-
-    def _changed(self) -> None:
-        self._links_changed.set()
-        self._links_changed = trio.Event()
+    def _changed_now(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+        if self._cluster is not None:
+            self._cluster.backends_changed(len(self._backends))
 
     async def wait_backends(self, count: int = 1) -> None:
-        """Return once at least *count* backends are ready for events."""
-        while len(self._backends) < count:
-            await self._links_changed.wait()
+        """Return once exactly *count* backends are ready for events (``0``: once the last
+        has left)."""
+        while len(self._backends) != count:
+            await self._changed.wait()
 
     async def wait_changed(self) -> None:
-        """Return at the next backend connecting, becoming ready, or leaving."""
-        await self._links_changed.wait()
+        """Return at the next backend becoming ready or leaving."""
+        await self._changed.wait()
 
-    def close_backends(self) -> None:
-        """Stop reading from every backend: each link flushes what is queued and closes."""
-        for link in self._links:
-            link.input_scope.cancel()
+    def on_actions(self, backend: BackendPort | None, actions: list[Action]) -> None:
+        """Carry out a batch of actions from *backend*; every client they reached is flushed
+        once, at the end."""
+        self._batching = True
+        try:
+            for action in actions:
+                self.on_action(backend, action)
+        finally:
+            self._batching = False
+            self._flush()
 
-    async def wait_backends_closed(self) -> None:
-        """Return once every backend connection has ended."""
-        while self._links:
-            await self._links_changed.wait()
+    def on_action(self, backend: BackendPort | None, action: Action) -> None:
+        """Carry out one action from *backend* (``None``: another cluster node's answer). An
+        ``authenticate`` after the first frame does nothing: the link checked the first one."""
+        handler = self._handlers.get(type(action))
+        if handler is not None:
+            handler(backend, action)
 
-    def on_action(self, backend: BackendLink, action: Action) -> None:
-        """Carry out one action from *backend* (an ``authenticate`` after the first frame
-        does nothing: the link checked the first one)."""
-        if isinstance(action, MessageToConnection):
-            client = self._clients.get(action.conn_id)
-            if client is None:
-                self.counters.unknown_targets += 1
-            elif client.link.deliver(action.message):
-                self.counters.messages_out += 1
-        elif isinstance(action, MessageToRoom):
-            room = self._rooms.get(action.room_id)
-            if room is None:
-                self.counters.unknown_targets += 1
+    def _to_connection(self, backend: object, action: MessageToConnection) -> None:
+        if not self.deliver_to_client(action.conn_id, action.message):
+            if self._cluster is not None:
+                self._cluster.private_message(action.conn_id, action.message)
             else:
-                self._deliver_all(list(room), action.message)
-        elif isinstance(action, Broadcast):
-            self._deliver_all(list(self._clients.values()), action.message)
-        elif isinstance(action, Response):
-            pending = self._pending.get(action.request_id)
-            if pending is None or pending.done.is_set():
-                self.counters.unknown_targets += 1
+                self._counts["unknown_targets"] += 1
+
+    def _to_room(self, backend: object, action: MessageToRoom) -> None:
+        local = self.deliver_to_room(action.room_id, action.message)
+        if self._cluster is not None:
+            self._cluster.room_message(action.room_id, action.message, local_members=local)
+        elif not local:
+            self._counts["unknown_targets"] += 1
+
+    def _broadcast(self, backend: object, action: Broadcast) -> None:
+        self.deliver_to_all(action.message)
+        if self._cluster is not None:
+            self._cluster.broadcast(action.message)
+
+    def _response(self, backend: object, action: Response) -> None:
+        if self._cluster is None or not self._cluster.response(action):
+            self.complete_admission(action)
+
+    def _close(self, backend: object, action: CloseConnection) -> None:
+        if not self.close_client(action.conn_id, action.code, action.reason):
+            if self._cluster is not None:
+                self._cluster.close_client(action.conn_id, action.code, action.reason)
             else:
-                pending.response = action
-                pending.done.set()
-        elif isinstance(action, CloseConnection):
-            client = self._clients.get(action.conn_id)
-            if client is None:
-                self.counters.unknown_targets += 1
-            else:
-                client.link.close(action.code, action.reason)
-        elif isinstance(action, PresenceRequest):
-            backend.send(encode(self.local_presence(action)))
+                self._counts["unknown_targets"] += 1
+
+    def _presence(self, backend: BackendPort | None, action: PresenceRequest) -> None:
+        if backend is None:
+            return
+        answer = _answer_to(backend)
+        if self._cluster is not None:
+            self._cluster.presence(action, answer)
+        else:
+            answer(self.local_presence(action))
+
+    def complete_admission(self, response: Response) -> bool:
+        """Hand *response* to the handshake waiting for it; ``False`` (counted as an
+        unknown target) if none is."""
+        return self._admissions.answer(response)
+
+    def fail_admission(self, request_id: str) -> None:
+        """Refuse the handshake waiting for *request_id* (503), if any: its backend is gone."""
+        self._admissions.fail(request_id)
+
+    # ------------------------------------------------------------------ delivering
+
+    def _deliver(self, client: _Client, message: Delivery) -> bool:
+        if not client.link.deliver(message):
+            return False
+        if not client.dirty:
+            client.dirty = True
+            self._dirty.append(client)
+        return True
+
+    def _flush(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        for client in dirty:
+            client.dirty = False
+            client.link.flush()
+
+    def deliver_to_client(self, client_id: str, text: str) -> bool:
+        """Send *text* to the client *client_id* if it is connected here; whether it is."""
+        client = self._clients.get(client_id)
+        if client is None:
+            return False
+        if self._deliver(client, Delivery(text)):
+            self._counts["messages_out"] += 1
+        if not self._batching:
+            self._flush()
+        return True
+
+    def deliver_to_room(self, room_id: str, text: str) -> bool:
+        """Send *text* to this node's members of *room_id*; whether it has any."""
+        room = self._rooms.get(room_id)
+        if room is None:
+            return False
+        self._deliver_all(list(room), text)
+        return True
+
+    def deliver_to_all(self, text: str) -> None:
+        """Send *text* to every client connected here."""
+        self._deliver_all(list(self._clients.values()), text)
+
+    def _deliver_all(self, clients: list[_Client], text: str) -> None:
+        message = Delivery(text)  # framed once, for every member
+        deliver = self._deliver
+        delivered = 0
+        for client in clients:
+            if deliver(client, message):
+                delivered += 1
+        self._counts["messages_out"] += delivered
+        if not self._batching:
+            self._flush()
+
+    def close_client(self, client_id: str, code: int, reason: str) -> bool:
+        """Close the client *client_id* if it is connected here; whether it is."""
+        client = self._clients.get(client_id)
+        if client is None:
+            return False
+        if reason == REPLACED:
+            self._counts["replaced"] += 1
+        client.link.close(code, reason)
+        return True
+
+    # ------------------------------------------------------------------ for a cluster node
+
+    def local_clients(self) -> Iterator[tuple[str, str]]:
+        """``(client_id, room_id)`` of every client connected here."""
+        for client in self._clients.values():
+            yield client.client_id, client.room_id
 
     def local_presence(self, request: PresenceRequest, *, complete: bool = True) -> PresenceReply:
         """The answer to *request* from this node's own clients."""
@@ -507,83 +478,57 @@ class Hub:
             complete=complete,
         )
 
-    def _deliver_all(self, clients: list[_Client], message: str) -> None:
-        delivered = 0
-        for client in clients:
-            if client.link.deliver(message):
-                delivered += 1
-        self.counters.messages_out += delivered
+    def count_unknown_target(self) -> None:
+        """Count an action whose target no node has (``unknown_targets``): the hub hands a
+        cluster node what has no local target without counting it, and the node calls this
+        when Redis found none elsewhere either."""
+        self._counts["unknown_targets"] += 1
+
+    @property
+    def backend_count(self) -> int:
+        """Backends ready for events on this node."""
+        return len(self._backends)
 
     # ------------------------------------------------------------------ figures
 
-    def statistics(self) -> BrokerStatistics:
+    def statistics(self) -> HubStatistics:
         """What the hub holds now and has counted so far."""
-        c = self.counters
-        return BrokerStatistics(
+        return HubStatistics(
             connections=len(self._clients),
             rooms=len(self._rooms),
             backends=len(self._backends),
             queued=len(self._queue),
-            pending_requests=len(self._pending),
-            requests=c.requests,
-            accepted=c.accepted,
-            rejected=c.rejected,
-            timed_out=c.timed_out,
-            no_backend=c.no_backend,
-            bad_responses=c.bad_responses,
-            messages_in=c.messages_in,
-            messages_out=c.messages_out,
-            events_queued=c.events_queued,
-            queue_dropped=c.queue_dropped,
-            unknown_targets=c.unknown_targets,
-            bad_frames=c.bad_frames,
-            replaced=c.replaced,
-            backends_connected=c.backends_connected,
-            backends_refused=c.backends_refused,
-            backends_stalled=c.backends_stalled,
+            pending_requests=self._admissions.waiting,
+            **self._all_counts(),
         )
 
+    def _all_counts(self) -> dict[str, int]:
+        admitted = self._admissions.counts
+        counts = dict(self._counts)
+        for name in ("requests", "accepted", "rejected", "timed_out", "bad_responses"):
+            counts[name] = admitted[name]
+        counts["unknown_targets"] += admitted["unanswerable"]
+        counts["events_queued"] = self._queue.queued
+        counts["queue_dropped"] = self._queue.dropped
+        return counts
+
     def health(self) -> dict[str, Any]:
-        """What ``GET /healthz`` answers."""
+        """The hub's part of ``GET /healthz``."""
         return {
-            "status": "ok",
             "connections": len(self._clients),
             "rooms": len(self._rooms),
             "backends": len(self._backends),
             "queued": len(self._queue),
         }
 
-    def metrics_text(self) -> str:
-        """``GET /metrics``: the Prometheus text exposition format."""
-        c = self.counters
-        gauges = {
-            "connections": ("WebSocket clients connected", len(self._clients)),
-            "rooms": ("Rooms with at least one client", len(self._rooms)),
-            "backends": ("Backends connected", len(self._backends)),
-            "queue_depth": ("Events waiting for a backend", len(self._queue)),
-            "pending_requests": ("Connection requests waiting for a backend", len(self._pending)),
-        }
-        counters = {
-            "connection_requests": ("Connection requests sent to backends", c.requests),
-            "connections_accepted": ("Connection requests accepted", c.accepted),
-            "connections_rejected": ("Connection requests rejected by a backend", c.rejected),
-            "request_timeouts": ("Connection requests no backend answered in time", c.timed_out),
-            "no_backend": ("Connection requests refused for want of a backend", c.no_backend),
-            "messages_in": ("Messages from WebSocket clients", c.messages_in),
-            "messages_out": ("Messages delivered to WebSocket clients", c.messages_out),
-            "queue_dropped": ("Queued events dropped because the queue was full", c.queue_dropped),
-            "unknown_targets": (
-                "Actions for unknown clients, rooms or requests",
-                c.unknown_targets,
-            ),
-            "bad_frames": ("Lines from backends that could not be decoded", c.bad_frames),
-            "backends_refused": ("Backends refused (wrong or missing secret)", c.backends_refused),
-            "backends_stalled": ("Backends disconnected for not reading", c.backends_stalled),
-        }
-        lines = render(
-            [gauge(name, text, value) for name, (text, value) in gauges.items()]
-            + [counter(name, text, value) for name, (text, value) in counters.items()]
-        )
-        if self.front is not None:
-            lines += self.front.metrics_lines()
-        return "\n".join(lines) + "\n"
+    def metrics(self) -> list[Metric]:
+        """The hub's part of ``GET /metrics``."""
+        return hub_metrics(self.statistics())
+
+
+def _answer_to(backend: BackendPort) -> Any:
+    def answer(reply: PresenceReply) -> None:
+        if backend.alive:
+            backend.send(encode(reply))
+
+    return answer

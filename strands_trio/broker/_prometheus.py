@@ -1,5 +1,6 @@
-"""The Prometheus text exposition format for ``GET /metrics``: one renderer for the hub, the
-WebSocket front and a cluster node (the broker does not depend on ``prometheus_client``)."""
+"""The Prometheus text exposition format for ``GET /metrics``: each component of the broker
+(hub, WebSocket front, backends' port, cluster node) lists its metrics, and ``serve_broker``
+renders them together (the broker does not depend on ``prometheus_client``)."""
 
 from __future__ import annotations
 
@@ -22,11 +23,17 @@ def counter(name: str, help_text: str, value: int) -> Metric:
     return (f"{name}_total", "counter", help_text, [("", value)])
 
 
-def render(metrics: Iterable[Metric]) -> list[str]:
-    """The lines of *metrics*: ``# HELP`` and ``# TYPE``, then one line per sample."""
-    lines: list[str] = []
+def render(metrics: Iterable[Metric]) -> str:
+    """*metrics* in the text format: for each name, ``# HELP`` and ``# TYPE`` once, then one
+    line per sample. Several components may report samples of one name (with different
+    labels): they are grouped under it, in the order given."""
+    grouped: dict[str, tuple[str, str, list[tuple[str, int]]]] = {}
     for name, kind, help_text, samples in metrics:
+        entry = grouped.setdefault(name, (kind, help_text, []))
+        entry[2].extend(samples)
+    lines: list[str] = []
+    for name, (kind, help_text, samples) in grouped.items():
         lines.append(f"# HELP strands_broker_{name} {help_text}")
         lines.append(f"# TYPE strands_broker_{name} {kind}")
         lines.extend(f"strands_broker_{name}{labels} {value}" for labels, value in samples)
-    return lines
+    return "\n".join(lines) + "\n"

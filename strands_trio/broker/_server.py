@@ -1,14 +1,18 @@
-"""``serve_broker``: the WebSocket front and the backend port, under one graceful shutdown.
+"""``serve_broker``: the hub, the backends' port, the WebSocket port and, in a cluster, the
+node, composed under one graceful shutdown.
 
 Theory of operation::
 
     serve_broker()                       the caller's task
     ├── watcher                          sleeps; turns the caller's cancellation into a stop
     └── [shielded services scope]
-        ├── cluster nursery              with redis_url only: ClusterHub.serve (_cluster.py)
-        ├── backends nursery             serve_backends: the TCP port and one task per backend
-        └── front nursery                serve_websockets: the WebSocket/HTTP port, one task
-                                         per client
+        ├── cluster nursery              with redis_url only: ClusterNode.serve (cluster/)
+        ├── backends nursery             BackendServer.serve: the TCP port, a task per backend
+        └── front nursery                WebSocketFront.serve: the WebSocket/HTTP port, a task
+                                         per connection
+
+Each component keeps and reports its own figures; this module composes them into
+``/healthz``, ``/metrics`` and :meth:`BrokerAddress.statistics`.
 
 Cancelling the caller's scope stops the broker gracefully, within ``shutdown_timeout``: the
 front closes every WebSocket with 1001 ("going away"), which queues their ``disconnected``
@@ -16,26 +20,46 @@ events for the backends; then every backend link flushes and closes; then a clus
 deletes its registrations from Redis; then the caller's ``Cancelled`` goes on. Whatever is
 still running at the deadline is cancelled.
 
-Without ``redis_url`` the hub is a plain :class:`Hub` and the Redis client is never imported.
+Without ``redis_url`` the Redis client is never imported.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
 
-from ._backends import serve_backends
+from ._backends import BackendServer, BackendStatistics
 from ._config import BrokerConfig
-from ._hub import Hub
-from ._websocket import serve_websockets
+from ._front import FrontStatistics, Route, WebSocketFront
+from ._hub import Hub, HubStatistics
+from ._ports import ClusterStatistics
+from ._prometheus import render
 
 if TYPE_CHECKING:
-    from ._cluster import ClusterHub
+    from .cluster import ClusterNode
 
-__all__ = ["BrokerAddress", "serve_broker"]
+__all__ = ["BrokerAddress", "BrokerStatistics", "serve_broker"]
+
+
+@attrs.frozen(kw_only=True)
+class BrokerStatistics:
+    """A broker's figures, each component's own (:meth:`BrokerAddress.statistics`).
+
+    Attributes:
+        hub: Clients, rooms, admissions and routing.
+        front: The WebSocket port: slots, sessions, refusals, messages lost.
+        backends: The backends' port: links, stalls, bad lines, events lost.
+        cluster: In a cluster, this node's figures about it, else ``None``.
+    """
+
+    hub: HubStatistics
+    front: FrontStatistics
+    backends: BackendStatistics
+    cluster: ClusterStatistics | None = None
 
 
 @attrs.frozen
@@ -45,18 +69,61 @@ class BrokerAddress:
     Attributes:
         ws_port: The WebSocket (and HTTP) port.
         tcp_port: The backends' port.
-        hub: The broker's state, for statistics and tests.
+        hub: The broker's switchboard, for tests (``await hub.wait_backends()``).
     """
 
     ws_port: int
     tcp_port: int
     hub: Hub = attrs.field(repr=False)
+    _parts: _Parts = attrs.field(repr=False, alias="parts")
+
+    @property
+    def cluster(self) -> ClusterNode | None:
+        """The broker's cluster node (with ``redis_url``), for tests (``await
+        address.cluster.settle()``); ``None`` for a single broker."""
+        return self._parts.cluster
+
+    def statistics(self) -> BrokerStatistics:
+        """The broker's figures now."""
+        return self._parts.statistics()
+
+
+@attrs.define
+class _Parts:
+    """The components of one broker, and what is composed of their figures."""
+
+    hub: Hub
+    backends: BackendServer
+    cluster: ClusterNode | None
+    front: WebSocketFront | None = None
+
+    def statistics(self) -> BrokerStatistics:
+        assert self.front is not None
+        return BrokerStatistics(
+            hub=self.hub.statistics(),
+            front=self.front.statistics(),
+            backends=self.backends.statistics(),
+            cluster=self.cluster.statistics() if self.cluster is not None else None,
+        )
+
+    def healthz(self, query: str) -> tuple[int, str, bytes]:
+        health: dict[str, Any] = {"status": "ok", **self.hub.health()}
+        if self.cluster is not None:
+            health.update(self.cluster.health())
+        return 200, "application/json", json.dumps(health).encode()
+
+    def metrics(self, query: str) -> tuple[int, str, bytes]:
+        assert self.front is not None
+        metrics = [*self.hub.metrics(), *self.backends.metrics(), *self.front.metrics()]
+        if self.cluster is not None:
+            metrics += self.cluster.metrics()
+        return 200, "text/plain; version=0.0.4; charset=utf-8", render(metrics).encode()
 
 
 async def serve_broker(
     config: BrokerConfig | None = None,
     *,
-    extra_routes: Mapping[str, Callable[[str], tuple[int, str, bytes]]] | None = None,
+    extra_routes: Mapping[str, Route] | None = None,
     task_status: trio.TaskStatus[BrokerAddress] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a broker until cancelled; with ``await nursery.start(serve_broker, config)``,
@@ -66,23 +133,30 @@ async def serve_broker(
     Args:
         config: Ports and behaviour; ``BrokerConfig()`` (the reference's ports) by default.
         extra_routes: Plain HTTP ``GET`` paths served on the WebSocket port, each a function
-            returning ``(status, content_type, body)``.
+            of the raw query string returning ``(status, content_type, body)``.
 
     Cancellation: cancelling the enclosing scope is the way to stop; the shutdown is graceful
     and bounded (see the module's theory of operation), then ``Cancelled`` propagates.
 
     Raises:
-        OSError: a port cannot be bound (in use, or not allowed).
+        OSError: a port cannot be bound.
     """
     config = config or BrokerConfig()
-    cluster: ClusterHub | None = None
-    hub: Hub
+    hub = Hub(config)
+    cluster: ClusterNode | None = None
     if config.redis_url is not None:
-        from ._cluster import ClusterHub  # imports the Redis client (hiredis)
+        from .cluster import ClusterNode  # imports the Redis client (hiredis)
 
-        hub = cluster = ClusterHub(config)
-    else:
-        hub = Hub(config)
+        cluster = ClusterNode(hub, config)
+        hub.join_cluster(cluster)
+    backends = BackendServer(hub, config)
+    parts = _Parts(hub, backends, cluster)
+    routes: dict[str, Callable[[str], tuple[int, str, bytes]]] = {
+        "/healthz": parts.healthz,
+        "/metrics": parts.metrics,
+        **(extra_routes or {}),
+    }
+    front = parts.front = WebSocketFront(hub, config, routes=routes)
     stop = trio.Event()
 
     async def watch() -> None:
@@ -97,21 +171,17 @@ async def serve_broker(
             async with trio.open_nursery() as cluster_nursery:
                 if cluster is not None:
                     await cluster_nursery.start(cluster.serve)
-                async with trio.open_nursery() as backends:
-                    tcp_port = await backends.start(serve_backends, hub, config)
-                    async with trio.open_nursery() as front:
-                        ws_port = await front.start(
-                            lambda task_status: serve_websockets(
-                                hub, config, extra_routes=extra_routes, task_status=task_status
-                            )
-                        )
-                        task_status.started(BrokerAddress(ws_port, tcp_port, hub))
+                async with trio.open_nursery() as backend_nursery:
+                    tcp_port = await backend_nursery.start(backends.serve)
+                    async with trio.open_nursery() as front_nursery:
+                        ws_port = await front_nursery.start(front.serve)
+                        task_status.started(BrokerAddress(ws_port, tcp_port, hub, parts=parts))
                         await stop.wait()
                         services.deadline = trio.current_time() + config.shutdown_timeout
-                        front.cancel_scope.cancel()  # closes every client with 1001
-                    hub.close_backends()  # each link flushes its disconnected events, closes
-                    await hub.wait_backends_closed()
-                    backends.cancel_scope.cancel()
+                        front_nursery.cancel_scope.cancel()  # closes every client with 1001
+                    backends.close()  # each link flushes its disconnected events, closes
+                    await backends.wait_closed()
+                    backend_nursery.cancel_scope.cancel()
                 if cluster is not None:
                     await cluster.leave()
                 cluster_nursery.cancel_scope.cancel()

@@ -1,20 +1,26 @@
-"""The Lua scripts of the broker cluster (``_cluster.py``), one per thing a node asks Redis.
+"""The Lua scripts of the broker cluster, one per thing a node asks Redis, as
+:class:`~strands_trio.redis.Script` objects (their source, and the SHA1 Redis names them by).
 
 Each script takes the cluster's key prefix as ``ARGV[1]`` and builds the key names from it
-(the layout is in ``_cluster.py``'s docstring), so a script touches keys it did not declare:
-the cluster needs one Redis, not a Redis Cluster. Every script is short, and its cost is
-bounded by what it reads: one client's entries, one room's presence, one node's
-registrations, or the set of nodes. They are sent with ``EVAL`` (Redis caches them by
-SHA1), in the pipelines of the node's writer: ``EVALSHA`` would need a ``NOSCRIPT`` retry
-that reorders a pipeline after a Redis restart.
+(the layout is in ``_node.py``'s docstring), so a script touches keys it did not declare: the
+cluster needs one Redis, not a Redis Cluster. Every script is short, and its cost is bounded by
+what it reads: one client's entries, one room's presence, one node's registrations, or the set
+of nodes.
+
+They are called by SHA1 (``EVALSHA``), in the pipelines of the node's writer, and loaded
+(``SCRIPT LOAD``) at the head of the first pipeline of every connection: ``_writer.py`` says
+why that keeps the writes in order. :func:`call` makes the command.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
+from ...redis import Arg, Script
+
 __all__ = [
     "ADD_MANY",
+    "ALL",
     "BACKENDS",
     "JOIN",
     "LEAVE",
@@ -23,7 +29,14 @@ __all__ = [
     "RESYNC",
     "SEND",
     "SWEEP",
+    "call",
 ]
+
+
+def call(script: Script, *args: Arg) -> tuple[Arg, ...]:
+    """The command that runs *script* by its SHA1 with *args* as ``ARGV`` (no ``KEYS``)."""
+    return ("EVALSHA", script.sha1, 0, *args)
+
 
 # Removes what node ARGV[2] registered (only the entries that still point to it).
 _CLEAR_NODE: Final = """
@@ -41,9 +54,9 @@ local function clear(prefix, node)
 end
 """
 
-# ARGV: prefix, node, client, room, close envelope. Returns 1 if another live node held the
-# client id (it is told to close that socket), else 0.
-JOIN: Final = """
+#: ARGV: prefix, node, client, room, close envelope. Returns 1 if another live node held the
+#: client id (it is told to close that socket), else 0.
+JOIN: Final = Script("""
 local prefix, node, client, room = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local clients = prefix .. 'clients'
 local old = redis.call('HGET', clients, client)
@@ -55,10 +68,10 @@ if old and old ~= node and redis.call('EXISTS', prefix .. 'alive:' .. old) == 1 
   return 1
 end
 return 0
-"""
+""")
 
-# ARGV: prefix, node, client, room.
-LEAVE: Final = """
+#: ARGV: prefix, node, client, room.
+LEAVE: Final = Script("""
 local prefix, node, client = ARGV[1], ARGV[2], ARGV[3]
 local clients = prefix .. 'clients'
 local presence = prefix .. 'presence:' .. ARGV[4]
@@ -66,10 +79,10 @@ if redis.call('HGET', clients, client) == node then redis.call('HDEL', clients, 
 if redis.call('HGET', presence, client) == node then redis.call('HDEL', presence, client) end
 redis.call('HDEL', prefix .. 'owned:' .. node, client)
 return 0
-"""
+""")
 
-# ARGV: prefix, node, then client, room pairs: register them (after a clear).
-ADD_MANY: Final = """
+#: ARGV: prefix, node, then client, room pairs: register them (after a clear).
+ADD_MANY: Final = Script("""
 local prefix, node = ARGV[1], ARGV[2]
 local clients, owned = prefix .. 'clients', prefix .. 'owned:' .. node
 for i = 3, #ARGV, 2 do
@@ -79,21 +92,21 @@ for i = 3, #ARGV, 2 do
   redis.call('HSET', owned, client, room)
 end
 return (#ARGV - 2) / 2
-"""
+""")
 
-# ARGV: prefix, client, envelope. Publishes the envelope on the channel of the client's node;
-# returns the receivers (0 or 1), -1 if the client is unknown, -2 if its node is dead.
-SEND: Final = """
+#: ARGV: prefix, client, envelope. Publishes the envelope on the channel of the client's
+#: node; returns the receivers (0 or 1), -1 if the client is unknown, -2 if its node is dead.
+SEND: Final = Script("""
 local prefix = ARGV[1]
 local node = redis.call('HGET', prefix .. 'clients', ARGV[2])
 if not node then return -1 end
 if redis.call('EXISTS', prefix .. 'alive:' .. node) == 0 then return -2 end
 return redis.call('PUBLISH', prefix .. 'node:' .. node, ARGV[3])
-"""
+""")
 
-# ARGV: prefix, room. Returns [client, node, ...] for the members on live nodes; drops the
-# entries of dead nodes on the way.
-PRESENCE: Final = """
+#: ARGV: prefix, room. Returns [client, node, ...] for the members on live nodes; drops the
+#: entries of dead nodes on the way.
+PRESENCE: Final = Script("""
 local prefix = ARGV[1]
 local key = prefix .. 'presence:' .. ARGV[2]
 local entries = redis.call('HGETALL', key)
@@ -113,22 +126,22 @@ for i = 1, #entries, 2 do
   end
 end
 return out
-"""
+""")
 
-# ARGV: prefix, node, ttl in ms. Renews the node's alive key (creating it if it was gone) and
-# returns whether it was still there.
-REFRESH: Final = """
+#: ARGV: prefix, node, ttl in ms. Renews the node's alive key (creating it if it was gone) and
+#: returns whether it was still there.
+REFRESH: Final = Script("""
 local prefix, node = ARGV[1], ARGV[2]
 local alive = prefix .. 'alive:' .. node
 local renewed = redis.call('PEXPIRE', alive, ARGV[3])
 if renewed == 0 then redis.call('SET', alive, '1', 'PX', ARGV[3]) end
 redis.call('SADD', prefix .. 'nodes', node)
 return renewed
-"""
+""")
 
-# ARGV: prefix, node, its number of backends. Records it, and returns the other live nodes
-# that have at least one backend.
-BACKENDS: Final = """
+#: ARGV: prefix, node, its number of backends. Records it, and returns the other live nodes
+#: that have at least one backend.
+BACKENDS: Final = Script("""
 local prefix, node = ARGV[1], ARGV[2]
 local key = prefix .. 'backends'
 if tonumber(ARGV[3]) > 0 then redis.call('HSET', key, node, ARGV[3])
@@ -143,14 +156,14 @@ for i = 1, #entries, 2 do
   end
 end
 return out
-"""
+""")
 
-# ARGV: prefix, node to clear (this node's own registrations, after an outage).
-RESYNC: Final = _CLEAR_NODE + "clear(ARGV[1], ARGV[2])\nreturn 0\n"
+#: ARGV: prefix, node to clear (this node's own registrations, after an outage).
+RESYNC: Final = Script(_CLEAR_NODE + "clear(ARGV[1], ARGV[2])\nreturn 0\n")
 
-# ARGV: prefix, and this node's id to leave the cluster now ('' to only sweep the dead).
-# Sweeps every node of P nodes whose alive key is gone; returns how many.
-SWEEP: Final = (
+#: ARGV: prefix, and this node's id to leave the cluster now ('' to only sweep the dead).
+#: Sweeps every node of P nodes whose alive key is gone; returns how many.
+SWEEP: Final = Script(
     _CLEAR_NODE
     + """
 local prefix, leaving = ARGV[1], ARGV[2]
@@ -166,3 +179,6 @@ end
 return swept
 """
 )
+
+#: Every script: what the writer loads on each new connection.
+ALL: Final = (JOIN, LEAVE, ADD_MANY, SEND, PRESENCE, REFRESH, BACKENDS, RESYNC, SWEEP)

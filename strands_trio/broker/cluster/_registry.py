@@ -1,0 +1,308 @@
+"""Where each client of the cluster is: this node's registrations in Redis, kept alive, made
+again when Redis lost them, and the dead nodes' swept away.
+
+Theory of operation. A client that connects here is registered with the ``JOIN`` script, in
+``P clients`` (client -> node: where a private message goes), ``P presence:<room>`` (client ->
+node: who is in a room) and ``P owned:<node>`` (client -> room: what this node registered, to
+sweep it); ``LEAVE`` undoes that. ``JOIN`` also closes the client's older socket if another
+live node held its id (a ``close`` envelope on that node's channel): an id reaches one socket
+in the cluster. Both go through the writer's queue, so a join always precedes its leave.
+
+Registrations name their node, and one key per node says whether it lives: ``P alive:<node>``,
+with a time to live of ``node_ttl``. The keeper task (:meth:`Registry.serve`) renews it every
+``node_ttl / 3`` (``REFRESH``, at the head of the writer's queue), then:
+
+- if the key was gone (Redis restarted empty, or this node was taken for dead) or some
+  registry write failed (the node is *dirty*), clears what this node had registered and
+  registers its current clients again (``RESYNC``, then ``ADD_MANY`` in chunks), in the
+  queue's order: the snapshot is taken after every earlier join and leave was queued;
+- records this node's number of backends and learns which other live nodes have some
+  (``BACKENDS``; for ``_forwarding.py``, through :class:`RenewalListener`);
+- sweeps every node of ``P nodes`` whose ``alive`` key is gone (``SWEEP``): its entries go
+  (only those still pointing to it), then the node.
+
+A lost connection to Redis makes the node unsynced; its return wakes the keeper at once (so
+does the subscriber's). Presence queries (``PRESENCE``) answer with the members on live nodes,
+or, when Redis cannot be reached, with this node's own, marked incomplete.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any, Final, NoReturn, Protocol
+
+import attrs
+import trio
+
+from ...protocol import BrokerMember, PresenceReply, PresenceRequest
+from ...redis import LiveRedis, RedisError, RedisReplyError
+from .._config import BrokerConfig
+from .._hub import REPLACED
+from . import _scripts as scripts
+from ._channels import Channels
+from ._writer import Writer
+
+__all__ = ["Registry", "RegistryHub", "RegistryStatistics", "RenewalListener"]
+
+logger = logging.getLogger("strands_trio.broker.cluster")
+
+#: Clients registered again per script call after an outage.
+_RESYNC_CHUNK: Final = 500
+
+
+class RegistryHub(Protocol):
+    """What the registry needs of the hub (its public side)."""
+
+    @property
+    def backend_count(self) -> int: ...
+
+    def local_clients(self) -> Iterator[tuple[str, str]]: ...
+
+    def local_presence(
+        self, request: PresenceRequest, *, complete: bool = True
+    ) -> PresenceReply: ...
+
+
+class RenewalListener(Protocol):
+    """Who learns, at each renewal, which nodes have backends and which live."""
+
+    def backend_nodes_are(self, nodes: set[str]) -> None: ...
+
+    def wants_live_nodes(self) -> bool: ...
+
+    def live_nodes_are(self, live: set[str]) -> None: ...
+
+
+@attrs.frozen(kw_only=True)
+class RegistryStatistics:
+    """The registry's figures (:meth:`Registry.statistics`).
+
+    Attributes:
+        synced: Whether this node is registered since its last reconnection.
+        renewals: Renewals of this node's ``alive`` key that went through.
+        resyncs: Times this node registered its clients again (start, Redis back).
+        swept_nodes: Dead nodes whose registrations this node deleted.
+        replaced: Clients of another node closed because their id connected here.
+    """
+
+    synced: bool
+    renewals: int
+    resyncs: int
+    swept_nodes: int
+    replaced: int
+
+
+class Registry:
+    """This node's registrations in Redis, and the keeper task (see the module's theory of
+    operation).
+
+    Args:
+        hub: This node's hub.
+        config: The broker's settings (``node_ttl``).
+        channels: This node's key names and envelopes.
+        writer: The queue to Redis.
+        listener: Who learns which nodes have backends (forwarding).
+        on_progress: Called when this node becomes synced again (for ``settle``).
+    """
+
+    def __init__(
+        self,
+        hub: RegistryHub,
+        config: BrokerConfig,
+        channels: Channels,
+        writer: Writer,
+        listener: RenewalListener,
+        on_progress: Callable[[], None],
+    ) -> None:
+        self._hub = hub
+        self._config = config
+        self._channels = channels
+        self._prefix = channels.prefix
+        self._node = channels.node_id
+        self._writer = writer
+        self._listener = listener
+        self._on_progress = on_progress
+        self._dirty = True  # nothing registered yet
+        self._synced = False  # registered since the last (re)connection
+        self._leaving = False
+        self._redis: LiveRedis | None = None
+        self._wake = trio.Event()
+        self._rounds = 0  # keeper rounds started
+        self._done = 0  # the last round that went through
+        self._round_done = trio.Event()
+        self._renewals = self._resyncs = self._swept = self._replaced = 0
+
+    # ------------------------------------------------------------------ joins and leaves
+
+    def joined(self, client_id: str, room_id: str) -> None:
+        """Register a client that connected here."""
+        close = self._channels.envelope(k="close", c=client_id, code=1008, reason=REPLACED)
+        command = scripts.call(scripts.JOIN, self._prefix, self._node, client_id, room_id, close)
+        self._writer.write(command, self._on_join)
+
+    def left(self, client_id: str, room_id: str) -> None:
+        """Deregister a client that left."""
+        command = scripts.call(scripts.LEAVE, self._prefix, self._node, client_id, room_id)
+        self._writer.write(command, self._on_written)
+
+    def _on_join(self, reply: Any) -> None:
+        if reply == 1:
+            self._replaced += 1
+        elif type(reply) is not int:
+            self._on_written(reply)
+
+    def _on_written(self, reply: Any) -> None:
+        if isinstance(reply, BaseException):
+            self._dirty = True
+            self._synced = False
+            if isinstance(reply, RedisReplyError):
+                logger.error("a cluster registry script failed: %s", reply)
+
+    def presence(self, request: PresenceRequest, answer: Callable[[PresenceReply], None]) -> None:
+        """Answer *request* with the room's members on every live node (this node's own,
+        marked incomplete, if Redis cannot be reached)."""
+
+        def on_reply(reply: Any) -> None:
+            if isinstance(reply, BaseException) or type(reply) is not list:
+                if isinstance(reply, RedisReplyError) or not isinstance(reply, RedisError):
+                    logger.error("the presence query failed: %r", reply)
+                answer(self._hub.local_presence(request, complete=False))
+                return
+            members = tuple(
+                BrokerMember(client_id=reply[i].decode(), node=reply[i + 1].decode())
+                for i in range(0, len(reply) - 1, 2)
+            )
+            answer(
+                PresenceReply(
+                    request_id=request.request_id, room_id=request.room_id, members=members
+                )
+            )
+
+        self._writer.write(scripts.call(scripts.PRESENCE, self._prefix, request.room_id), on_reply)
+
+    # ------------------------------------------------------------------ the keeper
+
+    @property
+    def synced(self) -> bool:
+        """Whether this node is registered since its last reconnection to Redis."""
+        return self._synced
+
+    def wake(self) -> None:
+        """Run a keeper round now (Redis is back, the backends changed, ...)."""
+        self._wake.set()
+
+    async def renew(self) -> None:
+        """Wake the keeper and return once a round started after this call has gone
+        through (for tests: a renewal, learning the backends, a sweep, now)."""
+        wanted = self._rounds + 1
+        self._wake.set()
+        while self._done < wanted:
+            await self._round_done.wait()
+
+    async def serve(self, redis: LiveRedis, ready: trio.Event) -> None:
+        """Run the keeper until cancelled; *ready* is set after its first round that went
+        through (this node registered)."""
+        self._redis = redis
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch, redis)
+            await self._keep_alive(ready)
+            await trio.sleep_forever()  # left the cluster: nothing more to renew
+
+    async def _keep_alive(self, ready: trio.Event) -> None:
+        config = self._config
+        ttl_ms = max(1, round(config.node_ttl * 1000))
+        call = self._writer.call
+        prefix, node = self._prefix, self._node
+        while True:
+            self._wake = trio.Event()
+            self._rounds += 1
+            this_round = self._rounds
+            try:
+                if self._leaving:  # a renewal after leave()'s sweep would resurrect the node
+                    return
+                # Ahead of queued publications: under load, a renewal stuck behind them for
+                # node_ttl would get this live node swept by the others.
+                refresh = scripts.call(scripts.REFRESH, prefix, node, ttl_ms)
+                renewed = await call(refresh, first=True)
+                self._renewals += 1
+                if renewed == 0 and not self._dirty:
+                    logger.warning(
+                        "node %s: its registration was gone from Redis (restarted, flushed, "
+                        "or this node was taken for dead): registering its clients again",
+                        node,
+                    )
+                if renewed == 0 or self._dirty:
+                    await self._resync()
+                count = self._hub.backend_count
+                nodes = await call(scripts.call(scripts.BACKENDS, prefix, node, count))
+                self._listener.backend_nodes_are({other.decode() for other in nodes})
+                swept = await call(scripts.call(scripts.SWEEP, prefix, ""))
+                if swept:
+                    self._swept += swept
+                    logger.warning("node %s: swept %d dead node(s) from the cluster", node, swept)
+                if self._listener.wants_live_nodes():
+                    live = await call(("SMEMBERS", self._channels.key("nodes")))
+                    self._listener.live_nodes_are({other.decode() for other in live})
+                ready.set()
+                self._synced = True
+                self._done = this_round
+                self._round_done.set()
+                self._round_done = trio.Event()
+                self._on_progress()
+            except RedisError:
+                pass  # unreachable: _watch wakes us when it is back
+            with trio.move_on_after(config.node_ttl / 3):
+                await self._wake.wait()
+
+    async def _resync(self) -> None:
+        """Clear what this node had registered and register its current clients, in the
+        queue's order (the snapshot is taken now, after every earlier join and leave)."""
+        self._dirty = False
+        self._resyncs += 1
+        pairs: list[str] = []
+        for client_id, room_id in self._hub.local_clients():
+            pairs += (client_id, room_id)
+        write, prefix, node = self._writer.write, self._prefix, self._node
+        write(scripts.call(scripts.RESYNC, prefix, node), self._on_written)
+        chunk = 2 * _RESYNC_CHUNK
+        for start in range(0, len(pairs), chunk):
+            command = scripts.call(scripts.ADD_MANY, prefix, node, *pairs[start : start + chunk])
+            write(command, self._on_written)
+        await self._writer.call(("PING",))  # returns once all of it went through
+
+    async def _watch(self, redis: LiveRedis) -> NoReturn:
+        while True:
+            await redis.wait_lost()
+            self._synced = False
+            self._on_progress()  # a settle() waiting sees Redis gone
+            await redis.wait_available()
+            self._wake.set()
+
+    # ------------------------------------------------------------------ leaving
+
+    async def leave(self) -> None:
+        """Delete this node's registrations now, rather than when its ``alive`` key expires,
+        and renew it no more. Does nothing more than stop renewing while Redis is
+        unreachable; logs, and returns, if it fails."""
+        self._leaving = True
+        if self._redis is None or not self._redis.available:
+            return
+        try:
+            await self._writer.call(scripts.call(scripts.SWEEP, self._prefix, self._node))
+        except RedisError as exc:
+            logger.warning("node %s could not deregister: %s", self._node, exc)
+        else:
+            logger.info("node %s left the cluster", self._node)
+
+    # ------------------------------------------------------------------ figures
+
+    def statistics(self) -> RegistryStatistics:
+        """The registry's figures now."""
+        return RegistryStatistics(
+            synced=self._synced,
+            renewals=self._renewals,
+            resyncs=self._resyncs,
+            swept_nodes=self._swept,
+            replaced=self._replaced,
+        )

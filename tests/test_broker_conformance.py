@@ -1,0 +1,449 @@
+"""One table of scenarios, run against both brokers a backend may meet in this project:
+``FakeBroker`` (in memory, ``reference=False``) and the real broker (``serve_broker`` on
+loopback with independent WebSocket clients). Each scenario is written once against a small
+driver interface, and parametrized over the two, so a drift between them fails."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, Protocol
+
+import pytest
+import trio
+import trio.testing
+
+from strands_trio import ClientConfig, ConnectionRequestContext, Context, StrandsClient
+from strands_trio.broker import BrokerConfig, Hub, serve_broker
+from strands_trio.broker._hub import NO_BACKEND
+from strands_trio.testing import ConnectionRejected, FakeWebSocket, open_fake_broker
+
+from ._wsclient import Closed, Refused, WSClient
+
+#: A bound on every test; what each scenario waits for takes a fraction of it.
+DEADLINE = 10
+REMOTE_ADDR = re.compile(r"127\.0\.0\.1:\d+")
+
+
+# ---------------------------------------------------------------------- the driver interface
+
+
+class Rejected(Exception):
+    """A handshake was refused with ``status``."""
+
+    def __init__(self, status: int | None) -> None:
+        super().__init__(f"refused with {status}")
+        self.status = status
+
+
+class Client(Protocol):
+    """A WebSocket client of either broker."""
+
+    async def send(self, text: str) -> None: ...
+
+    async def receive(self) -> str:
+        """The next message; raises :class:`Ended` once the broker closed it."""
+        ...
+
+    async def close(self) -> None:
+        """Leave, as a client closing its WebSocket does."""
+        ...
+
+
+class Ended(Exception):
+    """The broker closed a client with ``code`` and ``reason``."""
+
+    def __init__(self, code: int | None, reason: str | None) -> None:
+        super().__init__(f"closed with {code} {reason!r}")
+        self.code = code
+        self.reason = reason
+
+
+class Driver(Protocol):
+    """A broker under test: its hub, how a backend reaches it, how a client connects."""
+
+    name: str
+    hub: Hub
+
+    def backend_arguments(self) -> dict[str, Any]:
+        """What a StrandsClient needs to reach this broker (host/port or connect=)."""
+        ...
+
+    async def connect(self, path: str, headers: Sequence[tuple[str, str]] = ()) -> Client:
+        """A client of *path* with extra handshake *headers*; raises :class:`Rejected`."""
+        ...
+
+
+class FakeClient:
+    def __init__(self, ws: FakeWebSocket) -> None:
+        self.ws = ws
+
+    async def send(self, text: str) -> None:
+        await self.ws.send(text)
+
+    async def receive(self) -> str:
+        try:
+            return await self.ws.receive()
+        except trio.EndOfChannel:
+            raise Ended(self.ws.close_code, self.ws.close_reason) from None
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+class FakeDriver:
+    """FakeBroker in strands-trio mode (reference=False)."""
+
+    name = "fake"
+
+    def __init__(self, broker: Any) -> None:
+        self.broker = broker
+        self.hub: Hub = broker.hub
+
+    def backend_arguments(self) -> dict[str, Any]:
+        return {"connect": self.broker.open_backend_stream}
+
+    async def connect(self, path: str, headers: Sequence[tuple[str, str]] = ()) -> Client:
+        given: dict[str, list[str]] = {}
+        for name, value in headers:
+            given.setdefault(name, []).append(value)
+        try:
+            ws = await self.broker.connect(path, headers=given)
+        except ConnectionRejected as exc:
+            raise Rejected(exc.status) from None
+        return FakeClient(ws)
+
+
+class RealClient:
+    def __init__(self, ws: WSClient) -> None:
+        self.ws = ws
+
+    async def send(self, text: str) -> None:
+        await self.ws.send(text)
+
+    async def receive(self) -> str:
+        try:
+            return await self.ws.receive()
+        except Closed as closed:
+            ended = closed
+        assert ended.framed, "closed without a close frame (1006)"
+        raise Ended(ended.code, ended.reason)
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+class RealDriver:
+    """serve_broker on loopback, with websockets' sans-IO client over Trio streams."""
+
+    name = "real"
+
+    def __init__(self, address: Any, clients: list[WSClient]) -> None:
+        self.address = address
+        self.hub: Hub = address.hub
+        self._clients = clients
+
+    def backend_arguments(self) -> dict[str, Any]:
+        return {"host": "127.0.0.1", "port": self.address.tcp_port}
+
+    async def connect(self, path: str, headers: Sequence[tuple[str, str]] = ()) -> Client:
+        try:
+            ws = await WSClient.connect(self.address.ws_port, path, headers)
+        except Refused as exc:
+            raise Rejected(exc.status) from None
+        self._clients.append(ws)
+        return RealClient(ws)
+
+
+@pytest.fixture(params=["fake", "real"])
+async def broker(request: pytest.FixtureRequest, nursery: trio.Nursery) -> AsyncIterator[Driver]:
+    """Each scenario runs against FakeBroker and against the real broker."""
+    if request.param == "fake":
+        async with open_fake_broker(reference=False, heartbeat_interval=None) as fake:
+            yield FakeDriver(fake)
+        return
+    config = BrokerConfig(
+        ws_host="127.0.0.1", ws_port=0, tcp_port=0, heartbeat_interval=None, shutdown_timeout=2.0
+    )
+    address = await nursery.start(serve_broker, config)
+    clients: list[WSClient] = []
+    yield RealDriver(address, clients)
+    for ws in clients:  # sockets the scenario left open
+        await ws.aclose()
+
+
+# ---------------------------------------------------------------------- the backend
+
+
+class Backend(StrandsClient):
+    """Records every callback. Admits a client only with an ``X-User`` header (its id), in the
+    room of ``X-Room`` if given (else the default, the url), with metadata ``{"user": id}``."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(config=ClientConfig(heartbeat_interval=None, reconnect_jitter=0), **kwargs)
+        self.calls: list[tuple[Any, ...]] = []
+        self.requests: list[ConnectionRequestContext] = []
+        self._changed = trio.Event()
+
+    def record(self, *call: Any) -> None:
+        self.calls.append(call)
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_for(self, predicate: Callable[[], bool]) -> None:
+        """Return once *predicate* holds (checked after every callback)."""
+        while not predicate():
+            await self._changed.wait()
+
+    def of_kind(self, kind: str) -> list[tuple[Any, ...]]:
+        return [call[1:] for call in self.calls if call[0] == kind]
+
+    async def on_connection_request(self, request: ConnectionRequestContext) -> bool:
+        self.requests.append(request)
+        self.record("request", request.url)
+        user = request.header("x-user")
+        if user is None:
+            return False
+        request.context.client_id = user
+        request.context.room_id = request.header("x-room") or request.context.room_id
+        request.context.metadata = {"user": user}
+        return True
+
+    async def on_new_connection(self, context: Context) -> None:
+        self.record("connected", context.client_id, context.room_id, context.metadata)
+
+    async def on_message(self, message: str, context: Context) -> None:
+        self.record("message", context.client_id, message, context.metadata)
+
+    async def on_disconnect(self, context: Context) -> None:
+        self.record("disconnected", context.client_id, context.room_id, context.metadata)
+
+    async def on_error(self, error: str, context: Context | ConnectionRequestContext) -> None:
+        self.record("error", error, context)
+
+
+async def start_backend(nursery: trio.Nursery, broker: Driver) -> tuple[Backend, trio.CancelScope]:
+    """A Backend connected to *broker* and ready at its hub; cancel the scope to stop it."""
+    backend = Backend(**broker.backend_arguments())
+    scope = trio.CancelScope()
+
+    async def run(*, task_status: trio.TaskStatus[None]) -> None:
+        with scope:
+            await backend.run(task_status=task_status)
+
+    ready = broker.hub.backend_count + 1
+    await nursery.start(run)
+    await broker.hub.wait_backends(ready)
+    return backend, scope
+
+
+async def stop_backend(broker: Driver, scope: trio.CancelScope) -> None:
+    """Stop a backend and wait until the broker has seen it go."""
+    scope.cancel()
+    await broker.hub.wait_backends(0)
+
+
+async def join(
+    broker: Driver, user: str, room: str | None = None, path: str = "/ws/chat"
+) -> Client:
+    headers = [("X-User", user)] + ([("X-Room", room)] if room else [])
+    return await broker.connect(path, headers)
+
+
+async def wait_until(predicate: Callable[[], bool]) -> None:
+    """Wait for a condition on the broker's figures, which announce no change: let every task
+    run until all are blocked, check, and again while bytes are still on their way (the
+    caller's deadline bounds it)."""
+    while not predicate():
+        await trio.testing.wait_all_tasks_blocked(0.005)
+
+
+# ---------------------------------------------------------------------- the scenarios
+
+
+async def test_accept_and_reject(broker: Driver, nursery: trio.Nursery) -> None:
+    """A client the backend rejects is refused with 403 and never connected; one it accepts
+    is connected and announced to it."""
+    backend, _ = await start_backend(nursery, broker)
+    with trio.fail_after(DEADLINE):
+        with pytest.raises(Rejected) as refused:
+            await broker.connect("/ws/chat", [("X-Other", "x")])
+        assert refused.value.status == 403
+        await join(broker, "ann")
+        await backend.wait_for(lambda: bool(backend.of_kind("connected")))
+    assert backend.of_kind("request") == [("/ws/chat",), ("/ws/chat",)]
+    assert backend.of_kind("connected") == [("ann", "/ws/chat", {"user": "ann"})]
+    assert broker.hub.statistics().connections == 1
+    assert broker.hub.statistics().rejected == 1
+
+
+async def test_no_backend_refuses_503_and_queues_a_request_shaped_error(
+    broker: Driver, nursery: trio.Nursery
+) -> None:
+    """With no backend, a handshake is refused with 503, and the next backend to connect
+    gets an error event whose context is the request (headers, url, remote address)."""
+    with trio.fail_after(DEADLINE):
+        with pytest.raises(Rejected) as refused:
+            await broker.connect("/ws/lobby?x=1", [("X-User", "ann")])
+        assert refused.value.status == 503
+        assert broker.hub.statistics().queued == 1
+        backend, _ = await start_backend(nursery, broker)
+        await backend.wait_for(lambda: bool(backend.of_kind("error")))
+    ((error, context),) = backend.of_kind("error")
+    assert error == NO_BACKEND
+    assert isinstance(context, ConnectionRequestContext)
+    assert context.url == "/ws/lobby"
+    assert context.headers["X-User"] == ["ann"]
+    assert REMOTE_ADDR.fullmatch(context.remote_addr)
+    assert context.accepted is False
+    assert context.context.client_id == ""
+    assert backend.of_kind("request") == []
+
+
+async def test_default_room_and_metadata_reach_every_handler(
+    broker: Driver, nursery: trio.Nursery
+) -> None:
+    """A client placed without a room is in the room of its url, and every later event
+    carries the metadata the backend set (not a nested copy)."""
+    backend, _ = await start_backend(nursery, broker)
+    with trio.fail_after(DEADLINE):
+        ann = await join(broker, "ann", path="/ws/general")
+        await ann.send("hello")
+        await backend.wait_for(lambda: bool(backend.of_kind("message")))
+        await ann.close()
+        await backend.wait_for(lambda: bool(backend.of_kind("disconnected")))
+    meta = {"user": "ann"}
+    assert backend.of_kind("connected") == [("ann", "/ws/general", meta)]
+    assert backend.of_kind("message") == [("ann", "hello", meta)]
+    assert backend.of_kind("disconnected") == [("ann", "/ws/general", meta)]
+
+
+async def test_private_message_reaches_only_its_client(
+    broker: Driver, nursery: trio.Nursery
+) -> None:
+    """message_to_connection reaches the named client and no other."""
+    backend, _ = await start_backend(nursery, broker)
+    with trio.fail_after(DEADLINE):
+        ann = await join(broker, "ann", "r")
+        bob = await join(broker, "bob", "r")
+        await backend.send_private_message("bob", "psst")
+        await backend.send_private_message("ann", "sync")
+        assert await bob.receive() == "psst"
+        assert await ann.receive() == "sync"  # not "psst" first
+
+
+async def test_room_message_reaches_only_that_room(broker: Driver, nursery: trio.Nursery) -> None:
+    """message_to_room reaches every client of the room and nobody outside it."""
+    backend, _ = await start_backend(nursery, broker)
+    with trio.fail_after(DEADLINE):
+        ann = await join(broker, "ann", "a")
+        bob = await join(broker, "bob", "a")
+        cat = await join(broker, "cat", "b")
+        await backend.send_room_message("a", "hi a")
+        await backend.send_private_message("cat", "sync")
+        assert await ann.receive() == "hi a"
+        assert await bob.receive() == "hi a"
+        assert await cat.receive() == "sync"  # not "hi a" first
+
+
+async def test_broadcast_reaches_everyone(broker: Driver, nursery: trio.Nursery) -> None:
+    """broadcast reaches every client, whatever its room."""
+    backend, _ = await start_backend(nursery, broker)
+    with trio.fail_after(DEADLINE):
+        clients = [await join(broker, name, room) for name, room in [("a", "x"), ("b", "y")]]
+        await backend.broadcast_message("all of you")
+        for ws in clients:
+            assert await ws.receive() == "all of you"
+
+
+async def test_close_connection_closes_with_its_code(broker: Driver, nursery: trio.Nursery) -> None:
+    """close_connection closes the client with the backend's code and reason, after the
+    messages sent before it, and the backend gets disconnected."""
+    backend, _ = await start_backend(nursery, broker)
+    with trio.fail_after(DEADLINE):
+        ann = await join(broker, "ann", "r")
+        await backend.send_private_message("ann", "bye")
+        await backend.close_connection("ann", 4001, "kicked")
+        assert await ann.receive() == "bye"
+        with pytest.raises(Ended) as ended:
+            await ann.receive()
+        assert (ended.value.code, ended.value.reason) == (4001, "kicked")
+        await backend.wait_for(lambda: bool(backend.of_kind("disconnected")))
+    assert backend.of_kind("disconnected") == [("ann", "r", {"user": "ann"})]
+    assert broker.hub.statistics().connections == 0
+
+
+async def test_query_string_is_stripped_from_url(broker: Driver, nursery: trio.Nursery) -> None:
+    """By default a request's url is its path, percent-decoded, without the query string."""
+    backend, _ = await start_backend(nursery, broker)
+    with trio.fail_after(DEADLINE):
+        await broker.connect("/ws/ro%20om?token=secret&x=1", [("X-User", "ann")])
+    (request,) = backend.requests
+    assert request.url == "/ws/ro om"
+    assert backend.of_kind("request") == [("/ws/ro om",)]
+
+
+async def test_headers_are_shaped_as_the_reference_shapes_them(
+    broker: Driver, nursery: trio.Nursery
+) -> None:
+    """A backend sees header names in Go's canonical form, repeated headers as lists in
+    order, no Host, and the client's address as ip:port."""
+    backend, _ = await start_backend(nursery, broker)
+    headers = [("x-user", "ann"), ("x-custom-HEADER", "v"), ("X-Multi", "1"), ("X-Multi", "2")]
+    with trio.fail_after(DEADLINE):
+        await broker.connect("/ws/chat", headers)
+    (request,) = backend.requests
+    shaped = dict(request.headers)
+    key = shaped.pop("Sec-Websocket-Key")
+    assert len(key) == 1
+    assert len(key[0]) == 24  # base64 of 16 bytes
+    assert shaped == {
+        "Upgrade": ["websocket"],
+        "Connection": ["Upgrade"],
+        "Sec-Websocket-Version": ["13"],
+        "X-User": ["ann"],
+        "X-Custom-Header": ["v"],
+        "X-Multi": ["1", "2"],
+    }
+    assert REMOTE_ADDR.fullmatch(request.remote_addr)
+
+
+async def test_disconnected_on_client_close(broker: Driver, nursery: trio.Nursery) -> None:
+    """A client that closes its WebSocket is forgotten, and the backend gets disconnected
+    with its context."""
+    backend, _ = await start_backend(nursery, broker)
+    with trio.fail_after(DEADLINE):
+        ann = await join(broker, "ann", "r")
+        bob = await join(broker, "bob", "r")
+        await ann.close()
+        await backend.wait_for(lambda: bool(backend.of_kind("disconnected")))
+        await backend.send_room_message("r", "who is left")
+        assert await bob.receive() == "who is left"
+    assert backend.of_kind("disconnected") == [("ann", "r", {"user": "ann"})]
+    assert broker.hub.statistics().connections == 1
+
+
+async def test_events_wait_for_a_backend_and_arrive_in_order(
+    broker: Driver, nursery: trio.Nursery
+) -> None:
+    """Events of a connected client while no backend is connected are queued, then flushed
+    in order to the next backend that connects."""
+    first, scope = await start_backend(nursery, broker)
+    with trio.fail_after(DEADLINE):
+        ann = await join(broker, "ann", "r")
+        await first.wait_for(lambda: bool(first.of_kind("connected")))
+        await stop_backend(broker, scope)
+        for text in ("one", "two", "three"):
+            await ann.send(text)
+        await ann.close()
+        await wait_until(lambda: broker.hub.statistics().queued == 4)
+        second, _ = await start_backend(nursery, broker)
+        await second.wait_for(lambda: bool(second.of_kind("disconnected")))
+    meta = {"user": "ann"}
+    assert second.calls == [
+        ("message", "ann", "one", meta),
+        ("message", "ann", "two", meta),
+        ("message", "ann", "three", meta),
+        ("disconnected", "ann", "r", meta),
+    ]
+    assert broker.hub.statistics().queued == 0

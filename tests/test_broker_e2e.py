@@ -154,7 +154,8 @@ async def drain(ws: WebSocketConnection) -> None:
 
 
 async def test_health_and_metrics(broker: BrokerAddress, nursery: trio.Nursery) -> None:
-    """GET /healthz and GET /metrics answer on the WebSocket port."""
+    """GET /healthz and GET /metrics answer on the WebSocket port; /metrics has every
+    component's figures, lost events and messages by reason among them, each name once."""
     app = chat_app()
     await nursery.start(partial(app.serve, "127.0.0.1", broker.tcp_port))
     with trio.fail_after(10):
@@ -172,6 +173,18 @@ async def test_health_and_metrics(broker: BrokerAddress, nursery: trio.Nursery) 
         metrics = body.decode()
         assert "strands_broker_connections 1" in metrics
         assert "strands_broker_connections_accepted_total 1" in metrics
+        for line in (
+            'strands_broker_events_lost_total{reason="queue_full"} 0',
+            'strands_broker_events_lost_total{reason="backend_gone"} 0',
+            'strands_broker_messages_lost_total{reason="too_slow"} 0',
+            'strands_broker_messages_lost_total{reason="connection_lost"} 0',
+            'strands_broker_ws_handshakes_refused_total{reason="per_ip"} 0',
+            "strands_broker_ws_open 1",
+            "strands_broker_backends_stalled_total 0",
+        ):
+            assert f"\n{line}\n" in metrics
+        types = [line for line in metrics.splitlines() if line.startswith("# TYPE")]
+        assert len(types) == len(set(types))
 
 
 async def test_graceful_shutdown(nursery: trio.Nursery) -> None:

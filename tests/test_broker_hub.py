@@ -4,6 +4,7 @@ the queue, actions, bad lines, the backend secret, stalled backends, and shutdow
 from __future__ import annotations
 
 import json
+import resource
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +16,11 @@ from strands_trio import ClientConfig, StrandsClient
 from strands_trio.broker import Admission, BrokerConfig, Delivery, Handshake, Hub
 from strands_trio.broker._backends import BackendServer
 from strands_trio.broker._hub import NO_BACKEND
+from strands_trio.broker._limits import (
+    RESERVED_FILES,
+    raise_open_file_limit,
+    usable_connections,
+)
 
 HEADERS = {"Sec-Websocket-Key": ["x"], "Authorization": ["Bearer a", "Bearer b"]}
 
@@ -468,3 +474,19 @@ def test_config_from_env() -> None:
         BrokerConfig(trusted_proxies=("not an ip",))
     assert BrokerConfig(trusted_proxies=("10.0.0.0/8",)).trusts("10.1.2.3")
     assert "backend_secret" not in repr(BrokerConfig(backend_secret="x" * 16))
+
+
+def test_open_file_limit_is_raised_to_the_hard_limit() -> None:
+    """At start the broker raises its soft open-file limit to the hard one, and lowers
+    max_connections (saying so) only when even that cannot hold them with their headroom."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        if hard != resource.RLIM_INFINITY and soft > 64:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft - 1, hard))
+        raised = raise_open_file_limit()
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == raised
+        assert hard == resource.RLIM_INFINITY or raised == hard
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert usable_connections(10_000, 32, 1 << 20) == 10_000
+    assert usable_connections(10_000, 32, 1024) == 1024 - 32 - RESERVED_FILES

@@ -22,6 +22,7 @@ from trio_websocket import WebSocketConnection
 from strands_trio.broker import Admission, BrokerConfig, ClientLink, Delivery, Handshake
 from strands_trio.broker._connection import text_frame
 from strands_trio.broker._front import Route, WebSocketFront
+from strands_trio.broker._output import Output
 from strands_trio.broker._handshake import client_address, origin_allowed, shape_handshake
 
 from ._net import self_signed_certificate
@@ -34,8 +35,10 @@ DEADLINE = 10
 class FakeHub:
     """Implements exactly the hub methods the front calls, and records every call."""
 
-    def __init__(self, admission: Admission = ACCEPT) -> None:
+    def __init__(self, admission: Admission = ACCEPT, *, echo: int = 0) -> None:
         self.admission = admission
+        #: Answer each message with a reply of this many bytes, as a backend would.
+        self.echo = echo
         self.admit_gate: trio.Event | None = None
         self.requests: list[tuple[dict[str, list[str]], str, str]] = []
         self.links: dict[int, ClientLink] = {}
@@ -71,6 +74,8 @@ class FakeHub:
             raise RuntimeError("the hub failed")
         self.messages.append((handle, text))
         self._pulse()
+        if self.echo:
+            self.send(handle, "r" * self.echo)
         return False
 
     async def wait_ready(self, handle: int) -> None:
@@ -651,6 +656,33 @@ async def test_unsendable_close_code_becomes_1000(nursery: trio.Nursery) -> None
         await hub.wait_for(lambda: hub.disconnected == [1])
 
 
+async def test_a_client_whose_replies_back_up_is_read_no_more(nursery: trio.Nursery) -> None:
+    """A client that sends without reading its replies is read no more once they back up
+    (TCP then pushes back on it), and is not closed for it; once it reads, it is read again
+    and nothing was lost."""
+    hub = FakeHub(echo=20_000)
+    port = await start(nursery, hub, client_queue_bytes=400_000)  # reading pauses at 50,000
+    count = 200  # replies: 4 MB, far more than the socket buffers and the queue hold
+    with trio.fail_after(DEADLINE):
+        async with client(ws_url(port)) as ws:
+            async with trio.open_nursery() as senders:
+
+                async def send_all() -> None:
+                    for n in range(count):
+                        await ws.send_message(f"m{n}")
+
+                senders.start_soon(send_all)
+                await trio.testing.wait_all_tasks_blocked(0.05)
+                stalled_at = len(hub.messages)
+                assert stalled_at < count  # the broker stopped reading
+                received = 0
+                while received < count:
+                    assert len(await ws.get_message()) == 20_000
+                    received += 1
+            assert [text for _, text in hub.messages] == [f"m{n}" for n in range(count)]
+    assert front_of(hub).statistics().slow_clients_closed == 0
+
+
 async def test_slow_client_is_closed_with_1008(nursery: trio.Nursery) -> None:
     """A client that does not read while messages pile up past client_queue_bytes is closed
     with 1008 and counted, with what it had not been sent; later deliveries say False. A
@@ -799,3 +831,31 @@ def tls_contexts(tmp_path: Any) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     server.load_cert_chain(cert_file, key_file)
     client = ssl.create_default_context(cafile=cert_file)
     return server, client
+
+
+class BrokenTransport:
+    """A transport whose peer is gone: every write fails."""
+
+    def send_nowait(self, data: bytes | memoryview) -> int:
+        raise BrokenPipeError("gone")
+
+    async def send_all(self, data: bytes | memoryview) -> None:
+        raise BrokenPipeError("gone")
+
+    def shutdown_write(self) -> None:
+        pass
+
+
+async def test_frames_a_broken_connection_never_wrote_are_counted_lost(
+    nursery: trio.Nursery,
+) -> None:
+    """When writing to a client fails (it is gone), what was queued for it is counted lost,
+    and later frames too, instead of piling up."""
+    output = Output(BrokenTransport(), nursery)  # type: ignore[arg-type]
+    output.queue(b"one")
+    output.queue(b"two")
+    output.flush()
+    assert (output.broken, output.lost, output.size) == (True, 2, 0)
+    output.queue(b"three")
+    output.close()
+    assert output.lost == 3

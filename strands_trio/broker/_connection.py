@@ -298,7 +298,8 @@ class WebSocketConnection:
         Args:
             on_message: Called with each message (text; a binary message decoded as UTF-8
                 with undecodable bytes replaced); returns whether to pause reading.
-            wait_ready: Awaited after a message asked for a pause, before reading again.
+            wait_ready: Awaited after a message asked for a pause, before the next message
+                (even one already read) is handed on.
         """
         protocol = self.protocol
         receive = self._receive
@@ -311,19 +312,23 @@ class WebSocketConnection:
                     self.flush()
                     return
                 protocol.receive_data(data)
-                pause = False
                 for frame in protocol.events_received():
                     opcode = frame.opcode  # type: ignore[union-attr]
                     if opcode is _TEXT or opcode is _BINARY or opcode is _CONT:
                         text = self._message(frame)
-                        if text is not None and protocol.state is OPEN:
-                            pause = on_message(text) or pause
+                        if text is None or protocol.state is not OPEN:
+                            continue
+                        # Flow control per message, not per read: a read may hold many.
+                        if on_message(text):
+                            self._take_output()
+                            self.flush()
+                            await wait_ready()
+                        if self._output.size > self._pause_bytes:
+                            self._take_output()
+                            self.flush()
+                            await self._output.wait_below(self._pause_bytes)
                 self._take_output()
                 self.flush()
-                if pause:
-                    await wait_ready()
-                if self._output.size > self._pause_bytes:
-                    await self._output.wait_below(self._pause_bytes)
         self._read_scope = None
 
     async def _receive(self) -> bytes:

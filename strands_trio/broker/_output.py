@@ -97,10 +97,12 @@ class Output:
             self._end_if_asked()
             return
         data = frames[0] if len(frames) == 1 else b"".join(frames)
+        count = len(frames)
         frames.clear()
         try:
             written = self._transport.send_nowait(data)
         except OSError:
+            self.lost += count
             self._broke()
             return
         if written == len(data):
@@ -127,8 +129,13 @@ class Output:
                 self.size -= len(head)
                 while frames:
                     data = frames[0] if len(frames) == 1 else b"".join(frames)
+                    taken = len(frames)
                     frames.clear()
-                    await transport.send_all(data)
+                    try:
+                        await transport.send_all(data)
+                    except (OSError, ValueError):
+                        self.lost += taken
+                        raise
                     self.size -= len(data)
                     if self._idle_lot:
                         self._idle_lot.unpark_all()

@@ -22,8 +22,8 @@ from trio_websocket import WebSocketConnection
 from strands_trio.broker import Admission, BrokerConfig, ClientLink, Delivery, Handshake
 from strands_trio.broker._connection import text_frame
 from strands_trio.broker._front import Route, WebSocketFront
-from strands_trio.broker._output import Output
 from strands_trio.broker._handshake import client_address, origin_allowed, shape_handshake
+from strands_trio.broker._output import Output
 
 from ._net import self_signed_certificate
 

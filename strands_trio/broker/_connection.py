@@ -302,10 +302,13 @@ class WebSocketConnection:
                 (even one already read) is handed on.
         """
         protocol = self.protocol
-        receive = self._receive
+        receive = self._transport.receive
         with trio.CancelScope() as self._read_scope:  # close() ends the session at once
             while protocol.state is OPEN:
-                data = await receive()
+                try:
+                    data = await receive()
+                except OSError:  # reset: the peer is gone, as at the end of the stream
+                    data = b""
                 if not data:
                     protocol.receive_eof()
                     self._take_output()

@@ -337,10 +337,13 @@ class Hub:
     def on_actions(self, backend: BackendPort | None, actions: list[Action]) -> None:
         """Carry out a batch of actions from *backend*; every client they reached is flushed
         once, at the end."""
+        handlers = self._handlers
         self._batching = True
         try:
             for action in actions:
-                self.on_action(backend, action)
+                handler = handlers.get(type(action))
+                if handler is not None:
+                    handler(backend, action)
         finally:
             self._batching = False
             self._flush()
@@ -353,11 +356,14 @@ class Hub:
             handler(backend, action)
 
     def _to_connection(self, backend: object, action: MessageToConnection) -> None:
-        if not self.deliver_to_client(action.conn_id, action.message):
-            if self._cluster is not None:
-                self._cluster.private_message(action.conn_id, action.message)
-            else:
-                self._counts["unknown_targets"] += 1
+        client = self._clients.get(action.conn_id)
+        if client is not None:  # the hot path of deliver_to_client, inside a batch
+            if self._deliver(client, Delivery(action.message)):
+                self._counts["messages_out"] += 1
+        elif self._cluster is not None:
+            self._cluster.private_message(action.conn_id, action.message)
+        else:
+            self._counts["unknown_targets"] += 1
 
     def _to_room(self, backend: object, action: MessageToRoom) -> None:
         local = self.deliver_to_room(action.room_id, action.message)

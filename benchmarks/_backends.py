@@ -1,5 +1,5 @@
 """The backends the benchmarks measure, each run in its own process:
-``python benchmarks/_backends.py KIND PORT [SLEEP]``.
+``python benchmarks/_backends.py KIND PORT [SLEEP [MAX_PENDING]]``.
 
 Every backend answers each ``new_message`` with a ``message_to_connection`` back to its sender,
 carrying the same message (the replay benchmark's handler).
@@ -11,6 +11,10 @@ carrying the same message (the replay benchmark's handler).
 - ``strands``: strands-trio's ``StrandsClient``;
 - ``pystrands``: the asyncio peer from PyPI (``AsyncPyStrandsClient``);
 - ``flood``: strands-trio with a handler that sleeps SLEEP seconds before replying (memory);
+- ``slow``: the same, but reconnecting (within a second) when the broker drops it, as a
+  production backend would (``benchmarks/flood.py``: a broker that drops a slow backend
+  then shows as lost messages, not as the end of the run); MAX_PENDING, if given, is its
+  ``ClientConfig.max_pending_events``;
 - ``pipeline``: ``StrandsClient`` with a pipeline but no middleware (an exception handler
   that never matches): the fixed cost of the pipeline;
 - ``noop5``: ``StrandsClient`` with five middleware that only ``await call_next(ctx)``;
@@ -152,8 +156,14 @@ def _never(ctx: ExecutionContext, exc: BaseException) -> None:
     pass
 
 
-def run_strands(port: int, cls: type[StrandsClient] = _Echo, **pipeline: Any) -> None:
-    client = cls("127.0.0.1", port, config=ClientConfig(reconnect=False), **pipeline)
+def run_strands(
+    port: int,
+    cls: type[StrandsClient] = _Echo,
+    config: ClientConfig | None = None,
+    **pipeline: Any,
+) -> None:
+    config = config or ClientConfig(reconnect=False)
+    client = cls("127.0.0.1", port, config=config, **pipeline)
     with contextlib.suppress(BrokerConnectionError):  # the driver closed the connection
         trio.run(client.run)
 
@@ -192,6 +202,11 @@ def main() -> None:
     elif kind == "flood":
         _SleepyEcho.sleep = float(sys.argv[3])
         run_strands(port, _SleepyEcho)
+    elif kind == "slow":
+        _SleepyEcho.sleep = float(sys.argv[3])
+        pending = {"max_pending_events": int(sys.argv[4])} if len(sys.argv) > 4 else {}
+        config = ClientConfig(reconnect_delay=0.2, max_reconnect_delay=1.0, **pending)
+        run_strands(port, _SleepyEcho, config)
     else:
         raise SystemExit(f"unknown backend kind {kind!r}")
 

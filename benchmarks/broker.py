@@ -1,35 +1,53 @@
 """Broker benchmark: WebSocket ping-pong through the broker and an echo backend, end to end,
-and the broker's resident memory per idle WebSocket connection.
+against the bare WebSocket adapter it is built on; and the broker's resident memory per idle
+WebSocket connection.
 
-    python benchmarks/broker.py            # full run (about 3 minutes)
-    python benchmarks/broker.py --quick    # a smoke run (seconds)
-    python benchmarks/broker.py --reference-binary PATH   # also the reference Go broker
+    python benchmarks/broker.py                          # full run (about 6 minutes)
+    python benchmarks/broker.py --quick                  # a smoke run (about a minute)
+    python benchmarks/broker.py --previous /work/prev    # also the broker of another tree
+    python benchmarks/broker.py --reference-binary PATH  # also the reference Go broker
 
-Ping-pong: a load-generator process (``benchmarks/_wsload.py pingpong``, trio-websocket) opens
-N WebSocket clients; each sends a message, waits for its echo, records the round trip and
-sends the next, for a fixed duration after a short warm-up. Contenders, each as separate
-processes, in interleaved rounds (the machine is shared and noisy; the median is reported):
+Ping-pong: a load-generator process (``benchmarks/_wsload.py pingpong``: N picows clients on
+uvloop, a compiled WebSocket core) opens N WebSocket clients; each sends a message, waits for
+its echo, records the round trip and sends the next, for a fixed duration after a short
+warm-up. Contenders, each as separate processes, in interleaved rounds (the machine is shared
+and noisy; the median is reported):
 
+- ``adapter``: the ceiling: a bare echo server on the broker's own WebSocket adapter
+  (``_servers.py adapter``: ``strands_trio.broker._connection`` driven as the broker drives
+  it, each message echoed with ``deliver`` and ``flush``): no hub, no backend;
 - ``strands``: our broker (``python -m strands_trio broker``) + a ``StrandsClient`` backend
   that answers each ``new_message`` with ``send_private_message`` to its sender;
-- ``pystrands``: our broker + the same backend written with the asyncio ``pystrands`` client;
+- ``previous``: the broker of another source tree (``--previous DIR``, run with
+  ``PYTHONPATH=DIR`` from that directory: the broker before a change) + the same backend;
 - ``raw``: our broker + a blocking socket loop with orjson and no framework
   (``_backends.py raw-broker``): the backend's cost almost removed, what the broker alone allows;
-- ``ws-echo``: a plain trio-websocket echo server: no broker, no backend (the ceiling of the
-  WebSocket layer and of the load generator);
+- ``pystrands``: our broker + the same backend written with the asyncio ``pystrands`` client;
+- ``ws-echo``: a trio-websocket echo server (``_servers.py trio-websocket``);
+- ``adapter-deflate``: the ``adapter`` echo with permessage-deflate (``compression=True``),
+  the clients offering it (``_wsload.py pingpong --deflate``): what compression costs;
+- ``strands-deflate``: ``strands`` with the broker started with ``--compression``, the clients
+  offering permessage-deflate;
 - ``reference``: the reference Go broker (``--reference-binary``; ``PYSTRAND_WS_PORT`` and
   ``PYSTRAND_TCP_PORT``) + the ``StrandsClient`` backend (``reference-pystrands``: with the
   pystrands one).
+
+The targets: ``strands`` >= 0.75x the ``adapter`` echo's round trips per second, with a p99 at
+most 1.5x the ``adapter``'s (the verdict line says whether they are met).
 
 With two CPUs the broker (or the echo server) is pinned to CPU 0, the backend and the load
 generator to CPU 1. For each process the share of the timed window it spent on a CPU and
 waiting for one (``/proc/PID/task/*/schedstat``) is reported too: the first says which process
 is the bottleneck, the second how much the machine's other work got in the way. The load
-generator is Python too: the ``ws-echo`` row is the most it can drive.
+generator's own share is reported apart: a load generator near 100 % would be the
+bottleneck, and the figures of that row its ceiling, not the server's.
 
-Memory: our broker and an accepting backend; the broker's VmRSS is read, 5,000 idle WebSocket
+Memory: a broker and an accepting backend; the broker's VmRSS is read, 3,000 idle WebSocket
 connections are opened from a load-generator process (``_wsload.py idle``), the broker's
-``/healthz`` is polled until it counts them, VmRSS is read again: (after - before) / 5,000.
+``/healthz`` is polled until it counts them, VmRSS is read again: (after - before) / 3,000.
+Then a second batch as large (``--batches``: more), once the first has closed: its VmRSS
+shows a leak, if any. For
+our broker, and for the ``--previous`` one when given. Target: at most 15 KiB per connection.
 
 Prints a table and writes a PNG plot of the latency distribution (``--plot``).
 """
@@ -62,16 +80,37 @@ WSLOAD = HERE / "_wsload.py"
 START_TIMEOUT = 20.0  # seconds for a broker or backend to be ready
 RUN_MARGIN = 45.0  # seconds a load generator may take beyond its warm-up and duration
 
+SERVERS = HERE / "_servers.py"
 LABELS = {
+    "adapter": "adapter echo (ceiling)",
     "strands": "strands-trio broker + StrandsClient",
-    "pystrands": "strands-trio broker + pystrands",
+    "previous": "previous broker + StrandsClient",
     "raw": "strands-trio broker + raw socket loop",
-    "ws-echo": "trio-websocket echo (ceiling)",
+    "pystrands": "strands-trio broker + pystrands",
+    "ws-echo": "trio-websocket echo",
+    "adapter-deflate": "adapter echo, permessage-deflate",
+    "strands-deflate": "strands-trio broker + StrandsClient, deflate",
     "reference": "reference Go broker + StrandsClient",
     "reference-pystrands": "reference Go broker + pystrands",
 }
+#: The contenders that are a bare echo server (``_servers.py KIND``): no broker, no backend.
+SERVER_OF = {
+    "adapter": "adapter",
+    "adapter-deflate": "adapter-deflate",
+    "ws-echo": "trio-websocket",
+}
+CEILING = "adapter"
+#: The targets against the ceiling: throughput at least, p99 at most.
+TARGET_THROUGHPUT, TARGET_P99 = 0.75, 1.5
+TARGET_MEMORY_KIB = 15.0  # per idle connection
+#: A load generator on a CPU this share of the window (%) may be what limits a row.
+LOAD_SATURATED = 85.0
+#: The contenders whose clients offer permessage-deflate (a broker started with --compression).
+DEFLATE = frozenset({"adapter-deflate", "strands-deflate"})
 BACKEND_OF = {
     "strands": "strands",
+    "strands-deflate": "strands",
+    "previous": "strands",
     "pystrands": "pystrands",
     "raw": "raw-broker",
     "reference": "strands",
@@ -83,6 +122,11 @@ NO_REFERENCE = (
     "build it and pass --reference-binary PATH to compare against it"
 )
 NAN2 = (math.nan, math.nan)
+MEMORY_LABELS = {
+    "strands": "strands-trio broker",
+    "previous": "previous broker",
+    "reference": "reference broker",
+}
 COMPLAINT = re.compile(r"WARNING|ERROR|Traceback|panic")
 READY_LINE = re.compile(rb"ws://[^:]+:(\d+)/ws/\.\.\., backends on [^ ]+:(\d+)")
 
@@ -127,12 +171,13 @@ class Processes:
         cpu: int | None,
         nofile: int = 0,
         env: dict[str, str] | None = None,
+        cwd: Path | None = None,
         stdout: int | None = None,
         stdin: int | None = subprocess.DEVNULL,
         service: bool = True,
     ) -> subprocess.Popen[bytes]:
-        """Start *command* as *name*; a *service* (a broker, backend or server) is expected to
-        run until killed: :meth:`check_alive` fails if it has exited."""
+        """Start *command* as *name* (in *cwd* if given); a *service* (a broker, backend or
+        server) is expected to run until killed: :meth:`check_alive` fails if it has exited."""
         log = open(self.dir / f"{name}.log", "wb")  # noqa: SIM115 - the child keeps it
         with log:
             proc = subprocess.Popen(
@@ -141,6 +186,7 @@ class Processes:
                 stdout=log if stdout is None else stdout,
                 stderr=log if stdout is None else None,  # the load generator's progress line
                 env=env,
+                cwd=cwd,
                 preexec_fn=set_up_child(cpu, nofile),
             )
         self._procs.append((name, proc))
@@ -275,21 +321,52 @@ class Broker:
     has_healthz: bool
 
 
-def start_strands_broker(procs: Processes, *, max_connections: int, nofile: int = 0) -> Broker:
+def tree_env(tree: Path | None) -> tuple[dict[str, str] | None, Path | None]:
+    """The environment and working directory that run ``python -m strands_trio`` from the
+    source *tree* (``None``: this one, as installed)."""
+    if tree is None:
+        return None, None
+    return {**os.environ, "PYTHONPATH": str(tree)}, tree
+
+
+def check_tree(tree: Path) -> None:
+    """Fail unless ``strands_trio`` imports from *tree* when run with :func:`tree_env`."""
+    env, cwd = tree_env(tree)
+    where = subprocess.run(
+        [sys.executable, "-c", "import strands_trio; print(strands_trio.__file__)"],
+        env=env, cwd=cwd, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    if not where.stdout.strip().startswith(str(tree.resolve())):
+        sys.exit(f"{tree}: strands_trio does not import from there: {where.stdout}{where.stderr}")
+
+
+def start_strands_broker(
+    procs: Processes,
+    *,
+    max_connections: int,
+    nofile: int = 0,
+    tree: Path | None = None,
+    name: str = "broker",
+    cpu: int | None = 0,
+    extra: tuple[str, ...] = (),
+) -> Broker:
+    """Start a broker as *name* (``python -m strands_trio broker``, from the source *tree* if
+    given, with the *extra* flags) and wait until it listens."""
+    env, cwd = tree_env(tree)
     command = [
         sys.executable, "-m", "strands_trio", "broker",
         "--ws-host", "127.0.0.1", "--ws-port", "0", "--tcp-port", "0",
         "--max-connections", str(max_connections),
         "--max-connections-per-ip", str(max_connections),
-        "--log-level", "WARNING",
+        "--log-level", "WARNING", *extra,
     ]  # fmt: skip
-    proc = procs.start("broker", command, cpu=0, nofile=nofile)
-    log = procs.dir / "broker.log"
+    proc = procs.start(name, command, cpu=cpu, nofile=nofile, env=env, cwd=cwd)
+    log = procs.dir / f"{name}.log"
 
     def ports() -> re.Match[bytes] | None:
         return READY_LINE.search(log.read_bytes())
 
-    match = wait_for("the broker to listen", ports, procs, START_TIMEOUT)
+    match = wait_for(f"{name} to listen", ports, procs, START_TIMEOUT)
     assert isinstance(match, re.Match)
     return Broker(proc, int(match[1]), int(match[2]), has_healthz=True)
 
@@ -302,12 +379,14 @@ def start_reference_broker(procs: Processes, binary: str, *, nofile: int = 0) ->
     return Broker(proc, ws_port, tcp_port, has_healthz=False)
 
 
-def start_backend(procs: Processes, kind: str, broker: Broker) -> subprocess.Popen[bytes]:
-    """Start an echo backend of *kind* (``benchmarks/_backends.py``) and wait until the broker
-    has it (the reference broker has no ``/healthz``: then the load generator's handshakes are
-    retried until it is there)."""
+def start_backend(
+    procs: Processes, kind: str, broker: Broker, *extra: str
+) -> subprocess.Popen[bytes]:
+    """Start an echo backend of *kind* (``benchmarks/_backends.py``, with the *extra*
+    arguments) and wait until the broker has it (the reference broker has no ``/healthz``: then
+    the load generator's handshakes are retried until it is there)."""
     proc = procs.start(
-        "backend", [sys.executable, str(BACKENDS), kind, str(broker.tcp_port)], cpu=1
+        "backend", [sys.executable, str(BACKENDS), kind, str(broker.tcp_port), *extra], cpu=1
     )
     if broker.has_healthz:
 
@@ -321,8 +400,10 @@ def start_backend(procs: Processes, kind: str, broker: Broker) -> subprocess.Pop
     return proc
 
 
-def start_echo_server(procs: Processes) -> tuple[subprocess.Popen[bytes], int]:
-    proc = procs.start("echo", [sys.executable, str(WSLOAD), "echo"], cpu=0, stdout=subprocess.PIPE)
+def start_echo_server(procs: Processes, kind: str) -> tuple[subprocess.Popen[bytes], int]:
+    """Start the echo server *kind* of ``_servers.py`` on CPU 0; returns it and its port."""
+    command = [sys.executable, str(SERVERS), kind]
+    proc = procs.start("echo", command, cpu=0, stdout=subprocess.PIPE)
     assert proc.stdout is not None
     line = read_line(proc, time.monotonic() + START_TIMEOUT)
     if not line.strip().isdigit():
@@ -358,14 +439,18 @@ class Round:
 def run_pingpong(kind: str, args: argparse.Namespace, label: str) -> Round:
     with processes() as procs:
         watched: dict[str, int] = {}
-        if kind == "ws-echo":
-            echo, port = start_echo_server(procs)
+        if kind in SERVER_OF:
+            echo, port = start_echo_server(procs, SERVER_OF[kind])
             watched["server"] = echo.pid
         else:
             if kind.startswith("reference"):
                 broker = start_reference_broker(procs, args.reference_binary)
             else:
-                broker = start_strands_broker(procs, max_connections=args.clients + 100)
+                tree = args.previous if kind == "previous" else None
+                extra = ("--compression",) if kind in DEFLATE else ()
+                broker = start_strands_broker(
+                    procs, max_connections=args.clients + 100, tree=tree, extra=extra
+                )
             backend = start_backend(procs, BACKEND_OF[kind], broker)
             watched |= {"broker": broker.proc.pid, "backend": backend.pid}
             port = broker.ws_port
@@ -374,6 +459,7 @@ def run_pingpong(kind: str, args: argparse.Namespace, label: str) -> Round:
             sys.executable, str(WSLOAD), "pingpong", str(port),
             "--clients", str(args.clients), "--warmup", str(args.warmup),
             "--duration", str(args.duration), "--out", str(out), "--label", label,
+            *(["--deflate"] if kind in DEFLATE else []),
         ]  # fmt: skip
         load = procs.start("load", command, cpu=1, stdout=subprocess.PIPE, service=False)
         watched["load"] = load.pid
@@ -387,12 +473,12 @@ def run_pingpong(kind: str, args: argparse.Namespace, label: str) -> Round:
                 raise RuntimeError(f"the load generator exited\n{procs.log('broker')}")
             if line in ("start", "end"):
                 marks[line] = (time.monotonic(), {n: cpu_times(p) for n, p in watched.items()})
-            else:
+            elif line.startswith("{"):
                 summary = json.loads(line)
         load.wait(timeout=10)
         problems = [
             f"{key} = {summary[key]}"
-            for key in ("mismatches", "closed_early", "timed_out")
+            for key in ("mismatches", "closed_early", "timed_out", "stuck", "lost", "closes")
             if summary[key]
         ]
         if summary["connected"] != args.clients:
@@ -443,7 +529,8 @@ class Memory:
     backend_after_kib: int
     open_seconds: float
     close_seconds: float  # until /healthz counted none (NaN: unknown)
-    again_kib: int  # with a second batch of as many, opened once the first had closed
+    #: VmRSS with each later batch of as many, each opened once the one before had closed
+    later_kib: list[int]
 
     @property
     def per_connection_kib(self) -> float:
@@ -473,14 +560,18 @@ def open_idle(procs: Processes, name: str, port: int, count: int) -> subprocess.
     return load
 
 
-def measure_memory(args: argparse.Namespace, reference: bool = False) -> Memory:
+def measure_memory(args: argparse.Namespace, kind: str = "strands") -> Memory:
+    """The memory of the broker of *kind* (``strands``, ``previous`` or ``reference``)."""
     count = args.connections
     nofile = count + 1024
     with processes() as procs:
-        if reference:
+        if kind == "reference":
             broker = start_reference_broker(procs, args.reference_binary, nofile=nofile)
         else:
-            broker = start_strands_broker(procs, max_connections=count + 100, nofile=nofile)
+            tree = args.previous if kind == "previous" else None
+            broker = start_strands_broker(
+                procs, max_connections=count + 100, nofile=nofile, tree=tree
+            )
         backend = start_backend(procs, "strands", broker)
 
         def connections(n: int) -> Callable[[], bool]:
@@ -502,8 +593,8 @@ def measure_memory(args: argparse.Namespace, reference: bool = False) -> Memory:
         before, backend_before = vm_kib(broker.proc.pid), vm_kib(backend.pid)
         readings: list[tuple[int, int, float]] = []  # (broker KiB, backend KiB, open seconds)
         closed = math.nan
-        # Twice: the second batch, opened once the first has closed, shows a leak if any.
-        for batch in (1, 2):
+        # Later batches, each opened once the one before has closed, show a leak if any.
+        for batch in range(1, args.batches + 1):
             started = time.monotonic()
             load = open_idle(procs, f"idle-{batch}", broker.ws_port, count)
             opened = time.monotonic() - started
@@ -523,8 +614,11 @@ def measure_memory(args: argparse.Namespace, reference: bool = False) -> Memory:
             else:
                 time.sleep(3.0)
         procs.report_complaints("broker", "backend")
-    (after, backend_after, open_seconds), (again, _, _) = readings
-    return Memory(count, before, after, backend_before, backend_after, open_seconds, closed, again)
+    (after, backend_after, open_seconds), *later = readings
+    return Memory(
+        count, before, after, backend_before, backend_after, open_seconds, closed,
+        [kib for kib, _, _ in later],
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------- report
@@ -535,31 +629,50 @@ def percentile_ms(rounds: list[Round], q: float) -> float:
     return statistics.median(r.percentile(q) for r in rounds) * 1e3
 
 
+def paired_ratio(
+    results: dict[str, list[Round]], kind: str, other: str, value: Callable[[Round], float]
+) -> float:
+    """The median over rounds of *kind*'s *value* over *other*'s in the same round (the pairs
+    measured close in time, the noise of the machine cancels best)."""
+    if kind not in results or other not in results:
+        return math.nan
+    pairs = zip(results[kind], results[other], strict=True)
+    return statistics.median(value(a) / value(b) if value(b) else math.nan for a, b in pairs)
+
+
+def rate(r: Round) -> float:
+    return r.rate
+
+
+def p99(r: Round) -> float:
+    return r.percentile(0.99)
+
+
 def print_table(results: dict[str, list[Round]], args: argparse.Namespace) -> None:
     medians = {kind: statistics.median(r.rate for r in rounds) for kind, rounds in results.items()}
-    ours = medians.get("strands")
     print(
         f"\nBroker ping-pong: {args.clients} WebSocket clients, {args.duration:g} s timed after "
-        f"{args.warmup:g} s warm-up, {args.rounds} interleaved round(s); median of rounds"
+        f"{args.warmup:g} s warm-up, {args.rounds} interleaved round(s); median of rounds; "
+        f"x ceiling: the median of each round's ratio to the {CEILING} echo of the same round"
     )
     print(
-        f"{'contender':38s} {'msg/s':>8s} {'min':>8s} {'max':>8s} {'/strands':>8s} "
-        f"{'p50 ms':>7s} {'p95 ms':>7s} {'p99 ms':>7s}"
+        f"{'contender':44s} {'msg/s':>8s} {'min':>8s} {'max':>8s} {'x ceiling':>9s} "
+        f"{'p50 ms':>7s} {'p95 ms':>7s} {'p99 ms':>7s} {'p99 x ceiling':>13s}"
     )
     for kind, rounds in results.items():
         rates = [r.rate for r in rounds]
-        ratio = medians[kind] / ours if ours else float("nan")
         print(
-            f"{LABELS[kind]:38s} {medians[kind]:8,.0f} {min(rates):8,.0f} {max(rates):8,.0f} "
-            f"{ratio:8.2f} {percentile_ms(rounds, 0.50):7.2f} {percentile_ms(rounds, 0.95):7.2f} "
-            f"{percentile_ms(rounds, 0.99):7.2f}"
+            f"{LABELS[kind]:44s} {medians[kind]:8,.0f} {min(rates):8,.0f} {max(rates):8,.0f} "
+            f"{paired_ratio(results, kind, CEILING, rate):9.2f} "
+            f"{percentile_ms(rounds, 0.50):7.2f} {percentile_ms(rounds, 0.95):7.2f} "
+            f"{percentile_ms(rounds, 0.99):7.2f} {paired_ratio(results, kind, CEILING, p99):13.2f}"
         )
     print(
         "\nCPU time per round trip (µs; the figure a busy machine disturbs least), and the "
         "share of the\ntimed window each process spent on a CPU / waiting for one (%)"
     )
     names = ("broker", "backend", "server", "load")
-    print(f"{'contender':38s} " + " ".join(f"{name:>18s}" for name in names))
+    print(f"{'contender':44s} " + " ".join(f"{name:>18s}" for name in names))
     for kind, rounds in results.items():
         cells = []
         for name in names:
@@ -573,20 +686,82 @@ def print_table(results: dict[str, list[Round]], args: argparse.Namespace) -> No
                 for r in rounds
             )
             cells.append(f"{micros:6.0f} µs {ran:3.0f}/{waited:<3.0f}")
-        print(f"{LABELS[kind]:38s} " + " ".join(cells))
-    if "reference" in results and ours:
-        throughput = medians["strands"] / medians["reference"]
-        p99 = percentile_ms(results["strands"], 0.99) / percentile_ms(results["reference"], 0.99)
-        verdict = "met" if throughput >= 1 and p99 <= 1.5 else "NOT met"
+        print(f"{LABELS[kind]:44s} " + " ".join(cells))
+    print_load_share(results)
+    print_verdicts(results, args)
+
+
+def print_load_share(results: dict[str, list[Round]]) -> None:
+    """Say whether the load generator could have been what limited a row."""
+    busiest = max(
+        ((r.cpu.get("load", NAN2)[0], kind) for kind, rounds in results.items() for r in rounds),
+        default=(math.nan, ""),
+    )
+    share, kind = busiest
+    if math.isnan(share):
+        return
+    verdict = (
+        f"it may have limited that row (>= {LOAD_SATURATED:.0f} %)"
+        if share >= LOAD_SATURATED
+        else "never the bottleneck"
+    )
+    print(
+        f"\nLoad generator (picows): at most {share:.0f} % of a CPU in any round "
+        f"({LABELS[kind]}): {verdict}"
+    )
+
+
+def print_verdicts(results: dict[str, list[Round]], args: argparse.Namespace) -> None:
+    if "strands" in results and CEILING in results:
+        throughput = paired_ratio(results, "strands", CEILING, rate)
+        tail = paired_ratio(results, "strands", CEILING, p99)
+        met = throughput >= TARGET_THROUGHPUT and tail <= TARGET_P99
         print(
-            f"\nstrands vs reference (same backend): throughput {throughput:.2f}x (target >= 1), "
-            f"p99 {p99:.2f}x (target <= 1.5): {verdict}"
+            f"\nstrands (our broker + our echo backend) vs the {CEILING} echo: throughput "
+            f"{throughput:.2f}x (target >= {TARGET_THROUGHPUT}), p99 {tail:.2f}x "
+            f"(target <= {TARGET_P99}): {'met' if met else 'NOT met'}"
+        )
+    if "strands" in results and "previous" in results:
+        throughput = paired_ratio(results, "strands", "previous", rate)
+        tail = paired_ratio(results, "strands", "previous", p99)
+        print(f"strands vs previous (same backend): throughput {throughput:.2f}x, p99 {tail:.2f}x")
+    if "adapter-deflate" in results and CEILING in results:
+        throughput = paired_ratio(results, "adapter-deflate", CEILING, rate)
+        cpu = paired_ratio(results, "adapter-deflate", CEILING, micros_of("server"))
+        print(
+            f"permessage-deflate on the adapter echo: throughput {throughput:.2f}x, server CPU "
+            f"per round trip {cpu:.2f}x (the compression cost, both ways, for small messages)"
+        )
+    if "strands-deflate" in results and "strands" in results:
+        throughput = paired_ratio(results, "strands-deflate", "strands", rate)
+        cpu = paired_ratio(results, "strands-deflate", "strands", micros_of("broker"))
+        print(
+            f"permessage-deflate on our broker (--compression): throughput {throughput:.2f}x, "
+            f"broker CPU per round trip {cpu:.2f}x"
+        )
+    if "reference" in results and "strands" in results:
+        throughput = paired_ratio(results, "strands", "reference", rate)
+        tail = paired_ratio(results, "strands", "reference", p99)
+        verdict = "met" if throughput >= 1 and tail <= 1.5 else "NOT met"
+        print(
+            f"strands vs reference (same backend): throughput {throughput:.2f}x (target >= 1), "
+            f"p99 {tail:.2f}x (target <= 1.5): {verdict}"
         )
     elif not args.reference_binary:
         print(f"\n{NO_REFERENCE}")
 
 
+def micros_of(name: str) -> Callable[[Round], float]:
+    """*name*'s CPU time per round trip in a round, µs."""
+
+    def micros(r: Round) -> float:
+        return r.cpu.get(name, NAN2)[0] / 100 * 1e6 / r.rate if r.rate else math.nan
+
+    return micros
+
+
 def print_memory(memory: Memory, what: str) -> None:
+    verdict = "met" if memory.per_connection_kib <= TARGET_MEMORY_KIB else "NOT met"
     print(
         f"\nMemory, {what}: {memory.connections:,} idle WebSocket connections "
         f"(opened in {memory.open_seconds:.1f} s): broker VmRSS {memory.before_kib / 1024:.1f} MiB"
@@ -594,15 +769,24 @@ def print_memory(memory: Memory, what: str) -> None:
         f"connection (the StrandsClient backend: {memory.backend_per_connection_kib:.2f} KiB "
         "per connection)"
     )
-    growth = (memory.again_kib - memory.after_kib) / memory.connections
     closing = (
         "" if math.isnan(memory.close_seconds) else f"closed in {memory.close_seconds:.1f} s; "
     )
-    print(
-        f"  {closing}a second batch of {memory.connections:,}, once those had closed: VmRSS "
-        f"{memory.again_kib / 1024:.1f} MiB ({growth:+.1f} KiB per connection over the first "
-        "batch: a leak would show here)"
-    )
+    if memory.later_kib:
+        growth = ", ".join(
+            f"{(kib - memory.after_kib) / memory.connections:+.1f}" for kib in memory.later_kib
+        )
+        rss = ", ".join(f"{kib / 1024:.1f}" for kib in memory.later_kib)
+        print(
+            f"  {closing}{len(memory.later_kib)} later batch(es) of {memory.connections:,}, each "
+            f"once the one before had closed: VmRSS {rss} MiB ({growth} KiB per connection over "
+            "the first batch: a leak would grow with each)"
+        )
+    if what != "reference broker":
+        print(
+            f"  {memory.per_connection_kib:.1f} KiB per connection (target <= "
+            f"{TARGET_MEMORY_KIB:g} KiB): {verdict}"
+        )
 
 
 def plot(results: dict[str, list[Round]], memory: Memory | None, args: argparse.Namespace) -> None:
@@ -643,11 +827,13 @@ def plot(results: dict[str, list[Round]], memory: Memory | None, args: argparse.
     drawn = bars.barh(kinds, medians, xerr=[low, high], color=[colors[k] for k in kinds])
     for bar, kind, value in zip(drawn, kinds, medians, strict=True):
         top = max(r.rate for r in results[kind])
-        bars.text(top * 1.03, bar.get_y() + bar.get_height() / 2, f"{value:,.0f}/s", va="center")
+        ratio = paired_ratio(results, kind, CEILING, rate)
+        text = f"{value:,.0f}/s" + ("" if math.isnan(ratio) else f" ({ratio:.2f}x)")
+        bars.text(top * 1.03, bar.get_y() + bar.get_height() / 2, text, va="center")
     bars.invert_yaxis()
     bars.set_xlabel("round trips per second (median; bars: min to max)")
-    bars.set_xlim(0, max(r.rate for rounds in results.values() for r in rounds) * 1.3)
-    title = f"Throughput, {args.rounds} interleaved round(s)"
+    bars.set_xlim(0, max(r.rate for rounds in results.values() for r in rounds) * 1.45)
+    title = f"Throughput, {args.rounds} interleaved round(s); (x the {CEILING} echo)"
     if memory:
         title += f"\nbroker memory: {memory.per_connection_kib:.1f} KiB per idle connection"
     bars.set_title(title, fontsize=10)
@@ -665,13 +851,22 @@ def main() -> None:
     parser.add_argument(
         "--contenders",
         default=None,
-        help="comma-separated, from: " + ", ".join(LABELS) + " (default: strands,pystrands,"
-        "raw,ws-echo, and reference with --reference-binary)",
+        help="comma-separated, from: " + ", ".join(LABELS) + " (default: adapter,strands,"
+        "raw,pystrands,ws-echo,adapter-deflate,strands-deflate; previous with --previous, "
+        "reference with --reference-binary)",
+    )
+    parser.add_argument(
+        "--previous", type=Path, help="a source tree whose broker to compare (default: none)"
     )
     parser.add_argument("--reference-binary", help="the reference Go broker's executable")
     parser.add_argument(
-        "--connections", type=int, help="idle connections for memory (default 5000; 0: skip)"
+        "--connections", type=int, help="idle connections for memory (default 3000; 0: skip)"
     )
+    parser.add_argument(
+        "--batches", type=int, default=2,
+        help="batches of idle connections, one after the other (default 2: the second "
+        "shows a leak)",
+    )  # fmt: skip
     parser.add_argument("--plot", type=Path, default=HERE / "results" / "broker.png")
     parser.add_argument(
         "--quick", action="store_true", help="2 s runs, 1 round, 500 idle connections"
@@ -679,20 +874,25 @@ def main() -> None:
     args = parser.parse_args()
     # --quick: 2 s runs, 1 round, 500 idle connections; explicit flags win.
     quick = {"warmup": 0.5, "duration": 2.0, "rounds": 1, "connections": 500}
-    full = {"warmup": 2.0, "duration": 10.0, "rounds": 3, "connections": 5000}
+    full = {"warmup": 2.0, "duration": 10.0, "rounds": 3, "connections": 3000}
     for name, value in (quick if args.quick else full).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
     if args.clients < 1 or args.duration <= 0 or args.warmup < 0 or args.rounds < 0:
         parser.error("--clients, --duration and --rounds must be positive, --warmup >= 0")
-    if args.connections < 0:
-        parser.error("--connections must be >= 0")
+    if args.connections < 0 or args.batches < 1:
+        parser.error("--connections must be >= 0, --batches at least 1")
     if args.reference_binary and not os.access(args.reference_binary, os.X_OK):
         parser.error(f"--reference-binary {args.reference_binary}: not an executable file")
+    if args.previous is not None:
+        check_tree(args.previous)
     if args.contenders is None:
-        kinds = ["strands", "pystrands", "raw", "ws-echo"]
+        kinds = ["adapter", "strands", "raw", "pystrands", "ws-echo"]
+        kinds += ["adapter-deflate", "strands-deflate"]
+        if args.previous:
+            kinds.insert(2, "previous")
         if args.reference_binary:
-            kinds.insert(1, "reference")
+            kinds.insert(2, "reference")
     else:
         kinds = [k for k in args.contenders.split(",") if k]
     for kind in kinds:
@@ -700,16 +900,19 @@ def main() -> None:
             parser.error(f"unknown contender {kind!r}: choose from {', '.join(LABELS)}")
         if kind.startswith("reference") and not args.reference_binary:
             parser.error(f"{kind} needs --reference-binary PATH")
+        if kind == "previous" and not args.previous:
+            parser.error("previous needs --previous DIR")
     if not two_cpus():
         print("one CPU: processes are not pinned", file=sys.stderr)
 
     load_before = os.getloadavg()[0]
     results = interleaved_rounds(kinds, args) if kinds and args.rounds else {}
-    memory = reference_memory = None
+    memories: dict[str, Memory] = {}
     if args.connections:
-        memory = measure_memory(args)
-        if args.reference_binary:
-            reference_memory = measure_memory(args, reference=True)
+        given = {"strands": True, "previous": args.previous, "reference": args.reference_binary}
+        for kind in [kind for kind, wanted in given.items() if wanted]:
+            print(f"memory: {kind}, {args.connections:,} idle connections", file=sys.stderr)
+            memories[kind] = measure_memory(args, kind)
 
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     pinning = ", broker pinned to CPU 0, backend and load generator to CPU 1" if two_cpus() else ""
@@ -722,12 +925,17 @@ def main() -> None:
         print_table(results, args)
     elif not args.reference_binary:
         print(f"\n{NO_REFERENCE}")
-    if memory:
-        print_memory(memory, "strands-trio broker")
-    if reference_memory:
-        print_memory(reference_memory, "reference broker")
+    for kind, memory in memories.items():
+        print_memory(memory, MEMORY_LABELS[kind])
+    if "strands" in memories and "previous" in memories:
+        ours, before = memories["strands"], memories["previous"]
+        print(
+            f"  per connection: current {ours.per_connection_kib:.1f} KiB vs previous "
+            f"{before.per_connection_kib:.1f} KiB "
+            f"({ours.per_connection_kib / before.per_connection_kib:.2f}x)"
+        )
     if results:
-        plot(results, memory, args)
+        plot(results, memories.get("strands"), args)
         print(f"\nplot written to {args.plot}")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -120,3 +120,21 @@ def self_signed_certificate(directory: Path, host: str) -> tuple[str, str]:
         )
     )
     return str(cert_file), str(key_file)
+
+
+class Changes:
+    """For fakes that record what happens to them: ``pulse()`` after each recorded change,
+    and a test awaits ``wait_for(predicate)`` instead of sleeping."""
+
+    def __init__(self) -> None:
+        self._changed = trio.Event()
+
+    def pulse(self) -> None:
+        """Something changed: wake whoever waits."""
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_for(self, predicate: Callable[[], bool]) -> None:
+        """Return once *predicate* holds (checked after every change)."""
+        while not predicate():
+            await self._changed.wait()

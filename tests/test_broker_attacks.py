@@ -30,6 +30,7 @@ from strands_trio.broker import (
 )
 from strands_trio.broker._connection import WebSocketConnection, text_frame
 
+from ._net import Changes
 from ._wsclient import Refused, WSClient, open_socket, raw_exchange, read_to_end
 
 #: A bound on every test; what each test waits for takes a fraction of it.
@@ -61,20 +62,12 @@ class Echo(StrandsClient):
         self.delay = delay
         self.requests: list[ConnectionRequestContext] = []
         self.left: list[Context] = []
-        self._changed = trio.Event()
-
-    def _pulse(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
-
-    async def wait_for(self, predicate: Callable[[], bool]) -> None:
-        """Return once *predicate* holds (checked after every recorded callback)."""
-        while not predicate():
-            await self._changed.wait()
+        self._changes = Changes()
+        self.wait_for = self._changes.wait_for
 
     async def on_connection_request(self, request: ConnectionRequestContext) -> bool:
         self.requests.append(request)
-        self._pulse()
+        self._changes.pulse()
         request.context.client_id = request.header("x-id") or request.context.client_id
         request.context.room_id = request.header("x-room") or request.context.room_id
         return True
@@ -100,7 +93,7 @@ class Echo(StrandsClient):
 
     async def on_disconnect(self, context: Context) -> None:
         self.left.append(context)
-        self._pulse()
+        self._changes.pulse()
 
 
 async def start(

@@ -9,7 +9,7 @@ import socket
 import ssl
 import struct
 import warnings
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -25,7 +25,7 @@ from strands_trio.broker._front import Route, WebSocketFront
 from strands_trio.broker._handshake import client_address, origin_allowed, shape_handshake
 from strands_trio.broker._output import Output
 
-from ._net import self_signed_certificate
+from ._net import Changes, self_signed_certificate
 
 ACCEPT = Admission(accepted=True, client_id="c1", room_id="room")
 #: A bound on every test; the timeouts under test are a fraction of it.
@@ -45,20 +45,12 @@ class FakeHub:
         self.messages: list[tuple[int, str]] = []
         self.disconnected: list[int] = []
         self._ids = itertools.count(1)
-        self._changed = trio.Event()
-
-    def _pulse(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
-
-    async def wait_for(self, predicate: Callable[[], bool]) -> None:
-        """Return once *predicate* holds (checked after every recorded call)."""
-        while not predicate():
-            await self._changed.wait()
+        self._changes = Changes()
+        self.wait_for = self._changes.wait_for
 
     async def admit(self, handshake: Handshake) -> Admission:
         self.requests.append((handshake.headers, handshake.url, handshake.remote_addr))
-        self._pulse()
+        self._changes.pulse()
         if self.admit_gate is not None:
             await self.admit_gate.wait()
         return self.admission
@@ -66,14 +58,14 @@ class FakeHub:
     def connect(self, admission: Admission, link: ClientLink) -> int:
         handle = next(self._ids)
         self.links[handle] = link
-        self._pulse()
+        self._changes.pulse()
         return handle
 
     def message(self, handle: int, text: str) -> bool:
         if text == "crash":
             raise RuntimeError("the hub failed")
         self.messages.append((handle, text))
-        self._pulse()
+        self._changes.pulse()
         if self.echo:
             self.send(handle, "r" * self.echo)
         return False
@@ -83,7 +75,7 @@ class FakeHub:
 
     def disconnect(self, handle: int) -> None:
         self.disconnected.append(handle)
-        self._pulse()
+        self._changes.pulse()
 
     def send(self, handle: int, *texts: str) -> list[bool]:
         """Deliver *texts* to a client's link, then flush it, as the hub does."""

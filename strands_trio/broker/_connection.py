@@ -56,7 +56,7 @@ from websockets.server import ServerProtocol
 from ._output import Output
 from ._transport import Transport
 
-__all__ = ["MAX_HEAD_SIZE", "BadRequest", "WebSocketConnection", "text_frame"]
+__all__ = ["MAX_HEAD_SIZE", "BadRequest", "WebSocketConnection", "http_answer", "text_frame"]
 
 #: The longest HTTP request head read (request line and headers), in bytes.
 MAX_HEAD_SIZE = 16 * 1024
@@ -258,22 +258,7 @@ class WebSocketConnection:
         headers: Iterable[tuple[str, str]] = (),
     ) -> None:
         """Answer a plain HTTP request (or refuse a handshake) and end the connection."""
-        phrase = _phrase(status)
-        response = Response(
-            status,
-            phrase,
-            Headers(
-                [
-                    ("Date", email.utils.formatdate(usegmt=True)),
-                    ("Connection", "close"),
-                    ("Content-Length", str(len(body))),
-                    ("Content-Type", content_type),
-                    *headers,
-                ]
-            ),
-            body,
-        )
-        self._answer(response)
+        self._answer(http_answer(status, body, content_type, headers))
 
     def _answer(self, response: Response) -> None:
         protocol = self.protocol
@@ -453,8 +438,22 @@ class WebSocketConnection:
         await self._transport.aclose()
 
 
-def _phrase(status: int) -> str:
+def http_answer(
+    status: int,
+    body: bytes,
+    content_type: str = "text/plain; charset=utf-8",
+    headers: Iterable[tuple[str, str]] = (),
+) -> Response:
+    """An HTTP answer that ends its connection (``Connection: close``)."""
     try:
-        return http.HTTPStatus(status).phrase
+        phrase = http.HTTPStatus(status).phrase
     except ValueError:
-        return ""
+        phrase = ""
+    fields = [
+        ("Date", email.utils.formatdate(usegmt=True)),
+        ("Connection", "close"),
+        ("Content-Length", str(len(body))),
+        ("Content-Type", content_type),
+        *headers,
+    ]
+    return Response(status, phrase, Headers(fields), body)

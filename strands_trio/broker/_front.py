@@ -48,7 +48,7 @@ import trio
 from websockets.http11 import Request, Response
 
 from ._config import BrokerConfig
-from ._connection import BadRequest, WebSocketConnection
+from ._connection import BadRequest, WebSocketConnection, http_answer
 from ._handshake import client_address, origin_allowed, peer_ip, shape_handshake, split_target
 from ._keepalive import enable_keepalive
 from ._limits import (
@@ -84,7 +84,7 @@ HEADROOM_TIMEOUT = 2.0
 _WS_PREFIX = "/ws/"
 _GOING_AWAY = (1001, "going away")
 _INTERNAL_ERROR = (1011, "internal error")
-_CANNED = {
+_AT_ONCE = {
     "per_ip": (429, b"too many connections from your address\n"),
     "full": (503, b"too many connections\n"),
 }
@@ -170,7 +170,8 @@ class WebSocketFront:
             refused=dict(self._refused),
             http_requests=self._http_requests,
             slow_clients_closed=self._slow,
-            binary_messages=self._binary,
+            binary_messages=self._binary
+            + sum(entry.conn.binary_messages for entry in self._connections),
             messages_lost={
                 "too_slow": self._lost_slow,
                 "connection_lost": self._lost_unwritten,
@@ -255,7 +256,7 @@ class WebSocketFront:
         slot = self._limits.take(None if self._config.trusts(ip) else ip)
         if isinstance(slot, str):
             self._refused[slot] += 1
-            await _refuse_at_once(stream, *_CANNED[slot])
+            await _refuse_at_once(stream, http_answer(*_AT_ONCE[slot]).serialize())
             return
         transport: Transport
         if isinstance(stream, trio.SocketStream):
@@ -401,26 +402,20 @@ class WebSocketFront:
             conn.respond(status, body, content_type)
 
 
-async def _refuse_at_once(stream: trio.abc.Stream, status: int, text: bytes) -> None:
-    """Answer *status* without reading the request, and close (plain TCP only: a TLS client
-    is just closed)."""
+async def _refuse_at_once(stream: trio.abc.Stream, answer: bytes) -> None:
+    """Send *answer* without reading the request, and close (plain TCP only: a TLS client is
+    just closed). What the socket does not take at once is not waited for."""
     if isinstance(stream, trio.SocketStream):
-        head = f"HTTP/1.1 {status} {_phrase(status)}\r\nConnection: close\r\n"
-        head += f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(text)}\r\n\r\n"
         sock = socket.socket(fileno=stream.socket.detach())
         try:
             sock.setblocking(False)
-            sock.send(head.encode() + text)
+            sock.send(answer)
             sock.shutdown(socket.SHUT_WR)
         except OSError:
             pass
         finally:
             sock.close()
     await trio.aclose_forcefully(stream)
-
-
-def _phrase(status: int) -> str:
-    return {429: "Too Many Requests", 503: "Service Unavailable"}[status]
 
 
 def _peer_of(stream: trio.abc.Stream) -> tuple[str, int] | None:

@@ -155,3 +155,31 @@ async def test_subscribe_while_a_connection_subscribes_is_not_lost(
             await live.wait_available()
             await redis.wait_available()
             assert await redis.execute("PUBSUB", "NUMSUB", "a", "b") == [b"a", 1, b"b", 1]
+
+
+async def test_on_idle_ends_each_burst(redis_url: str) -> None:
+    """on_idle is called after a message when no other is waiting: a burst that arrived
+    together ends with one call, after all of its messages."""
+    calls: list[str] = []
+    burst = trio.Event()
+
+    def on_message(message: Message) -> None:
+        calls.append(message.data.decode())
+
+    def on_idle() -> None:
+        calls.append("idle")
+        if len(calls) > 3:
+            burst.set()
+
+    with trio.fail_after(10):
+        async with (
+            open_live_pubsub(redis_url, on_message, on_idle=on_idle, backoff=QUICK) as live,
+            open_live_redis(redis_url, backoff=QUICK) as redis,
+        ):
+            await live.subscribe("burst")
+            await live.wait_available()
+            await redis.wait_available()
+            # One pipeline, one write: the three messages reach the subscriber together.
+            await redis.execute_many([("PUBLISH", "burst", str(n)) for n in range(3)])
+            await burst.wait()
+    assert calls == ["0", "1", "2", "idle"]

@@ -422,30 +422,39 @@ class Hub:
             client.dirty = False
             client.link.flush()
 
-    def deliver_to_client(self, client_id: str, text: str) -> bool:
-        """Send *text* to the client *client_id* if it is connected here; whether it is."""
+    def flush(self) -> None:
+        """Write what the ``deliver_*`` calls made with ``flush=False`` queued (once per
+        client, however many messages it got)."""
+        self._flush()
+
+    def deliver_to_client(self, client_id: str, text: str, *, flush: bool = True) -> bool:
+        """Send *text* to the client *client_id* if it is connected here; whether it is.
+        With ``flush=False`` it is only queued until :meth:`flush` (a caller delivering a
+        burst writes to each client once)."""
         client = self._clients.get(client_id)
         if client is None:
             return False
         if self._deliver(client, Delivery(text)):
             self._counts["messages_out"] += 1
-        if not self._batching:
+        if flush and not self._batching:
             self._flush()
         return True
 
-    def deliver_to_room(self, room_id: str, text: str) -> bool:
-        """Send *text* to this node's members of *room_id*; whether it has any."""
+    def deliver_to_room(self, room_id: str, text: str, *, flush: bool = True) -> bool:
+        """Send *text* to this node's members of *room_id*; whether it has any
+        (``flush`` as for :meth:`deliver_to_client`)."""
         room = self._rooms.get(room_id)
         if room is None:
             return False
-        self._deliver_all(list(room), text)
+        self._deliver_all(list(room), text, flush)
         return True
 
-    def deliver_to_all(self, text: str) -> None:
-        """Send *text* to every client connected here."""
-        self._deliver_all(list(self._clients.values()), text)
+    def deliver_to_all(self, text: str, *, flush: bool = True) -> None:
+        """Send *text* to every client connected here (``flush`` as for
+        :meth:`deliver_to_client`)."""
+        self._deliver_all(list(self._clients.values()), text, flush)
 
-    def _deliver_all(self, clients: list[_Client], text: str) -> None:
+    def _deliver_all(self, clients: list[_Client], text: str, flush: bool = True) -> None:
         message = Delivery(text)  # framed once, for every member
         deliver = self._deliver
         delivered = 0
@@ -453,7 +462,7 @@ class Hub:
             if deliver(client, message):
                 delivered += 1
         self._counts["messages_out"] += delivered
-        if not self._batching:
+        if flush and not self._batching:
             self._flush()
 
     def close_client(self, client_id: str, code: int, reason: str) -> bool:

@@ -394,6 +394,7 @@ class LivePubSub(_Kept):
         connect: Callable[[], contextlib.AbstractAsyncContextManager[PubSub]],
         on_message: Callable[[Message], None],
         on_connect: Callable[[], None] | None,
+        on_idle: Callable[[], None] | None = None,
     ) -> None:
         delays = backoff.delays()
         while True:
@@ -421,6 +422,8 @@ class LivePubSub(_Kept):
                         async for message in pubsub:
                             self._received += 1
                             self._call(on_message, message)
+                            if on_idle is not None and not pubsub.buffered:
+                                self._call(on_idle)
                         raise RedisConnectionError("the subscriber connection ended")
                     finally:
                         if self._pubsub is not None:
@@ -445,6 +448,7 @@ async def serve_live_pubsub(
     on_message: Callable[[Message], None],
     *,
     on_connect: Callable[[], None] | None = None,
+    on_idle: Callable[[], None] | None = None,
     backoff: Backoff = Backoff(),
     max_buffered: int = 10_000,
     max_buffered_bytes: int = 16 * 1024 * 1024,
@@ -462,6 +466,9 @@ async def serve_live_pubsub(
             up the messages behind it; past the buffer, they are dropped and counted).
         on_connect: Called after each connection is made and subscribed: messages published
             before it, while no connection was up, are lost (pub/sub keeps nothing).
+        on_idle: Called after a message when no other is waiting: the end of a burst, for a
+            consumer that batches what its messages cause (a broker node writes to its
+            clients once per burst).
         backoff: The delays between attempts to connect.
         max_buffered: As for :func:`open_pubsub`.
         max_buffered_bytes: As for :func:`open_pubsub`.
@@ -485,7 +492,7 @@ async def serve_live_pubsub(
         max_buffered_bytes=max_buffered_bytes,
         ssl_context=ssl_context,
     )
-    await live._serve(backoff, connect, on_message, on_connect)
+    await live._serve(backoff, connect, on_message, on_connect, on_idle)
 
 
 @contextlib.asynccontextmanager
@@ -494,6 +501,7 @@ async def open_live_pubsub(
     on_message: Callable[[Message], None],
     *,
     on_connect: Callable[[], None] | None = None,
+    on_idle: Callable[[], None] | None = None,
     backoff: Backoff = Backoff(),
     max_buffered: int = 10_000,
     max_buffered_bytes: int = 16 * 1024 * 1024,
@@ -506,6 +514,7 @@ async def open_live_pubsub(
         url,
         on_message,
         on_connect=on_connect,
+        on_idle=on_idle,
         backoff=backoff,
         max_buffered=max_buffered,
         max_buffered_bytes=max_buffered_bytes,

@@ -234,6 +234,11 @@ class PubSub:
         await trio.lowlevel.cancel_shielded_checkpoint()
         return message
 
+    @property
+    def buffered(self) -> int:
+        """Messages received and not yet taken (``0``: the next one is yet to come)."""
+        return len(self._buffer)
+
     def statistics(self) -> PubSubStatistics:
         """Counters and state (see :class:`PubSubStatistics`)."""
         return PubSubStatistics(

@@ -196,6 +196,7 @@ class ClusterNode:
                     url,
                     self._relay.on_message,
                     on_connect=self._registry.wake,
+                    on_idle=self._relay.on_idle,
                     client_name=f"{name}-sub",
                 )
             )

@@ -13,7 +13,11 @@ did that), then the hub hands it here and it is published:
 node's own envelopes by their first bytes (each client gets each message once: from the hub
 on the origin node, from the channel on the others), and hands room messages, broadcasts,
 private messages and closes to the hub's ``deliver_*`` and ``close_client``; the forwarding
-envelopes (``ev``, ``resp``, ``gone``) go to ``_forwarding.py``.
+envelopes (``ev``, ``resp``, ``gone``) go to ``_forwarding.py``. The deliveries are only
+queued; :meth:`Relay.on_idle`, the subscriber's call when no other message is waiting, writes
+to the clients once per burst (every 64 messages of a long one), as a backend's batch of
+actions is written once: a node then costs the same per delivery whether the message came
+from its own backend or from another node.
 
 A node subscribes to a room's channel while it has members in the room, so nodes without
 members get none of its messages: the hub says when a room's first client arrives and its last
@@ -41,15 +45,22 @@ __all__ = ["EnvelopeSink", "Relay", "RelayHub", "RelayStatistics"]
 
 logger = logging.getLogger("strands_trio.broker.cluster")
 
+#: Messages from other nodes delivered before the clients are written to, at most: a burst
+#: that arrived together is written once per client (:meth:`Relay.on_idle`), a long one in
+#: slices.
+_FLUSH_EVERY = 64
+
 
 class RelayHub(Protocol):
     """What the relay needs of the hub (its public side)."""
 
-    def deliver_to_room(self, room_id: str, text: str) -> bool: ...
+    def deliver_to_room(self, room_id: str, text: str, *, flush: bool = True) -> bool: ...
 
-    def deliver_to_client(self, client_id: str, text: str) -> bool: ...
+    def deliver_to_client(self, client_id: str, text: str, *, flush: bool = True) -> bool: ...
 
-    def deliver_to_all(self, text: str) -> None: ...
+    def deliver_to_all(self, text: str, *, flush: bool = True) -> None: ...
+
+    def flush(self) -> None: ...
 
     def close_client(self, client_id: str, code: int, reason: str) -> bool: ...
 
@@ -117,6 +128,7 @@ class Relay:
         self._subscribing = False
         self._wake = trio.Event()
         self._published = self._received = self._unknown = self._bad = 0
+        self._unflushed = 0  # messages delivered to the hub and not flushed yet
 
     # ------------------------------------------------------------------ to other nodes
 
@@ -177,15 +189,19 @@ class Relay:
         room_id = channels.room_of(channel)
         if room_id is not None and type(text) is str:
             self._received += 1
-            self._hub.deliver_to_room(room_id, text)
+            self._hub.deliver_to_room(room_id, text, flush=False)
+            self._unflushed += 1
         elif channel == channels.all and type(text) is str:
             self._received += 1
-            self._hub.deliver_to_all(text)
+            self._hub.deliver_to_all(text, flush=False)
+            self._unflushed += 1
         elif channel == channels.node and type(envelope) is dict:
             self._received += 1
             self._on_node_envelope(envelope, text)
         else:
             self._bad_message(channel, data)
+        if self._unflushed >= _FLUSH_EVERY:  # a long burst: write what piled up so far
+            self.on_idle()
 
     def _on_node_envelope(self, envelope: dict[str, Any], text: Any) -> None:
         kind = envelope.get("k")
@@ -203,8 +219,18 @@ class Relay:
                 return
             if not hub.close_client(client_id, code, reason):
                 hub.count_unknown_target()
-        elif type(text) is str and not hub.deliver_to_client(client_id, text):
-            hub.count_unknown_target()
+        elif type(text) is str:
+            if hub.deliver_to_client(client_id, text, flush=False):
+                self._unflushed += 1
+            else:
+                hub.count_unknown_target()
+
+    def on_idle(self) -> None:
+        """The subscriber's other callback: the burst of messages that arrived together is
+        over; the clients it reached are written to, once each."""
+        if self._unflushed:
+            self._unflushed = 0
+            self._hub.flush()
 
     def _bad_message(self, channel: bytes, data: bytes) -> None:
         self._bad += 1

@@ -40,7 +40,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
-import trio
 
 from ..context import ConnectionRequestContext, Context
 from ..protocol import (
@@ -60,6 +59,7 @@ from ..protocol import (
     encode_new_message,
 )
 from ._admission import Admissions
+from ._backend_set import BackendSet
 from ._config import BrokerConfig
 from ._handshake import Handshake
 from ._hub_statistics import HubStatistics, hub_metrics
@@ -131,12 +131,10 @@ class Hub:
         self._share = config.client_share
         self._clients: dict[str, _Client] = {}
         self._rooms: dict[str, dict[_Client, None]] = {}
-        self._backends: list[BackendPort] = []
-        self._turn = 0
+        self._backends = BackendSet(self._backends_changed)
         self._admissions = Admissions(config.request_timeout)
         self._queue = EventQueue(config.queue_size, config.queue_bytes)
         self._ids = itertools.count()
-        self._changed = trio.Event()
         self._dirty: list[_Client] = []
         self._batching = False
         self._cluster: ClusterPort | None = None
@@ -267,11 +265,7 @@ class Hub:
 
     def pick_backend(self) -> BackendPort | None:
         """The next local backend, round robin, or ``None``."""
-        backends = self._backends
-        if not backends:
-            return None
-        self._turn = (self._turn + 1) % len(backends)
-        return backends[self._turn]
+        return self._backends.next()
 
     def _pick(self) -> BackendPort | None:
         backend = self.pick_backend()
@@ -307,36 +301,31 @@ class Hub:
                 if client.backend is None or not client.backend.alive:
                     client.backend = backend
         if backend.alive:
-            self._backends.append(backend)
-            self._changed_now()
+            self._backends.add(backend)
 
     def remove_backend(self, backend: BackendPort) -> None:
         """A backend left: requests it had not answered are refused; its clients' later
         events go to another backend."""
-        if backend in self._backends:
-            self._backends.remove(backend)
-            self._changed_now()
+        self._backends.discard(backend)
         self._admissions.backend_gone(backend)
 
-    def _changed_now(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
+    def _backends_changed(self, count: int) -> None:
         if self._cluster is not None:
-            self._cluster.backends_changed(len(self._backends))
+            self._cluster.backends_changed(count)
 
     async def wait_backends(self, count: int = 1) -> None:
         """Return once exactly *count* backends are ready for events (``0``: once the last
         has left)."""
-        while len(self._backends) != count:
-            await self._changed.wait()
+        await self._backends.wait_for(count)
 
     async def wait_changed(self) -> None:
         """Return at the next backend becoming ready or leaving."""
-        await self._changed.wait()
+        await self._backends.wait_changed()
 
     def on_actions(self, backend: BackendPort | None, actions: list[Action]) -> None:
         """Carry out a batch of actions from *backend*; every client they reached is flushed
-        once, at the end."""
+        once, at the end. Actions the hub has no use for are ignored, as the reference does
+        (an ``authenticate`` after the first frame: the link checked the first one)."""
         handlers = self._handlers
         self._batching = True
         try:
@@ -347,13 +336,6 @@ class Hub:
         finally:
             self._batching = False
             self._flush()
-
-    def on_action(self, backend: BackendPort | None, action: Action) -> None:
-        """Carry out one action from *backend* (``None``: another cluster node's answer). An
-        ``authenticate`` after the first frame does nothing: the link checked the first one."""
-        handler = self._handlers.get(type(action))
-        if handler is not None:
-            handler(backend, action)
 
     def _to_connection(self, backend: object, action: MessageToConnection) -> None:
         client = self._clients.get(action.conn_id)

@@ -222,6 +222,7 @@ def ok_route(query: str) -> tuple[int, str, bytes]:
         (get("/ok", "Content-Length: 0", method="POST"), 405),
         (get("/ws/chat"), 426),  # a WebSocket path without the upgrade
         (upgrade("/chat"), 404),  # an upgrade outside /ws/
+        (upgrade("/ws"), 404),  # no trailing slash: not under /ws/ (the reference redirects)
         (upgrade("/ok"), 404),  # an upgrade to a route
         (upgrade("/ws/chat", version="8"), 426),
         (

@@ -1,30 +1,64 @@
-"""``StrandsApp``: the decorator form of :class:`StrandsClient`."""
+"""``StrandsApp``: a backend assembled from decorated functions.
+
+The app is the decorator facade over the same connection engine as
+:class:`~strands_trio.StrandsClient`: it keeps the handlers, typed routes and pipeline parts it
+is given, and :meth:`StrandsApp.serve` builds the jobs for them and runs an
+:class:`~strands_trio._engine.Engine`. Handlers are checked when they are registered (the
+number of parameters) and typed for the user's type checker: a typed route's handler must take
+the route's model.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, Self, TypeVar, overload
 
+import attrs
 import cattrs
 import trio
 
-from ._client import StrandsClient, StreamFactory
 from ._config import ClientConfig
+from ._engine import Engine, StreamFactory
 from ._errors import NotConnectedError
-from ._pipeline import ForbiddenHook, exception_handler, validate_pipeline
+from ._handlers import ARITY, DEFAULT_HANDLERS, check_arity
+from ._parts import (
+    ExceptionHandler,
+    ForbiddenHook,
+    GuardLike,
+    Middleware,
+    exception_handler,
+    validate_pipeline,
+)
+from ._pipeline import make_jobs
 from ._router import Router
 from ._statistics import ClientStatistics
 from ._util import running, serve_until_signal
+from .context import ConnectionRequestContext, Context
 from .protocol import BrokerMember
 
 __all__ = ["StrandsApp"]
 
 logger = logging.getLogger("strands_trio.app")
 
-F = TypeVar("F", bound=Callable[..., Any])
+M = TypeVar("M")
+R = TypeVar("R", bound="Awaitable[None] | None")
+#: What a message may be: text, or an instance of a routed (or outgoing) model.
+Outgoing = str | attrs.AttrsInstance
+RequestHandler = TypeVar(
+    "RequestHandler",
+    bound=Callable[[ConnectionRequestContext], "Awaitable[bool | None] | bool | None"],
+)
+ContextHandler = TypeVar("ContextHandler", bound=Callable[[Context], "Awaitable[None] | None"])
+MessageHandler = TypeVar("MessageHandler", bound=Callable[[str, Context], "Awaitable[None] | None"])
+ErrorHandler = TypeVar(
+    "ErrorHandler",
+    bound=Callable[[str, "Context | ConnectionRequestContext"], "Awaitable[None] | None"],
+)
+C = TypeVar("C", bound=type)
+H = TypeVar("H", bound=Callable[..., Any])
 
 
 class StrandsApp:
@@ -37,17 +71,17 @@ class StrandsApp:
             request.context.room_id = request.url.removeprefix("/ws/")
             return request.header("Authorization") == "Bearer letmein"
 
-        @app.on_message
-        async def echo(message, context):
-            await app.send_room_message(context.room_id, message)
+        @app.on_message("chat.say", model=Say)
+        async def say(payload: Say, context: Context) -> None:
+            await app.send_room_message(context.room_id, Said(text=payload.text))
 
         app.run("localhost", 8081)
 
-    Each callback has the signature of the :class:`StrandsClient` method of the same name;
-    one function per callback. Functions may be ``async def`` (run on the event loop) or
+    Each handler has the signature of the :class:`StrandsClient` method of the same name;
+    one function per handler. Functions may be ``async def`` (run on the event loop) or
     plain ``def`` (run in a worker thread, at most ``config.max_threads`` at once, so a
     blocking call cannot stall the loop; to send from one, use
-    ``trio.from_thread.run(app.send_room_message, room_id, message)``). A callback that is not
+    ``trio.from_thread.run(app.send_room_message, room_id, message)``). A handler that is not
     registered behaves as the :class:`StrandsClient` default (accept every connection
     request, log broker errors, ignore the rest).
 
@@ -55,14 +89,14 @@ class StrandsApp:
     :class:`StrandsClient` for each argument, and the middleware guide in the docs).
 
     Args:
-        config: Settings for the client that :meth:`serve` runs.
+        config: Settings for the connection :meth:`serve` makes.
         middleware: Outermost first: ``async def middleware(ctx, call_next)``.
         guards: Checked before every handler: ``can_activate(ctx) -> bool``.
         exception_handlers: Tried in order for an exception from the pipeline.
         on_forbidden: ``(ctx, guard)``, called when a guard refuses a message.
         message_type_field: The field of a JSON message that :meth:`on_message` routes on.
         converter: The cattrs converter that structures routed payloads (strict, unknown
-            keys refused, by default).
+            keys refused, by default) and unstructures the models the app sends.
 
     Raises:
         TypeError: a middleware is not async, a guard has no ``can_activate``, or an
@@ -73,22 +107,25 @@ class StrandsApp:
         self,
         *,
         config: ClientConfig | None = None,
-        middleware: Sequence[Any] = (),
-        guards: Sequence[Any] = (),
-        exception_handlers: Sequence[Any] = (),
+        middleware: Sequence[Middleware] = (),
+        guards: Sequence[GuardLike] = (),
+        exception_handlers: Sequence[ExceptionHandler] = (),
         on_forbidden: ForbiddenHook | None = None,
         message_type_field: str = "type",
         converter: cattrs.Converter | None = None,
     ) -> None:
-        self.config = config or ClientConfig()
+        if config is not None and not isinstance(config, ClientConfig):
+            raise TypeError(f"config must be a ClientConfig, got {type(config).__name__}")
         validate_pipeline(middleware, guards, exception_handlers)
+        self.config = config or ClientConfig()
         self.middleware = list(middleware)
         self.guards = list(guards)
         self.exception_handlers = list(exception_handlers)
         self.on_forbidden = on_forbidden
         self.router = Router(type_field=message_type_field, converter=converter)
-        self._callbacks: dict[str, Callable[..., Any]] = {}
-        self._client: StrandsClient | None = None
+        self._handlers: dict[str, Callable[..., Any]] = {}
+        self._limiter = trio.CapacityLimiter(self.config.max_threads)
+        self._engine: Engine | None = None
 
     @property
     def message_type_field(self) -> str:
@@ -97,19 +134,28 @@ class StrandsApp:
 
     # ------------------------------------------------------------------ registration
 
-    def on_connection_request(self, fn: F) -> F:
+    def on_connection_request(self, fn: RequestHandler) -> RequestHandler:
         """Register the connection request handler: ``(request) -> bool | None``."""
         return self._register("on_connection_request", fn)
 
-    def on_new_connection(self, fn: F) -> F:
+    def on_new_connection(self, fn: ContextHandler) -> ContextHandler:
         """Register the new connection handler: ``(context) -> None``."""
         return self._register("on_new_connection", fn)
 
     @overload
-    def on_message(self, fn: F, /) -> F: ...
+    def on_message(self, fn: MessageHandler, /) -> MessageHandler: ...
 
     @overload
-    def on_message(self, type: str, /, *, model: type | None = None) -> Callable[[F], F]: ...
+    def on_message(
+        self, type: str, /, *, model: type[M]
+    ) -> Callable[[Callable[[M, Context], R]], Callable[[M, Context], R]]: ...
+
+    @overload
+    def on_message(
+        self, type: str, /
+    ) -> Callable[
+        [Callable[[dict[str, Any], Context], R]], Callable[[dict[str, Any], Context], R]
+    ]: ...
 
     def on_message(self, fn_or_type: Any, /, *, model: type | None = None) -> Any:
         """Register a message handler, raw or typed.
@@ -122,16 +168,20 @@ class StrandsApp:
         the app's converter after the guards passed. One that does not fit never reaches the
         handler: the client gets an ``invalid_message`` error frame with the reason, and
         ``on_error`` is called with it. Without *model*, the payload is the decoded dict.
+        Instances of *model* can then be sent as messages of that type.
 
         Raises:
             ValueError: the type (or the raw handler) already has a handler.
+            TypeError: the handler cannot take two arguments.
         """
         if isinstance(fn_or_type, str):
             kind = fn_or_type
 
-            def register(fn: F) -> F:
+            def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+                what = f"@app.on_message({kind!r})"
                 if not callable(fn):
-                    raise TypeError(f"@app.on_message({kind!r}) needs a function, got {fn!r}")
+                    raise TypeError(f"{what} needs a function, got {fn!r}")
+                check_arity(what, fn, 2)
                 self.router.add(kind, fn, model)
                 return fn
 
@@ -140,13 +190,31 @@ class StrandsApp:
             raise TypeError("model= needs a message type: @app.on_message('type', model=...)")
         return self._register("on_message", fn_or_type)
 
-    def on_disconnect(self, fn: F) -> F:
+    def on_disconnect(self, fn: ContextHandler) -> ContextHandler:
         """Register the disconnect handler: ``(context) -> None``."""
         return self._register("on_disconnect", fn)
 
-    def on_error(self, fn: F) -> F:
+    def on_error(self, fn: ErrorHandler) -> ErrorHandler:
         """Register the broker error handler: ``(error, context) -> None``."""
         return self._register("on_error", fn)
+
+    def outgoing(self, type: str) -> Callable[[C], C]:
+        """Class decorator: instances of the class can be sent as messages of *type*, for
+        messages only the backend sends (a routed model needs no decorator)::
+
+            @app.outgoing("chat.said")
+            @attrs.frozen
+            class Said:
+                text: str
+
+            await app.send_room_message(room_id, Said(text="hi"))  # {"type": "chat.said", ...}
+        """
+
+        def register(cls: C) -> C:
+            self.router.add_outgoing(type, cls)
+            return cls
+
+        return register
 
     def exception_handler(
         self, *exception_types: type[BaseException]
@@ -160,64 +228,74 @@ class StrandsApp:
 
         return register
 
-    def _register(self, name: str, fn: F) -> F:
+    def _register(self, name: str, fn: H) -> H:
         if not callable(fn):
             raise TypeError(f"@app.{name} needs a function, got {fn!r}")
-        if name in self._callbacks:
-            raise ValueError(f"{name} already has a handler: {self._callbacks[name]!r}")
-        self._callbacks[name] = fn
+        if name in self._handlers:
+            raise ValueError(f"{name} already has a handler: {self._handlers[name]!r}")
+        check_arity(f"@app.{name}", fn, ARITY[name])
+        self._handlers[name] = fn
         return fn
 
     # ------------------------------------------------------------------ sending
 
-    @property
-    def client(self) -> StrandsClient:
-        """The client :meth:`serve` is running.
-
-        Raises:
-            NotConnectedError: the app is not serving.
-        """
-        if self._client is None:
+    def _running_engine(self) -> Engine:
+        if self._engine is None:
             raise NotConnectedError(
                 "the app is not serving: start it with app.serve() or app.run()"
             )
-        return self._client
+        return self._engine
 
-    async def send_room_message(self, room_id: str, message: str, *, wait: bool = False) -> None:
+    def _text(self, message: Outgoing) -> str:
+        return message if type(message) is str else self.router.encode(message)
+
+    async def send_room_message(
+        self, room_id: str, message: Outgoing, *, wait: bool = False
+    ) -> None:
         """Send *message* to every client in *room_id*: see
-        :meth:`StrandsClient.send_room_message`."""
-        await self.client.send_room_message(room_id, message, wait=wait)
+        :meth:`StrandsClient.send_room_message`. *message* is text, or an instance of a
+        routed (or :meth:`outgoing`) model, sent as JSON with its type field.
+
+        Raises:
+            TypeError: *message* is an object whose class is the model of no message type.
+        """
+        await self._running_engine().send_room_message(room_id, self._text(message), wait=wait)
 
     async def send_private_message(
-        self, client_id: str, message: str, *, wait: bool = False
+        self, client_id: str, message: Outgoing, *, wait: bool = False
     ) -> None:
-        """Send *message* to the client *client_id*: see
-        :meth:`StrandsClient.send_private_message`."""
-        await self.client.send_private_message(client_id, message, wait=wait)
+        """Send *message* to the client *client_id*: see :meth:`send_room_message`."""
+        engine = self._running_engine()
+        await engine.send_private_message(client_id, self._text(message), wait=wait)
 
-    async def broadcast_message(self, message: str, *, wait: bool = False) -> None:
-        """Send *message* to every client: see :meth:`StrandsClient.broadcast_message`."""
-        await self.client.broadcast_message(message, wait=wait)
+    async def broadcast_message(self, message: Outgoing, *, wait: bool = False) -> None:
+        """Send *message* to every client: see :meth:`send_room_message`."""
+        await self._running_engine().broadcast_message(self._text(message), wait=wait)
 
     async def close_connection(
         self, client_id: str, code: int = 1000, reason: str = "", *, wait: bool = False
     ) -> None:
         """Ask the broker to close *client_id*'s socket: see
         :meth:`StrandsClient.close_connection` (an extension the reference broker ignores)."""
-        await self.client.close_connection(client_id, code, reason, wait=wait)
+        await self._running_engine().close_connection(client_id, code, reason, wait=wait)
 
     async def presence(self, room_id: str, *, wait: bool = False) -> list[BrokerMember]:
         """Ask the broker who is in *room_id*: see :meth:`StrandsClient.presence` (an
         extension the reference broker never answers)."""
-        return await self.client.presence(room_id, wait=wait)
+        return await self._running_engine().presence(room_id, wait=wait)
+
+    @property
+    def is_connected(self) -> bool:
+        """Whether the app is serving and connected to its broker now."""
+        return self._engine is not None and self._engine.is_connected
 
     def statistics(self) -> ClientStatistics:
-        """The running client's statistics (see :class:`ClientStatistics`).
+        """The statistics of the connection being served (see :class:`ClientStatistics`).
 
         Raises:
             NotConnectedError: the app is not serving.
         """
-        return self.client.statistics()
+        return self._running_engine().statistics()
 
     # ------------------------------------------------------------------ running
 
@@ -230,29 +308,36 @@ class StrandsApp:
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Connect to the broker at *host*:*port* and serve until cancelled: see
-        :meth:`StrandsClient.run`, which this runs.
+        :meth:`StrandsClient.run`, which this behaves as.
 
         Raises:
             BrokerConnectionError: as :meth:`StrandsClient.run`.
             RuntimeError: the app is already serving.
         """
-        if self._client is not None:
+        if self._engine is not None:
             raise RuntimeError("this StrandsApp is already serving")
-        self._client = _AppClient(
-            self,
-            host,
-            port,
-            config=self.config,
-            connect=connect,
+        where = (
+            f"{host}:{port}" if connect is None else getattr(connect, "__qualname__", repr(connect))
+        )
+        engine = Engine(self.config, connect or partial(trio.open_tcp_stream, host, port), where)
+        jobs = make_jobs(
+            {**DEFAULT_HANDLERS, **self._handlers},
+            app=self,
+            client=self,
             middleware=self.middleware,
             guards=self.guards,
             exception_handlers=self.exception_handlers,
             on_forbidden=self.on_forbidden,
+            router=self.router,
+            message_fallback="on_message" in self._handlers,
+            counters=engine.counters,
+            limiter=self._limiter,
         )
+        self._engine = engine
         try:
-            await self._client.run(task_status=task_status)
+            await engine.run(jobs, task_status=task_status)
         finally:
-            self._client = None
+            self._engine = None
 
     @contextlib.asynccontextmanager
     async def connected(
@@ -279,20 +364,3 @@ class StrandsApp:
         self, host: str, port: int, *, connect: StreamFactory | None
     ) -> None:
         await serve_until_signal(partial(self.serve, host, port, connect=connect), logger)
-
-
-class _AppClient(StrandsClient):
-    """The client behind a :class:`StrandsApp`: its callbacks are the app's functions."""
-
-    def __init__(self, app: StrandsApp, *args: Any, **kwargs: Any) -> None:
-        self._app = app
-        super().__init__(*args, **kwargs)
-
-    def _callbacks(self) -> dict[str, Callable[..., Any]]:
-        return {**super()._callbacks(), **self._app._callbacks}
-
-    def _router(self) -> Router | None:
-        return self._app.router
-
-    def _has_message_fallback(self) -> bool:
-        return "on_message" in self._app._callbacks

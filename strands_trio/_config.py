@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterator
-from typing import Any
 
 import attrs
+from attrs import validators as v
 
+from ._backoff import Backoff
+from ._validators import COUNT, JITTER, NON_NEGATIVE, OPTIONAL_POSITIVE, POSITIVE
 from .protocol import DEFAULT_MAX_LINE_LENGTH
 
 __all__ = ["ClientConfig"]
@@ -16,26 +18,6 @@ __all__ = ["ClientConfig"]
 #: The environment variable holding a broker's backend secret, read by ``strands-trio broker``
 #: and ``strands-trio run`` (kept off the command line, where other users could see it).
 SECRET_VARIABLE = "STRANDS_BROKER_SECRET"
-
-
-def _positive(_: Any, attribute: attrs.Attribute[Any], value: float | None) -> None:
-    if value is not None and not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{attribute.name} must be a positive number, got {value!r}")
-
-
-def _at_least_one(_: Any, attribute: attrs.Attribute[Any], value: int) -> None:
-    if type(value) is not int or value < 1:
-        raise ValueError(f"{attribute.name} must be an integer >= 1, got {value!r}")
-
-
-def _fraction(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not 0 <= value <= 1:
-        raise ValueError(f"{attribute.name} must be between 0 and 1, got {value!r}")
-
-
-def _non_negative(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not (value >= 0 and math.isfinite(value)):
-        raise ValueError(f"{attribute.name} must be a number >= 0, got {value!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -56,8 +38,8 @@ class ClientConfig:
         max_reconnect_delay: The longest delay between attempts.
         reconnect_backoff: The factor by which the delay grows after each failed attempt.
         reconnect_jitter: Each delay is multiplied by a random factor in
-            ``[1 - reconnect_jitter, 1]``, so that many backends restarted together do not
-            reconnect in step. ``0`` makes the delays exact.
+            ``[1 - reconnect_jitter, 1]`` (``0 <= reconnect_jitter < 1``), so that many
+            backends restarted together do not reconnect in step. ``0`` makes the delays exact.
         heartbeat_interval: The broker's heartbeat period (15 s for the reference broker), or
             ``None`` to never treat a silent broker as dead.
         dead_after_heartbeats: A broker that sends nothing, not even a heartbeat, for this many
@@ -66,7 +48,12 @@ class ClientConfig:
             one at a time and in order; this bounds how many clients' handlers overlap.
         max_pending_events: Events received but not yet handled. When reached, the client
             stops reading from the broker until handlers catch up (TCP then pushes back on the
-            broker), so slow handlers cannot grow memory.
+            broker).
+        max_pending_bytes: The bytes those events hold (their message texts, plus a few
+            hundred bytes of bookkeeping each). When reached, reading stops as for
+            ``max_pending_events``; together they bound the memory slow handlers can make the
+            client hold, whatever the size of the messages: about ``max_pending_bytes`` plus
+            one ``max_line_length`` frame and the kernel's socket buffer.
         max_outgoing_bytes: Bytes waiting to be written to the broker. When reached, sends
             wait for the writer (backpressure on handlers that send faster than the link).
         max_line_length: The longest frame accepted from the broker, in bytes.
@@ -83,25 +70,31 @@ class ClientConfig:
 
     reconnect: bool = True
     wait_for_broker: bool = True
-    reconnect_delay: float = attrs.field(default=1.0, validator=_positive)
-    max_reconnect_delay: float = attrs.field(default=30.0, validator=_positive)
-    reconnect_backoff: float = attrs.field(default=2.0)
-    reconnect_jitter: float = attrs.field(default=0.1, validator=_fraction)
-    heartbeat_interval: float | None = attrs.field(default=15.0, validator=_positive)
-    dead_after_heartbeats: float = attrs.field(default=3.0, validator=_positive)
-    max_concurrency: int = attrs.field(default=64, validator=_at_least_one)
-    max_pending_events: int = attrs.field(default=1024, validator=_at_least_one)
-    max_outgoing_bytes: int = attrs.field(default=1 << 20, validator=_at_least_one)
-    max_line_length: int = attrs.field(default=DEFAULT_MAX_LINE_LENGTH, validator=_at_least_one)
-    request_timeout: float | None = attrs.field(default=10.0, validator=_positive)
-    shutdown_timeout: float = attrs.field(default=5.0, validator=_non_negative)
-    max_threads: int = attrs.field(default=16, validator=_at_least_one)
+    reconnect_delay: float = attrs.field(default=1.0, validator=POSITIVE)
+    max_reconnect_delay: float = attrs.field(default=30.0, validator=POSITIVE)
+    reconnect_backoff: float = attrs.field(default=2.0, validator=v.ge(1.0))
+    reconnect_jitter: float = attrs.field(default=0.1, validator=JITTER)
+    heartbeat_interval: float | None = attrs.field(default=15.0, validator=OPTIONAL_POSITIVE)
+    dead_after_heartbeats: float = attrs.field(default=3.0, validator=POSITIVE)
+    max_concurrency: int = attrs.field(default=64, validator=COUNT)
+    max_pending_events: int = attrs.field(default=1024, validator=COUNT)
+    max_pending_bytes: int = attrs.field(default=16 << 20, validator=COUNT)
+    max_outgoing_bytes: int = attrs.field(default=1 << 20, validator=COUNT)
+    max_line_length: int = attrs.field(default=DEFAULT_MAX_LINE_LENGTH, validator=COUNT)
+    request_timeout: float | None = attrs.field(default=10.0, validator=OPTIONAL_POSITIVE)
+    shutdown_timeout: float = attrs.field(default=5.0, validator=NON_NEGATIVE)
+    max_threads: int = attrs.field(default=16, validator=COUNT)
     broker_secret: str | None = attrs.field(default=None, repr=False)
 
-    @reconnect_backoff.validator
-    def _check_backoff(self, _: attrs.Attribute[float], value: float) -> None:
-        if not (value >= 1 and math.isfinite(value)):
-            raise ValueError(f"reconnect_backoff must be a number >= 1, got {value!r}")
+    @property
+    def backoff(self) -> Backoff:
+        """The reconnect delays as a :class:`Backoff` (the same policy the Redis links use)."""
+        return Backoff(
+            first=self.reconnect_delay,
+            maximum=self.max_reconnect_delay,
+            factor=self.reconnect_backoff,
+            jitter=self.reconnect_jitter,
+        )
 
     @property
     def silence_timeout(self) -> float:
@@ -112,11 +105,4 @@ class ClientConfig:
 
     def reconnect_delays(self, rng: random.Random | None = None) -> Iterator[float]:
         """The delays before successive reconnection attempts: exponential, capped, jittered."""
-        uniform = (rng or random).uniform
-        delay = self.reconnect_delay
-        while True:
-            capped = min(delay, self.max_reconnect_delay)
-            yield (
-                capped * uniform(1 - self.reconnect_jitter, 1) if self.reconnect_jitter else capped
-            )
-            delay = capped * self.reconnect_backoff
+        return self.backoff.delays(rng)

@@ -30,6 +30,7 @@ from ._app import StrandsApp
 from ._util import serve_until_signal
 from .broker import BrokerAddress, BrokerConfig, serve_broker
 from .context import ConnectionRequestContext, Context
+from .middleware import IDENTITY, Auth, JWTVerifier, Logging, Rate, RateLimit, from_query, roles
 
 __all__ = ["DemoChat", "serve_demo"]
 
@@ -53,21 +54,40 @@ class Announce:
     text: str = attrs.field(validator=attrs.validators.max_len(500))
 
 
+@attrs.frozen
+class Joined:
+    """Someone joined the room: ``{"type": "joined", "name": "..."}``."""
+
+    name: str
+
+
+@attrs.frozen
+class Left:
+    """Someone left the room: ``{"type": "left", "name": "..."}``."""
+
+    name: str
+
+
+@attrs.frozen
+class Said:
+    """A chat line, as the room sees it: ``{"type": "said", "name": "...", "text": "..."}``."""
+
+    name: str
+    text: str
+
+
+@attrs.frozen
+class Announcement:
+    """An admin's announcement: ``{"type": "announcement", "name": "...", "text": "..."}``."""
+
+    name: str
+    text: str
+
+
 class DemoChat:
     """The demo's chat backend and its token issuer, sharing one fresh secret."""
 
     def __init__(self) -> None:
-        # mypy cannot follow the package-dir mapping of strands_trio.middleware from here.
-        from .middleware import (  # type: ignore[import-not-found]
-            IDENTITY,
-            Auth,
-            JWTVerifier,
-            Logging,
-            Rate,
-            RateLimit,
-            from_query,
-            roles,
-        )
 
         self.secret = secrets.token_urlsafe(48)
         self.app = app = StrandsApp(
@@ -81,8 +101,9 @@ class DemoChat:
             ]
         )
 
-        def send(room: str, **message: Any) -> Any:
-            return app.send_room_message(room, json.dumps(message))
+        for kind, model in (("joined", Joined), ("left", Left), ("said", Said)):
+            app.outgoing(kind)(model)
+        app.outgoing("announcement")(Announcement)
 
         @app.on_connection_request
         async def place(request: ConnectionRequestContext) -> bool:
@@ -94,27 +115,22 @@ class DemoChat:
 
         @app.on_new_connection
         async def joined(context: Context) -> None:
-            await send(context.room_id, type="joined", name=context.metadata["name"])
+            await app.send_room_message(context.room_id, Joined(name=context.metadata["name"]))
 
         @app.on_disconnect
         async def left(context: Context) -> None:
-            await send(context.room_id, type="left", name=context.metadata["name"])
+            await app.send_room_message(context.room_id, Left(name=context.metadata["name"]))
 
         @app.on_message("chat.say", model=Say)
         async def say(payload: Say, context: Context) -> None:
-            await send(
-                context.room_id, type="said", name=context.metadata["name"], text=payload.text
-            )
+            said = Said(name=context.metadata["name"], text=payload.text)
+            await app.send_room_message(context.room_id, said)
 
-        @roles("admin")  # type: ignore[untyped-decorator]
+        @roles("admin")
         @app.on_message("chat.announce", model=Announce)
         async def announce(payload: Announce, context: Context) -> None:
-            message = {
-                "type": "announcement",
-                "name": context.metadata["name"],
-                "text": payload.text,
-            }
-            await app.broadcast_message(json.dumps(message))
+            announcement = Announcement(name=context.metadata["name"], text=payload.text)
+            await app.broadcast_message(announcement)
 
     def issue_token(self, name: str) -> str:
         """A JWT for *name*, valid for ten minutes; "admin" gets the admin role."""

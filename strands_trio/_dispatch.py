@@ -17,9 +17,10 @@ switch is spent per job. A job is called directly (``await fn(arg)``), with no t
 scope of its own; a worker yields to the scheduler every ``_YIELD_EVERY`` jobs so the reader
 and the writer keep running.
 
-``submit`` never blocks. The producer checks :attr:`full` and awaits :meth:`wait_for_space`,
-which returns once the backlog is down to half the limit (hysteresis, so a producer is not
-woken for every job).
+``submit`` never blocks. Each job has a size (the bytes its argument holds: an event's message);
+the producer checks :attr:`full`, true at ``max_pending`` jobs or ``max_pending_bytes`` bytes,
+and awaits :meth:`wait_for_space`, which returns once the backlog is down to half of both
+limits (hysteresis, so a producer is not woken for every job).
 """
 
 from __future__ import annotations
@@ -43,19 +44,30 @@ class KeyedDispatcher:
 
     Args:
         max_concurrency: Jobs running at once (hence workers).
-        max_pending: Jobs submitted and not finished above which :attr:`full` is true.
+        max_pending: Jobs submitted and not finished at which :attr:`full` is true.
+        max_pending_bytes: The same, in the sizes given to :meth:`submit`.
         on_error: Called with ``(fn, arg, exc)`` when a job raises an :class:`Exception`; the
             worker then goes on with the next job. Other exceptions (cancellation) propagate.
     """
 
-    def __init__(self, *, max_concurrency: int, max_pending: int, on_error: ErrorCallback) -> None:
+    def __init__(
+        self,
+        *,
+        max_concurrency: int,
+        max_pending: int,
+        max_pending_bytes: int = 1 << 62,
+        on_error: ErrorCallback,
+    ) -> None:
         self._max_workers = max_concurrency
         self._max_pending = max_pending
+        self._max_bytes = max_pending_bytes
         self._low_water = max_pending // 2
+        self._low_bytes = max_pending_bytes // 2
         self._on_error = on_error
-        self._queues: dict[Hashable, deque[tuple[Job, Any]]] = {}
+        self._queues: dict[Hashable, deque[tuple[Job, Any, int]]] = {}
         self._ready: deque[Hashable] = deque()
         self._pending = 0
+        self._bytes = 0
         self._workers = 0
         self._free = 0
         self._idle = 0
@@ -77,13 +89,19 @@ class KeyedDispatcher:
         return self._workers - self._free - self._idle
 
     @property
-    def full(self) -> bool:
-        """Whether the backlog has reached ``max_pending``."""
-        return self._pending >= self._max_pending
+    def pending_bytes(self) -> int:
+        """The sizes of the jobs submitted and not yet finished."""
+        return self._bytes
 
-    def submit(self, key: Hashable | None, fn: Job, arg: Any) -> None:
+    @property
+    def full(self) -> bool:
+        """Whether the backlog has reached ``max_pending`` jobs or ``max_pending_bytes``."""
+        return self._pending >= self._max_pending or self._bytes >= self._max_bytes
+
+    def submit(self, key: Hashable | None, fn: Job, arg: Any, size: int = 0) -> None:
         """Queue ``fn(arg)`` after the jobs already queued for *key*; ``None`` means a key of
-        its own (no ordering with any other job).
+        its own (no ordering with any other job). *size* counts against ``max_pending_bytes``
+        until the job is done.
 
         Raises:
             RuntimeError: the dispatcher is not running or was closed.
@@ -91,20 +109,25 @@ class KeyedDispatcher:
         if self._nursery is None or self._closed:
             raise RuntimeError("the dispatcher is not running")
         self._pending += 1
+        self._bytes += size
         if key is None:
             key = object()
         queue = self._queues.get(key)
         if queue is None:
-            self._queues[key] = deque(((fn, arg),))
+            self._queues[key] = deque(((fn, arg, size),))
             self._ready.append(key)
             if not self._free:
                 self._wake_worker()
         else:
-            queue.append((fn, arg))
+            queue.append((fn, arg, size))
+
+    def _has_space(self) -> bool:
+        return self._pending <= self._low_water and self._bytes <= self._low_bytes
 
     async def wait_for_space(self) -> None:
-        """Wait until the backlog is down to half of ``max_pending``."""
-        while self._pending > self._low_water and not self._closed:
+        """Wait until the backlog is down to half of ``max_pending`` and of
+        ``max_pending_bytes``."""
+        while not self._has_space() and not self._closed:
             await self._space_lot.park()
 
     async def wait_drained(self) -> None:
@@ -167,13 +190,14 @@ class KeyedDispatcher:
             if ready and not self._free:
                 self._wake_worker()
             while queue:
-                fn, arg = queue.popleft()
+                fn, arg, size = queue.popleft()
                 try:
                     await fn(arg)
                 except Exception as exc:
                     self._on_error(fn, arg, exc)
                 self._pending -= 1
-                if self._pending <= self._low_water:
+                self._bytes -= size
+                if self._pending <= self._low_water and self._bytes <= self._low_bytes:
                     if self._space_lot:
                         self._space_lot.unpark_all()
                     if not self._pending and self._drained_lot:

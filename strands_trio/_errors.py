@@ -9,7 +9,7 @@ protocol package raises these too.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
 __all__ = [
     "BrokerConnectionError",
@@ -67,3 +67,12 @@ class PresenceIncomplete(StrandsError):
     def __init__(self, message: str, members: list[Any]) -> None:
         super().__init__(message)
         self.members = members
+
+
+def raise_type_error(**arguments: object) -> NoReturn:
+    """Raise the :class:`TypeError` for the first argument that is not a ``str``."""
+    for name, value in arguments.items():
+        if type(value) is not str:
+            hint = "; encode objects first, e.g. json.dumps(obj)" if name == "message" else ""
+            raise TypeError(f"{name} must be a str, got {type(value).__name__}{hint}")
+    raise AssertionError("no argument had the wrong type")  # pragma: no cover

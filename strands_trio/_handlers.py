@@ -1,10 +1,20 @@
-"""The five callbacks a backend provides, how sync ones run, and the jobs that call them."""
+"""A backend's five handlers, how sync ones run, and the jobs the engine runs for each event.
+
+Words, used the same way everywhere: the *handlers* are what a backend provides, by name
+(``on_connection_request``, ``on_new_connection``, ``on_message``, ``on_disconnect``,
+``on_error``: a :class:`~strands_trio.StrandsClient`'s methods or a
+:class:`~strands_trio.StrandsApp`'s decorated functions); the *jobs* (:class:`Jobs`) are what
+the connection engine runs for each decoded event: the handler itself, called with the event's
+fields (:func:`direct_jobs`), or the handler behind the middleware pipeline
+(``_pipeline.py``).
+"""
 
 from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Awaitable, Callable
+import logging
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import attrs
@@ -13,23 +23,70 @@ import trio
 from .context import ConnectionRequestContext, Context
 from .protocol import ConnectionRequest, Disconnected, ErrorEvent, NewConnection, NewMessage
 
-__all__ = ["EventJobs", "Handlers", "as_async", "direct_jobs", "is_async_callable"]
+__all__ = [
+    "ARITY",
+    "DEFAULT_HANDLERS",
+    "HANDLER_NAMES",
+    "Jobs",
+    "as_async",
+    "check_arity",
+    "direct_jobs",
+    "is_async_callable",
+]
 
-RequestHandler = Callable[[ConnectionRequestContext], Awaitable[bool | None]]
-ContextHandler = Callable[[Context], Awaitable[None]]
-MessageHandler = Callable[[str, Context], Awaitable[None]]
-ErrorHandler = Callable[[str, Context | ConnectionRequestContext], Awaitable[None]]
+#: The handlers' names, and how many arguments each is called with.
+ARITY: Mapping[str, int] = {
+    "on_connection_request": 1,  # (request)
+    "on_new_connection": 1,  # (context)
+    "on_message": 2,  # (message, context); a typed route's (payload, context)
+    "on_disconnect": 1,  # (context)
+    "on_error": 2,  # (error, context)
+}
+HANDLER_NAMES = tuple(ARITY)
+
+logger = logging.getLogger("strands_trio.client")
+
+
+async def _accept(request: ConnectionRequestContext) -> bool:
+    return True
+
+
+async def _ignore(context: Context) -> None:
+    pass
+
+
+async def _ignore_message(message: str, context: Context) -> None:
+    pass
+
+
+async def _log_error(error: str, context: Context | ConnectionRequestContext) -> None:
+    logger.warning("broker reported an error: %s", error)
+
+
+#: What a backend does for a handler it does not provide, as the asyncio peer: accept every
+#: connection request, log the broker's errors, ignore the rest.
+DEFAULT_HANDLERS: Mapping[str, Callable[..., Awaitable[Any]]] = {
+    "on_connection_request": _accept,
+    "on_new_connection": _ignore,
+    "on_message": _ignore_message,
+    "on_disconnect": _ignore,
+    "on_error": _log_error,
+}
 
 
 @attrs.frozen(kw_only=True)
-class Handlers:
-    """The callbacks a client calls, all async (sync ones already wrapped by :func:`as_async`)."""
+class Jobs:
+    """What the engine runs for each kind of event: the decoded frame in, the handler called.
 
-    on_connection_request: RequestHandler
-    on_new_connection: ContextHandler
-    on_message: MessageHandler
-    on_disconnect: ContextHandler
-    on_error: ErrorHandler
+    ``request`` gets the frame and the :class:`ConnectionRequestContext` made for it and
+    returns the handler's answer (``True``/``False``, or ``None`` for ``request.accepted``).
+    """
+
+    request: Callable[[ConnectionRequest, ConnectionRequestContext], Awaitable[bool | None]]
+    new_connection: Callable[[NewConnection], Awaitable[None]]
+    message: Callable[[NewMessage], Awaitable[None]]
+    disconnect: Callable[[Disconnected], Awaitable[None]]
+    error: Callable[[ErrorEvent], Awaitable[None]]
 
 
 def is_async_callable(fn: object) -> bool:
@@ -40,6 +97,26 @@ def is_async_callable(fn: object) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
         getattr(fn, "__call__", None)  # noqa: B004 - looking for an async __call__
     )
+
+
+def check_arity(what: str, fn: Callable[..., Any], count: int) -> None:
+    """Refuse now a handler that cannot be called with *count* positional arguments, rather
+    than with a ``TypeError`` logged at the first event.
+
+    Raises:
+        TypeError: *fn* cannot take *count* positional arguments; the message names it.
+    """
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin or C callable: nothing to check
+        return
+    try:
+        signature.bind(*range(count))
+    except TypeError:
+        name = getattr(fn, "__qualname__", repr(fn))
+        raise TypeError(
+            f"{what} is called with {count} argument(s), but {name}{signature} cannot take them"
+        ) from None
 
 
 def as_async(
@@ -62,29 +139,16 @@ def as_async(
     return in_thread
 
 
-@attrs.frozen(kw_only=True)
-class EventJobs:
-    """What the client runs for each kind of event: the decoded frame in, the handler called.
-
-    ``request`` gets the frame and the :class:`ConnectionRequestContext` made for it and
-    returns the handler's answer (``True``/``False``, or ``None`` for ``request.accepted``).
-    """
-
-    request: Callable[[ConnectionRequest, ConnectionRequestContext], Awaitable[bool | None]]
-    new_connection: Callable[[NewConnection], Awaitable[None]]
-    message: Callable[[NewMessage], Awaitable[None]]
-    disconnect: Callable[[Disconnected], Awaitable[None]]
-    error: Callable[[ErrorEvent], Awaitable[None]]
-
-
-def direct_jobs(handlers: Handlers) -> EventJobs:
-    """Jobs that call the handlers directly: the path of a client without a pipeline."""
-    on_message, on_new_connection = handlers.on_message, handlers.on_new_connection
-    on_disconnect, on_error = handlers.on_disconnect, handlers.on_error
-    on_connection_request = handlers.on_connection_request
+def direct_jobs(handlers: Mapping[str, Callable[..., Any]], limiter: trio.CapacityLimiter) -> Jobs:
+    """Jobs that call the handlers directly: the path of a backend without a pipeline."""
+    on_connection_request = as_async(handlers["on_connection_request"], limiter)
+    on_new_connection = as_async(handlers["on_new_connection"], limiter)
+    on_message = as_async(handlers["on_message"], limiter)
+    on_disconnect = as_async(handlers["on_disconnect"], limiter)
+    on_error = as_async(handlers["on_error"], limiter)
 
     async def request(event: ConnectionRequest, request: ConnectionRequestContext) -> bool | None:
-        return await on_connection_request(request)
+        return await on_connection_request(request)  # type: ignore[no-any-return]
 
     async def message(event: NewMessage) -> None:
         await on_message(event.message, event.context)
@@ -98,7 +162,7 @@ def direct_jobs(handlers: Handlers) -> EventJobs:
     async def error(event: ErrorEvent) -> None:
         await on_error(event.error, event.context)
 
-    return EventJobs(
+    return Jobs(
         request=request,
         new_connection=new_connection,
         message=message,

@@ -22,17 +22,15 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 import attrs
 import cattrs
 import orjson
 
 from ._errors import StrandsError
+from ._sender import Sender
 from .context import ConnectionRequestContext, Context
-
-if TYPE_CHECKING:
-    from ._client import StrandsClient
 
 __all__ = [
     "ConnectionHost",
@@ -134,7 +132,7 @@ class Target:
     class. One per handler, shared by every event that resolves to it."""
 
     app: Any
-    client: Any
+    client: Sender
     handler: Callable[..., Any] | None = None
     cls: type | None = None
 
@@ -151,9 +149,7 @@ class HostContext:
     # the lazily made _extra dict, so that the common event costs as little as possible.
     __slots__ = ("_args", "_extra", "_target", "_type")
 
-    def __init__(
-        self, type: EventType, args: tuple[Any, ...], *, app: Any, client: StrandsClient
-    ) -> None:
+    def __init__(self, type: EventType, args: tuple[Any, ...], *, app: Any, client: Sender) -> None:
         self._type = type
         self._args = args
         self._target = Target(app, client)
@@ -198,9 +194,10 @@ class HostContext:
         :class:`~strands_trio.StrandsClient` subclass for a client without an app."""
         return self._target.app
 
-    def get_client(self) -> StrandsClient:
-        """The connected client, through which middleware can send."""
-        return self._target.client  # type: ignore[no-any-return]
+    def get_client(self) -> Sender:
+        """What sends to the broker (the :class:`~strands_trio.StrandsClient`, or the
+        :class:`~strands_trio.StrandsApp`): see :class:`~strands_trio.Sender`."""
+        return self._target.client
 
     def get_args(self) -> tuple[Any, ...]:
         """The raw pieces: the decoded frame, then the handler's arguments. For example

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import trio
 
-from ._errors import NotConnectedError
-
 __all__ = ["Outbox"]
 
 
@@ -74,14 +72,23 @@ class Outbox:
         """Whether the bytes waiting have reached the limit (senders should wait)."""
         return self._size >= self._max_bytes
 
+    async def send(self, frame: bytes) -> None:
+        """Queue one encoded frame, waiting first while the outbox is full.
+
+        Raises:
+            trio.ClosedResourceError: the connection has ended (before or while waiting).
+        """
+        await self.wait_for_space()
+        self.send_nowait(frame)
+
     def send_nowait(self, frame: bytes) -> None:
         """Queue one encoded frame, even past the limit (check :attr:`full` afterwards).
 
         Raises:
-            NotConnectedError: the connection has ended.
+            trio.ClosedResourceError: the connection has ended.
         """
         if self._closed:
-            raise NotConnectedError("the connection to the broker is closed")
+            raise trio.ClosedResourceError("the connection this outbox writes to has ended")
         self._chunks.append(frame)
         self._size += len(frame)
         self._frames += 1

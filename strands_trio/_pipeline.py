@@ -1,8 +1,9 @@
 """The pipeline every broker event passes through: middleware, guards, then the handler.
 
-Theory of operation. The client turns each decoded event into a *job* (:class:`EventJobs`).
+Theory of operation. The engine turns each decoded event into a *job* (:class:`Jobs`).
 Without middleware, guards, exception handlers or routes, a job calls the handler directly
-(:func:`direct_jobs`). Otherwise :class:`Pipeline` builds, once, one chain per handler::
+(:func:`direct_jobs`). Otherwise :class:`Pipeline` builds, once, one chain per handler
+(:func:`make_jobs` chooses)::
 
     event ─▶ resolve handler ─▶ ExecutionContext
              (route by type)      │
@@ -39,32 +40,31 @@ import logging
 import types
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 import attrs
 import trio
 
-from ._handlers import EventJobs, as_async, is_async_callable
+from ._handlers import Jobs, as_async, direct_jobs
 from ._host import EventType, ExecutionContext, Target
+from ._parts import (
+    CallNext,
+    Catcher,
+    Check,
+    ForbiddenHook,
+    Middleware,
+    as_catcher,
+    as_check,
+    check_middleware,
+)
 from ._reflect import EXCEPTION_HANDLERS_KEY, GUARDS_KEY, MIDDLEWARE_KEY, reflector
 from ._router import MessageRoute, Router
+from ._sender import Sender
 from ._statistics import Counters
 from .context import ConnectionRequestContext, Context
 from .protocol import ConnectionRequest, ErrorEvent, NewMessage
 
-if TYPE_CHECKING:
-    from ._client import StrandsClient
-
-__all__ = [
-    "CallNext",
-    "ExceptionHandler",
-    "Guard",
-    "Middleware",
-    "Pipeline",
-    "default_on_forbidden",
-    "exception_handler",
-    "validate_pipeline",
-]
+__all__ = ["Chain", "Pipeline", "default_on_forbidden", "make_jobs"]
 
 logger = logging.getLogger("strands_trio.pipeline")
 
@@ -73,67 +73,6 @@ logger = logging.getLogger("strands_trio.pipeline")
 _CONNECTION_REQUEST = EventType.CONNECTION_REQUEST
 _MESSAGE = EventType.MESSAGE
 _ERROR = EventType.ERROR
-
-#: What a middleware awaits to run the rest of the chain: ``await call_next(ctx)``.
-CallNext = Callable[[ExecutionContext], Awaitable[None]]
-#: A middleware: ``async def middleware(ctx, call_next)``, or an object with such an async
-#: ``__call__``.
-Middleware = Callable[[ExecutionContext, CallNext], Awaitable[None]]
-ForbiddenHook = Callable[[ExecutionContext, Any], Awaitable[None]]
-
-
-class Guard(Protocol):
-    """Decides whether an event may reach its handler. ``can_activate`` may be sync or async;
-    a plain function ``(ctx) -> bool`` works as a guard too."""
-
-    def can_activate(self, ctx: ExecutionContext) -> bool | Awaitable[bool]: ...
-
-
-class ExceptionHandler(Protocol):
-    """Handles the exceptions of :attr:`exception_types` raised in the pipeline.
-    ``catch`` may be sync or async, and may raise to pass the exception on."""
-
-    @property
-    def exception_types(self) -> tuple[type[BaseException], ...]: ...
-
-    def catch(self, ctx: ExecutionContext, exc: BaseException) -> Awaitable[None] | None: ...
-
-
-@attrs.frozen
-class _FunctionExceptionHandler:
-    exception_types: tuple[type[BaseException], ...]
-    function: Callable[[ExecutionContext, BaseException], Any]
-
-    def catch(self, ctx: ExecutionContext, exc: BaseException) -> Any:
-        return self.function(ctx, exc)
-
-
-def exception_handler(
-    *exception_types: type[BaseException],
-) -> Callable[[Callable[[ExecutionContext, Any], Any]], ExceptionHandler]:
-    """Make an exception handler of a function ``(ctx, exc)``.
-
-    For example::
-
-        @exception_handler(PermissionError)
-        async def denied(ctx, exc):
-            await ctx.send_error("forbidden", str(exc))
-
-        app = StrandsApp(exception_handlers=[denied])
-    """
-    _check_exception_types(exception_types)
-
-    def decorate(fn: Callable[[ExecutionContext, Any], Any]) -> ExceptionHandler:
-        if not callable(fn):
-            raise TypeError(f"exception_handler needs a function, got {fn!r}")
-        return _FunctionExceptionHandler(exception_types, fn)
-
-    return decorate
-
-
-def _check_exception_types(types: tuple[Any, ...]) -> None:
-    if not types or not all(isinstance(t, type) and issubclass(t, BaseException) for t in types):
-        raise TypeError(f"exception types must be exception classes, got {types!r}")
 
 
 async def default_on_forbidden(ctx: ExecutionContext, guard: Any) -> None:
@@ -152,22 +91,7 @@ def _name(obj: Any) -> str:
     return getattr(obj, "__qualname__", None) or type(obj).__qualname__
 
 
-# ---------------------------------------------------------------------- building blocks
-
-
-@attrs.frozen
-class _Check:
-    """A guard, normalized: ``check(ctx)`` returns a bool or an awaitable of one."""
-
-    guard: Any
-    check: Callable[[ExecutionContext], Any]
-
-
-@attrs.frozen
-class _Catcher:
-    types: tuple[type[BaseException], ...]
-    handler: Any
-    catch: Callable[[ExecutionContext, BaseException], Any]
+# ---------------------------------------------------------------------- the pipeline
 
 
 @attrs.frozen(kw_only=True)
@@ -175,55 +99,51 @@ class Chain(Target):
     """One handler's chain, built once: what runs for an event that resolved to it."""
 
     run: CallNext
-    catchers: tuple[_Catcher, ...]
+    catchers: tuple[Catcher, ...]
 
 
-def _as_check(guard: Any) -> _Check:
-    check = getattr(guard, "can_activate", None)
-    if check is None:
-        if not callable(guard):
-            raise TypeError(f"a guard needs a can_activate(ctx) method, got {guard!r}")
-        check = guard
-    return _Check(guard, check)
-
-
-def _as_catcher(handler: Any) -> _Catcher:
-    types = getattr(handler, "exception_types", None)
-    catch = getattr(handler, "catch", None)
-    if types is None or catch is None:
-        raise TypeError(
-            f"an exception handler needs exception_types and catch(ctx, exc), got {handler!r}; "
-            "for a function, use @exception_handler(SomeError)"
+def make_jobs(
+    handlers: Mapping[str, Callable[..., Any]],
+    *,
+    app: Any,
+    client: Sender,
+    middleware: Sequence[Any],
+    guards: Sequence[Any],
+    exception_handlers: Sequence[Any],
+    on_forbidden: ForbiddenHook | None,
+    router: Router | None,
+    message_fallback: bool,
+    counters: Counters,
+    limiter: trio.CapacityLimiter,
+) -> Jobs:
+    """The jobs the engine runs for a backend: through the pipeline when there is anything
+    between events and handlers, else the handlers called directly (the fast path)."""
+    if not (
+        middleware
+        or guards
+        or exception_handlers
+        or (router is not None and router.routes)
+        or any(
+            reflector.get(key, fn)
+            for fn in handlers.values()
+            for key in (MIDDLEWARE_KEY, GUARDS_KEY, EXCEPTION_HANDLERS_KEY)
         )
-    types = tuple(types) if isinstance(types, list | tuple) else (types,)
-    _check_exception_types(types)
-    return _Catcher(types, handler, catch)
-
-
-def _check_middleware(middleware: Any) -> Any:
-    if not is_async_callable(middleware):
-        raise TypeError(
-            f"middleware must be async: async def middleware(ctx, call_next) or an object "
-            f"with an async __call__(ctx, call_next); got {middleware!r}"
-        )
-    return middleware
-
-
-def validate_pipeline(
-    middleware: Sequence[Any], guards: Sequence[Any], exception_handlers: Sequence[Any]
-) -> None:
-    """Check each part now, so that a mistake is a ``TypeError`` where it is written.
-
-    Raises:
-        TypeError: a middleware is not async, a guard has no ``can_activate``, or an
-            exception handler has no ``exception_types`` / ``catch``.
-    """
-    for m in middleware:
-        _check_middleware(m)
-    for g in guards:
-        _as_check(g)
-    for h in exception_handlers:
-        _as_catcher(h)
+    ):
+        return direct_jobs(handlers, limiter)
+    pipeline = Pipeline(
+        app=app,
+        client=client,
+        callbacks=handlers,
+        middleware=middleware,
+        guards=guards,
+        exception_handlers=exception_handlers,
+        on_forbidden=on_forbidden,
+        router=router,
+        message_fallback=message_fallback,
+        counters=counters,
+        limiter=limiter,
+    )
+    return pipeline.jobs()
 
 
 def _bind(middleware: Middleware, call_next: CallNext) -> CallNext:
@@ -271,7 +191,7 @@ class Pipeline:
         self,
         *,
         app: Any,
-        client: StrandsClient,
+        client: Sender,
         callbacks: Mapping[str, Callable[..., Any]],
         middleware: Sequence[Any],
         guards: Sequence[Any],
@@ -286,9 +206,9 @@ class Pipeline:
         self._client = client
         self._counters = counters
         self._limiter = limiter
-        self._middleware = tuple(_check_middleware(m) for m in middleware)
-        self._guards = tuple(_as_check(g) for g in guards)
-        self._catchers = tuple(_as_catcher(h) for h in exception_handlers)
+        self._middleware = tuple(check_middleware(m) for m in middleware)
+        self._guards = tuple(as_check(g) for g in guards)
+        self._catchers = tuple(as_catcher(h) for h in exception_handlers)
         self._on_forbidden = as_async(on_forbidden or default_on_forbidden, limiter)
         self._on_error = as_async(callbacks["on_error"], limiter)
         self._router = router if router is not None and router.routes else None
@@ -312,12 +232,12 @@ class Pipeline:
     ) -> Chain:
         """One handler's chain: the app's middleware, the handler's, the guards, the call."""
         fn = as_async(handler, self._limiter)
-        guards = self._guards + tuple(_as_check(g) for g in reflector.get(GUARDS_KEY, handler, ()))
+        guards = self._guards + tuple(as_check(g) for g in reflector.get(GUARDS_KEY, handler, ()))
         middleware = self._middleware + tuple(
-            _check_middleware(m) for m in reflector.get(MIDDLEWARE_KEY, handler, ())
+            check_middleware(m) for m in reflector.get(MIDDLEWARE_KEY, handler, ())
         )
         catchers = (
-            tuple(_as_catcher(h) for h in reflector.get(EXCEPTION_HANDLERS_KEY, handler, ()))
+            tuple(as_catcher(h) for h in reflector.get(EXCEPTION_HANDLERS_KEY, handler, ()))
             + self._catchers
         )
 
@@ -336,9 +256,9 @@ class Pipeline:
             catchers=catchers,
         )
 
-    def jobs(self) -> EventJobs:
+    def jobs(self) -> Jobs:
         """The client's jobs, one per event kind, running events through the chains."""
-        return EventJobs(
+        return Jobs(
             request=self._request_job,
             new_connection=partial(
                 self._context_job, EventType.NEW_CONNECTION, self.new_connection
@@ -365,7 +285,7 @@ class Pipeline:
         raise exc
 
     async def _guarded(
-        self, guards: tuple[_Check, ...], endpoint: CallNext, ctx: ExecutionContext
+        self, guards: tuple[Check, ...], endpoint: CallNext, ctx: ExecutionContext
     ) -> None:
         for guard in guards:
             allowed = guard.check(ctx)

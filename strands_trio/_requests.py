@@ -1,57 +1,90 @@
-"""Answering a connection request: the handler decides, the client always answers.
+"""Answering a connection request: the handler decides, the engine always answers.
 
 The reference broker waits for the answer forever (WIRE.md quirk 5), so a request must get one
-whatever the handler does: returns a bool, sets ``request.accepted``, raises, runs past the
-client's deadline, or leaves a context the broker cannot use. The client runs :func:`ask`
-under its deadline, then always sends what :func:`encode_answer` returns.
+whatever the handler does: returns a bool, sets ``request.accepted``, raises, runs past
+``request_timeout``, or leaves a context that cannot be encoded. A request travels as one typed
+job, a :class:`PendingRequest`: the frame and the outbox of the connection it came on, where
+its answer goes even if another connection has been made since.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import uuid
+from collections.abc import Awaitable, Callable
 
-from ._handlers import RequestHandler
+import attrs
+import trio
+
+from ._outbox import Outbox
 from ._statistics import Counters
 from .context import ConnectionRequestContext, Context
 from .protocol import ConnectionRequest, Response, encode
 
-__all__ = ["ask", "encode_answer", "new_request"]
+__all__ = ["Decide", "PendingRequest", "answer_request"]
 
 logger = logging.getLogger("strands_trio.client")
 
+#: What decides a request: the frame and the request context in, the handler's answer out
+#: (``True``/``False``, or ``None`` for ``request.accepted``).
+Decide = Callable[[ConnectionRequest, ConnectionRequestContext], Awaitable[bool | None]]
 
-def new_request(event: ConnectionRequest) -> ConnectionRequestContext:
-    """The request a handler is given: client id a fresh UUID4, room the url (as the peer)."""
-    return ConnectionRequestContext(
+
+@attrs.define(slots=True, eq=False)
+class PendingRequest:
+    """A connection request waiting for its handler: the frame, and the outbox of the
+    connection its answer goes to."""
+
+    event: ConnectionRequest
+    outbox: Outbox
+
+
+async def answer_request(
+    pending: PendingRequest, *, decide: Decide, time_limit: float | None, counters: Counters
+) -> None:
+    """Ask *decide* about a request, within *time_limit* seconds, and answer on its connection:
+    accepted with the context the handler left, or rejected if it said no, raised, ran out of
+    time or left a context that cannot be encoded (each logged and counted)."""
+    event = pending.event
+    request = ConnectionRequestContext(
         headers=event.headers,
         url=event.url,
         remote_addr=event.remote_addr,
+        # As the asyncio peer: a fresh UUID4, the url as the room.
         context=Context(client_id=str(uuid.uuid4()), room_id=event.url),
     )
-
-
-async def ask(
-    on_connection_request: RequestHandler, request: ConnectionRequestContext, counters: Counters
-) -> bool:
-    """The handler's answer: its bool, else ``request.accepted``; ``False`` if it raised."""
+    accepted = False
+    with trio.move_on_after(math.inf if time_limit is None else time_limit) as timer:
+        try:
+            result = await decide(event, request)
+        except Exception:
+            counters.handler_errors += 1
+            logger.exception("on_connection_request raised: rejecting %s", event.remote_addr)
+        else:
+            accepted = result if isinstance(result, bool) else bool(request.accepted)
+    if timer.cancelled_caught:
+        accepted = False
+        counters.requests_timed_out += 1
+        logger.warning(
+            "on_connection_request took over %g s: rejecting %s", time_limit, event.remote_addr
+        )
     try:
-        result = await on_connection_request(request)
-    except Exception:
-        counters.handler_errors += 1
-        logger.exception("on_connection_request raised: rejecting %s", request.remote_addr)
-        return False
-    return result if isinstance(result, bool) else bool(request.accepted)
+        await pending.outbox.send(_encode_answer(event, request, accepted, counters))
+    except trio.ClosedResourceError:
+        counters.frames_dropped += 1
+        logger.warning(
+            "cannot answer the connection request from %s: its connection is closed",
+            event.remote_addr,
+        )
 
 
-def encode_answer(
+def _encode_answer(
     event: ConnectionRequest, request: ConnectionRequestContext, accepted: bool, counters: Counters
 ) -> bytes:
-    """The ``response`` frame: accepted with the request's context if it can be encoded,
-    rejected otherwise (logged and counted)."""
     if accepted:
+        context = request.context
         try:
-            context = request.context
             data = encode(
                 Response(
                     request_id=event.request_id,

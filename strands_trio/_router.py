@@ -23,9 +23,12 @@ import cattrs
 import orjson
 from cattrs.preconf.orjson import make_converter as _make_orjson_converter
 
-from .protocol._convert import describe_error
+from ._strict import describe_error
 
 __all__ = ["MessageRoute", "Router", "make_message_converter"]
+
+#: The tag of a model that two message types share: it cannot be sent as an object.
+_AMBIGUOUS = object()
 
 
 def _strict(kind: type, name: str) -> Callable[[Any, Any], Any]:
@@ -85,6 +88,8 @@ class Router:
         self.type_field = type_field
         self.converter = converter or make_message_converter()
         self.routes: dict[str, MessageRoute] = {}
+        #: Each model's message type, for sending instances (see :meth:`encode`).
+        self._tags: dict[type, object] = {}
 
     def add(self, type: str, handler: Callable[..., Any], model: type | None = None) -> None:
         """Route messages of *type* to *handler*.
@@ -100,6 +105,49 @@ class Router:
         if type in self.routes:
             raise ValueError(f"message type {type!r} already has a handler")
         self.routes[type] = MessageRoute(type, handler, model)
+        if model is not None:
+            self._tag(model, type)
+
+    def add_outgoing(self, type: str, model: builtins.type) -> None:
+        """Make instances of *model* sendable as messages of *type*, without a route for it
+        (a message only the backend sends).
+
+        Raises:
+            TypeError: *type* is not a string, or *model* not a class.
+        """
+        if not isinstance(type, str):
+            raise TypeError(f"a message type must be a str, got {type!r}")
+        if not isinstance(model, builtins.type):
+            raise TypeError(f"model must be a class (an attrs class), got {model!r}")
+        self._tag(model, type)
+
+    def _tag(self, model: builtins.type, type: str) -> None:
+        known = self._tags.get(model)
+        self._tags[model] = type if known is None or known == type else _AMBIGUOUS
+
+    def encode(self, obj: object) -> str:
+        """The JSON text of *obj*, an instance of a routed (or outgoing) model: its fields
+        unstructured by the converter, with the type field set to its message type (unless
+        the model has a field of that name).
+
+        Raises:
+            TypeError: *obj*'s class is the model of no message type, or of several.
+        """
+        kind = builtins.type(obj)
+        tag = self._tags.get(kind)
+        if not isinstance(tag, str):
+            name = kind.__qualname__
+            if tag is _AMBIGUOUS:
+                raise TypeError(f"{name} is the model of several message types: send a str instead")
+            raise TypeError(
+                f"{name} is not the model of any message type: register it with "
+                f"@app.on_message('type', model={name}) or @app.outgoing('type'), "
+                "or send a str"
+            )
+        data = self.converter.unstructure(obj)
+        if self.type_field not in data:
+            data = {self.type_field: tag, **data}
+        return orjson.dumps(data).decode()
 
     def decode(self, message: str) -> tuple[str | None, Any]:
         """The message's type (``None`` if no route can match) and its decoded object."""

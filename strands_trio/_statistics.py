@@ -29,6 +29,8 @@ class ClientStatistics:
     #: Events queued or being handled now, and handlers running now.
     events_pending: int
     handlers_running: int
+    #: The bytes those pending events hold, as bounded by ``ClientConfig.max_pending_bytes``.
+    bytes_pending: int = 0
     #: Connection requests accepted and rejected (by a handler, an error or a timeout).
     requests_accepted: int
     requests_rejected: int
@@ -61,3 +63,26 @@ class Counters:
         self.frames_sent = self.writes = self.frames_dropped = self.sends_refused = 0
         self.events_dropped = self.events_refused = 0
         self.messages_invalid = self.messages_unrouted = 0
+
+    def snapshot(
+        self,
+        *,
+        connected: bool,
+        events_pending: int,
+        bytes_pending: int,
+        handlers_running: int,
+        unflushed_frames: int,
+        unflushed_writes: int,
+    ) -> ClientStatistics:
+        """These counts, with the live ones of the running engine (the current connection's
+        writes are counted here only when it ends)."""
+        counts = dict(vars(self))
+        counts["frames_sent"] += unflushed_frames
+        counts["writes"] += unflushed_writes
+        return ClientStatistics(
+            connected=connected,
+            events_pending=events_pending,
+            bytes_pending=bytes_pending,
+            handlers_running=handlers_running,
+            **counts,
+        )

@@ -18,6 +18,8 @@ from typing import Any, Self, TypeVar
 import attrs
 import cattrs
 
+from ._strict import describe_error, model_converter
+
 __all__ = ["ConnectionRequestContext", "Context"]
 
 _T = TypeVar("_T")
@@ -120,10 +122,7 @@ class ConnectionRequestContext:
 
 
 def _structure(data: Mapping[str, Any], cls: type[_T]) -> _T:
-    # Imported here: the converter module registers hooks for these classes.
-    from .protocol._convert import MODEL_CONVERTER, describe_error
-
     try:
-        return MODEL_CONVERTER.structure(data, cls)
+        return model_converter().structure(data, cls)
     except (cattrs.BaseValidationError, TypeError, ValueError, KeyError) as exc:
         raise ValueError(f"invalid {cls.__name__}: {describe_error(exc)}") from exc

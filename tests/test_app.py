@@ -103,6 +103,39 @@ async def test_serve_with_nursery_start(broker: FakeBroker, nursery: trio.Nurser
     await nursery.start(
         lambda task_status: app.serve(connect=broker.open_backend_stream, task_status=task_status)
     )
-    assert app.client.is_connected
+    assert app.is_connected
     with pytest.raises(RuntimeError, match="already serving"):
         await app.serve(connect=broker.open_backend_stream)
+
+
+def test_a_handler_with_the_wrong_arity_is_refused_when_registered() -> None:
+    """A handler that cannot take the arguments it will get is a TypeError at registration,
+    naming it, not a logged TypeError at its first event."""
+    app = StrandsApp()
+
+    async def two(context: Context, extra: int) -> None: ...
+
+    async def one(message: str) -> None: ...
+
+    async def flexible(*args: object) -> None: ...
+
+    with pytest.raises(TypeError, match=r"@app.on_new_connection is called with 1 argument"):
+        app.on_new_connection(two)  # type: ignore[type-var]
+    with pytest.raises(TypeError, match=r"@app.on_message is called with 2 argument"):
+        app.on_message(one)  # type: ignore[type-var]
+    with pytest.raises(TypeError, match=r"@app.on_message\('t'\) is called with 2"):
+        app.on_message("t")(one)  # type: ignore[arg-type]
+    app.on_disconnect(flexible)
+    app.on_error(flexible)
+
+
+def test_a_client_subclass_with_the_wrong_arity_is_refused_when_made() -> None:
+    """The same check for StrandsClient subclasses, when the client is made."""
+    from strands_trio import StrandsClient
+
+    class Wrong(StrandsClient):
+        async def on_message(self, message: str) -> None:  # type: ignore[override]
+            pass
+
+    with pytest.raises(TypeError, match=r"Wrong.on_message is called with 2 argument"):
+        Wrong()

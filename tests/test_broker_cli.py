@@ -38,7 +38,7 @@ def test_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_bad_values_are_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     """A bad flag value or environment variable exits with one line, not a traceback."""
-    with pytest.raises(SystemExit, match="ws_port must be a port number"):
+    with pytest.raises(SystemExit, match="'ws_port' must be <= 65535"):
         config_from_args(parse("--ws-port", "70000"))  # type: ignore[arg-type]
     with pytest.raises(SystemExit, match="trusted_proxies"):
         config_from_args(parse("--trusted-proxy", "nonsense"))  # type: ignore[arg-type]

@@ -15,7 +15,7 @@ import trio.testing
 
 from strands_trio import ClientConfig, ConnectionRequestContext, Context, StrandsClient
 from strands_trio.broker import BrokerConfig, Hub, serve_broker
-from strands_trio.broker._hub import NO_BACKEND
+from strands_trio.protocol import NO_BACKEND
 from strands_trio.testing import ConnectionRejected, FakeWebSocket, open_fake_broker
 
 from ._wsclient import Closed, Refused, WSClient

@@ -15,12 +15,12 @@ import trio.testing
 from strands_trio import ClientConfig, StrandsClient
 from strands_trio.broker import Admission, BrokerConfig, Delivery, Handshake, Hub
 from strands_trio.broker._backends import BackendServer
-from strands_trio.broker._hub import NO_BACKEND
 from strands_trio.broker._limits import (
     RESERVED_FILES,
     raise_open_file_limit,
     usable_connections,
 )
+from strands_trio.protocol import NO_BACKEND
 
 HEADERS = {"Sec-Websocket-Key": ["x"], "Authorization": ["Bearer a", "Bearer b"]}
 

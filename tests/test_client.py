@@ -495,6 +495,48 @@ async def test_reader_stops_when_handlers_fall_behind(broker: FakeBroker) -> Non
         assert sorted(handled, key=int) == [str(n) for n in range(100)]
 
 
+async def test_large_events_at_a_slow_handler_stay_under_the_byte_bound(
+    broker: FakeBroker, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Pending events are bounded in bytes, not only in count: a flood of 256 KiB messages
+    (100 of them, 25 MiB) at a handler taking 10 ms each never has more than
+    max_pending_bytes waiting in the client, plus what one read can decode; the rest waits
+    on the broker's side (TCP pushback), and nothing is lost."""
+    size, count = 256 << 10, 100
+    config = ClientConfig(max_pending_bytes=2 << 20, max_concurrency=4)
+    bound = config.max_pending_bytes + config.max_line_length + (64 << 10)
+    peak = 0
+    handled = 0
+
+    class Slow(Recording):
+        async def on_message(self, message: str, context: Context) -> None:
+            nonlocal peak, handled
+            peak = max(peak, self.statistics().bytes_pending)
+            await trio.sleep(0.01)
+            assert len(message) == size
+            handled += 1
+
+    async with Slow(broker, config=config).connected() as client:
+        sockets = [await broker.connect(headers={"X-User": f"u{n}"}) for n in range(8)]
+        async with trio.open_nursery() as nursery:
+
+            async def flood(ws: object, first: int) -> None:
+                for number in range(first, count, len(sockets)):
+                    await ws.send(str(number % 10) * size)  # type: ignore[attr-defined]
+
+            for first, ws in enumerate(sockets):
+                nursery.start_soon(flood, ws, first)
+        while handled < count:
+            await trio.testing.wait_all_tasks_blocked()
+            await trio.sleep(0.01)
+        stats = client.statistics()
+    assert handled == count
+    assert 0 < peak <= bound, f"{peak} bytes pending, over the bound of {bound}"
+    assert stats.events_pending == 0
+    assert stats.bytes_pending == 0
+    assert stats.events_pending < config.max_pending_events  # the count bound never bit
+
+
 async def test_writes_are_coalesced(broker: FakeBroker) -> None:
     """Replies sent in a burst go out in a few writes, not one per frame."""
 

@@ -23,6 +23,7 @@ from strands_trio import ClientConfig, StrandsClient
         ("dead_after_heartbeats", -2),
         ("max_concurrency", 0),
         ("max_pending_events", 1.5),
+        ("max_pending_bytes", 0),
         ("max_outgoing_bytes", 0),
         ("max_line_length", -1),
         ("request_timeout", 0),
@@ -31,8 +32,9 @@ from strands_trio import ClientConfig, StrandsClient
     ],
 )
 def test_invalid_values_are_refused(field: str, value: object) -> None:
-    """Each setting refuses nonsense at construction, naming the field."""
-    with pytest.raises(ValueError, match=field):
+    """Each setting refuses nonsense at construction, naming the field: a ValueError, or a
+    TypeError for a count that is not an integer."""
+    with pytest.raises((ValueError, TypeError), match=field):
         ClientConfig(**{field: value})  # type: ignore[arg-type]
 
 

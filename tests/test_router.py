@@ -209,3 +209,55 @@ async def test_app_routes_end_to_end(broker: FakeBroker) -> None:
         await ws.send('{"op": "say"}')
         error = json.loads(await ws.receive())
         assert (error["op"], error["code"]) == ("error", "invalid_message")
+
+
+@attrs.frozen
+class Said:
+    by: str
+    text: str
+
+
+async def test_app_sends_model_instances_as_typed_messages(broker: FakeBroker) -> None:
+    """An instance of a routed model, or of an outgoing one, is sent as JSON with its type
+    field (the app's field name), encoded by the app's converter, to a room, a client or all."""
+    app = StrandsApp(message_type_field="op")
+    app.outgoing("chat.said")(Said)
+
+    @app.on_message("say", model=ChatSend)
+    async def say(payload: ChatSend, context: Context) -> None:
+        await app.send_room_message(context.room_id, Said(by=context.client_id, text=payload.text))
+        await app.send_private_message(context.client_id, payload)  # a routed model
+        await app.broadcast_message(Typed(type="own", n=1))  # its own type field wins
+
+    app.on_message("typed", model=Typed)(say)
+    async with app.connected(connect=broker.open_backend_stream):
+        ws = await broker.connect("/ws/r")
+        await ws.send('{"op": "say", "text": "hi"}')
+        assert json.loads(await ws.receive()) == {
+            "op": "chat.said",
+            "by": ws.client_id,
+            "text": "hi",
+        }
+        assert json.loads(await ws.receive()) == {"op": "say", "text": "hi", "to": None}
+        assert json.loads(await ws.receive()) == {"op": "typed", "type": "own", "n": 1}
+
+
+def test_sending_an_unknown_or_ambiguous_model_is_a_type_error() -> None:
+    """Only a model of exactly one message type can be sent as an object; the error says how
+    to register one."""
+    router = Router()
+    router.add("a", print, ChatSend)
+    with pytest.raises(TypeError, match=r"Said is not the model of any message type"):
+        router.encode(Said(by="x", text="y"))
+    router.add_outgoing("b", ChatSend)
+    with pytest.raises(TypeError, match="several message types"):
+        router.encode(ChatSend(text="x"))
+    router.add_outgoing("said", Said)
+    router.add_outgoing("said", Said)  # the same tag again is no ambiguity
+    assert json.loads(router.encode(Said(by="x", text="y"))) == {
+        "type": "said",
+        "by": "x",
+        "text": "y",
+    }
+    with pytest.raises(TypeError, match="model must be a class"):
+        router.add_outgoing("c", Said(by="x", text="y"))  # type: ignore[arg-type]

@@ -16,17 +16,12 @@ from typing import Any
 
 import attrs
 
-from .._config import _at_least_one, _positive
+from .._validators import COUNT, OPTIONAL_POSITIVE, PORT, POSITIVE
 from ..protocol import DEFAULT_MAX_LINE_LENGTH
 
 __all__ = ["BrokerConfig", "IPNetwork"]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def _port(_: Any, attribute: attrs.Attribute[Any], value: int) -> None:
-    if type(value) is not int or not 0 <= value <= 65535:
-        raise ValueError(f"{attribute.name} must be a port number in 0..65535, got {value!r}")
 
 
 def _networks(value: Any) -> tuple[IPNetwork, ...]:
@@ -137,34 +132,34 @@ class BrokerConfig:
     """
 
     ws_host: str = "0.0.0.0"
-    ws_port: int = attrs.field(default=8080, validator=_port)
+    ws_port: int = attrs.field(default=8080, validator=PORT)
     backend_host: str = "127.0.0.1"
-    tcp_port: int = attrs.field(default=8081, validator=_port)
-    queue_size: int = attrs.field(default=1000, validator=_at_least_one)
-    queue_bytes: int = attrs.field(default=16 << 20, validator=_at_least_one)
-    request_timeout: float | None = attrs.field(default=10.0, validator=_positive)
-    heartbeat_interval: float | None = attrs.field(default=15.0, validator=_positive)
+    tcp_port: int = attrs.field(default=8081, validator=PORT)
+    queue_size: int = attrs.field(default=1000, validator=COUNT)
+    queue_bytes: int = attrs.field(default=16 << 20, validator=COUNT)
+    request_timeout: float | None = attrs.field(default=10.0, validator=OPTIONAL_POSITIVE)
+    heartbeat_interval: float | None = attrs.field(default=15.0, validator=OPTIONAL_POSITIVE)
     backend_secret: str | None = attrs.field(default=None, repr=False)
-    backend_stall_timeout: float = attrs.field(default=10.0, validator=_positive)
-    max_backend_buffer: int = attrs.field(default=4 << 20, validator=_at_least_one)
-    client_share: int = attrs.field(default=64 << 10, validator=_at_least_one)
-    max_line_length: int = attrs.field(default=DEFAULT_MAX_LINE_LENGTH, validator=_at_least_one)
-    client_queue_bytes: int = attrs.field(default=4 << 20, validator=_at_least_one)
-    max_message_size: int = attrs.field(default=128 << 10, validator=_at_least_one)
+    backend_stall_timeout: float = attrs.field(default=10.0, validator=POSITIVE)
+    max_backend_buffer: int = attrs.field(default=4 << 20, validator=COUNT)
+    client_share: int = attrs.field(default=64 << 10, validator=COUNT)
+    max_line_length: int = attrs.field(default=DEFAULT_MAX_LINE_LENGTH, validator=COUNT)
+    client_queue_bytes: int = attrs.field(default=4 << 20, validator=COUNT)
+    max_message_size: int = attrs.field(default=128 << 10, validator=COUNT)
     compression: bool = False
     allowed_origins: tuple[str, ...] = attrs.field(default=(), converter=_origins)
     trusted_proxies: tuple[IPNetwork, ...] = attrs.field(default=(), converter=_networks)
     pass_query_string: bool = False
-    max_connections: int = attrs.field(default=10_000, validator=_at_least_one)
-    max_connections_per_ip: int = attrs.field(default=256, validator=_at_least_one)
-    handshake_timeout: float = attrs.field(default=10.0, validator=_positive)
-    shutdown_timeout: float = attrs.field(default=5.0, validator=_positive)
+    max_connections: int = attrs.field(default=10_000, validator=COUNT)
+    max_connections_per_ip: int = attrs.field(default=256, validator=COUNT)
+    handshake_timeout: float = attrs.field(default=10.0, validator=POSITIVE)
+    shutdown_timeout: float = attrs.field(default=5.0, validator=POSITIVE)
     ssl_context: ssl.SSLContext | None = attrs.field(default=None, repr=False)
     backend_ssl_context: ssl.SSLContext | None = attrs.field(default=None, repr=False)
     redis_url: str | None = attrs.field(default=None, validator=_redis_url, repr=False)
     node_id: str | None = attrs.field(default=None, validator=_node_id)
     cluster_prefix: str = "strands:"
-    node_ttl: float = attrs.field(default=10.0, validator=_positive)
+    node_ttl: float = attrs.field(default=10.0, validator=POSITIVE)
 
     @backend_secret.validator
     def _check_secret(self, _: attrs.Attribute[Any], value: str | None) -> None:

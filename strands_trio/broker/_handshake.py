@@ -23,9 +23,10 @@ from collections.abc import Callable, Iterable
 
 import attrs
 
+from ..protocol import canonical_header
+
 __all__ = [
     "Handshake",
-    "canonical_header",
     "client_address",
     "origin_allowed",
     "peer_ip",
@@ -47,11 +48,6 @@ class Handshake:
     headers: dict[str, list[str]]
     url: str
     remote_addr: str
-
-
-def canonical_header(name: str) -> str:
-    """Go's canonical form of a header name (``sec-websocket-key`` -> ``Sec-Websocket-Key``)."""
-    return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
 
 
 def _text(value: str) -> str:

@@ -15,7 +15,7 @@ thread, so no locks: every method that does not ``await`` is atomic.
   is connected, so one client's events keep their order end to end. When its backend leaves,
   the client is pinned to the next live backend on its next event.
 - **Flow control toward backends.** Each client's events not yet written to its backend are
-  counted (``_Client.pending``, kept by the backend's buffer). :meth:`Hub.message` says when
+  counted (``ClientEntry.pending``, kept by the backend's buffer). :meth:`Hub.message` says when
   the client's reader should pause: its own events passed ``client_share`` bytes, or its
   backend's buffer is full; :meth:`Hub.wait_ready` returns when that is over. So a client that
   floods slows itself (TCP pushes back on it), not the others, and a backend that keeps
@@ -39,13 +39,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import orjson
-
-from ..context import ConnectionRequestContext, Context
+from ..context import ConnectionRequestContext
 from ..protocol import (
+    NO_BACKEND,
     Action,
     Broadcast,
-    BrokerMember,
     CloseConnection,
     Disconnected,
     ErrorEvent,
@@ -66,43 +64,13 @@ from ._hub_statistics import HubStatistics, hub_metrics
 from ._ports import Admission, BackendPort, ClientLink, ClusterPort, Delivery
 from ._prometheus import Metric
 from ._queue import EventQueue
+from ._roster import ClientEntry, Roster
 
-__all__ = ["NO_BACKEND", "REPLACED", "Hub", "HubStatistics"]
+__all__ = ["REPLACED", "Hub", "HubStatistics"]
 
 logger = logging.getLogger("strands_trio.broker")
 
-NO_BACKEND = "no backend available to handle connection request"
 REPLACED = "replaced by a new connection with the same client id"
-
-
-class _Client:
-    """One connected client, as the hub keeps it."""
-
-    __slots__ = (
-        "backend",
-        "client_id",
-        "context",
-        "context_json",
-        "dirty",
-        "link",
-        "pending",
-        "room_id",
-    )
-
-    def __init__(self, admission: Admission, link: ClientLink, metadata: dict[str, Any]) -> None:
-        self.client_id = admission.client_id
-        self.room_id = admission.room_id
-        # The context every event of this client carries.
-        self.context = Context(
-            client_id=admission.client_id, room_id=admission.room_id, metadata=metadata
-        )
-        self.context_json = orjson.dumps(self.context.to_json()).decode()
-        self.link = link
-        self.backend: BackendPort | None = admission.backend
-        #: Bytes of this client's events its backend has not written yet.
-        self.pending = 0
-        #: Whether the link has deliveries not flushed yet.
-        self.dirty = False
 
 
 _COUNTERS = (
@@ -129,13 +97,14 @@ class Hub:
         self.node_id: str = config.node_id or secrets.token_hex(4)
         self._nested_metadata = reference
         self._share = config.client_share
-        self._clients: dict[str, _Client] = {}
-        self._rooms: dict[str, dict[_Client, None]] = {}
+        self._roster = Roster()
+        # The roster's dicts, read directly on hot paths.
+        self._clients, self._rooms = self._roster.clients, self._roster.rooms
         self._backends = BackendSet(self._backends_changed)
         self._admissions = Admissions(config.request_timeout)
         self._queue = EventQueue(config.queue_size, config.queue_bytes)
         self._ids = itertools.count()
-        self._dirty: list[_Client] = []
+        self._dirty: list[ClientEntry] = []
         self._batching = False
         self._cluster: ClusterPort | None = None
         self._counts = dict.fromkeys(_COUNTERS, 0)
@@ -180,7 +149,7 @@ class Hub:
         logger.warning("no backend to ask about %s: refused with 503", handshake.remote_addr)
         return Admission(accepted=False, status=503, reason=NO_BACKEND)
 
-    def connect(self, admission: Admission, link: ClientLink) -> _Client:
+    def connect(self, admission: Admission, link: ClientLink) -> ClientEntry:
         """Register an accepted client once its socket is open; its backend is told with a
         ``new_connection`` event. A client already connected under the same id is closed
         (1008): ids are the backend's to keep unique, and messages to an id must reach one
@@ -193,7 +162,7 @@ class Hub:
                 "metadata": metadata,
                 "room_id": admission.room_id,
             }
-        client = _Client(admission, link, metadata)
+        client = ClientEntry(admission, link, metadata)
         previous = self._clients.get(client.client_id)
         if previous is not None:
             self._counts["replaced"] += 1
@@ -202,17 +171,15 @@ class Hub:
             )
             self._forget(previous)
             previous.link.close(1008, REPLACED)
-        self._clients[client.client_id] = client
-        room = self._rooms.setdefault(client.room_id, {})
-        room[client] = None
+        room_created = self._roster.add(client)
         if self._cluster is not None:
-            self._cluster.joined(client.client_id, client.room_id, room_created=len(room) == 1)
+            self._cluster.joined(client.client_id, client.room_id, room_created=room_created)
         self._event(
             client, encode(NewConnection(request_id=self._next_id(), context=client.context))
         )
         return client
 
-    def message(self, client: _Client, text: str) -> bool:
+    def message(self, client: ClientEntry, text: str) -> bool:
         """A client sent *text*: a ``new_message`` event to its backend. Returns whether the
         client's reader should now wait (:meth:`wait_ready`) before reading more."""
         self._counts["messages_in"] += 1
@@ -226,7 +193,7 @@ class Hub:
         backend.send(data, client)
         return client.pending > self._share or backend.full
 
-    async def wait_ready(self, client: _Client) -> None:
+    async def wait_ready(self, client: ClientEntry) -> None:
         """Wait until *client* may send again: its events waiting for its backend are back
         under its share and the backend's buffer has room (or the backend is gone)."""
         self._counts["flow_pauses"] += 1
@@ -238,25 +205,18 @@ class Hub:
                 return
             await backend.wait_progress()
 
-    def disconnect(self, client: _Client) -> None:
+    def disconnect(self, client: ClientEntry) -> None:
         """A client's socket closed: forget it, and send its backend ``disconnected``."""
         if self._forget(client):
             self._event(
                 client, encode(Disconnected(request_id=self._next_id(), context=client.context))
             )
 
-    def _forget(self, client: _Client) -> bool:
-        if self._clients.get(client.client_id) is not client:
-            return False
-        del self._clients[client.client_id]
-        room = self._rooms.get(client.room_id)
-        if room is not None:
-            room.pop(client, None)
-            if not room:
-                del self._rooms[client.room_id]
-        if self._cluster is not None:
-            self._cluster.left(client.client_id, client.room_id, room_emptied=not room)
-        return True
+    def _forget(self, client: ClientEntry) -> bool:
+        removed, room_emptied = self._roster.remove(client)
+        if removed and self._cluster is not None:
+            self._cluster.left(client.client_id, client.room_id, room_emptied=room_emptied)
+        return removed
 
     # ------------------------------------------------------------------ routing events
 
@@ -273,7 +233,7 @@ class Hub:
             return self._cluster.remote_backend()
         return backend
 
-    def _event(self, client: _Client, data: bytes) -> None:
+    def _event(self, client: ClientEntry, data: bytes) -> None:
         backend = client.backend
         if backend is None or not backend.alive:
             backend = client.backend = self._pick()
@@ -390,7 +350,7 @@ class Hub:
 
     # ------------------------------------------------------------------ delivering
 
-    def _deliver(self, client: _Client, message: Delivery) -> bool:
+    def _deliver(self, client: ClientEntry, message: Delivery) -> bool:
         if not client.link.deliver(message):
             return False
         if not client.dirty:
@@ -436,7 +396,7 @@ class Hub:
         :meth:`deliver_to_client`)."""
         self._deliver_all(list(self._clients.values()), text, flush)
 
-    def _deliver_all(self, clients: list[_Client], text: str, flush: bool = True) -> None:
+    def _deliver_all(self, clients: list[ClientEntry], text: str, flush: bool = True) -> None:
         message = Delivery(text)  # framed once, for every member
         deliver = self._deliver
         delivered = 0
@@ -461,19 +421,11 @@ class Hub:
 
     def local_clients(self) -> Iterator[tuple[str, str]]:
         """``(client_id, room_id)`` of every client connected here."""
-        for client in self._clients.values():
-            yield client.client_id, client.room_id
+        return self._roster.ids()
 
     def local_presence(self, request: PresenceRequest, *, complete: bool = True) -> PresenceReply:
         """The answer to *request* from this node's own clients."""
-        node = self.node_id
-        room = self._rooms.get(request.room_id, ())
-        return PresenceReply(
-            request_id=request.request_id,
-            room_id=request.room_id,
-            members=tuple(BrokerMember(client_id=client.client_id, node=node) for client in room),
-            complete=complete,
-        )
+        return self._roster.presence(request, self.node_id, complete)
 
     def count_unknown_target(self) -> None:
         """Count an action whose target no node has (``unknown_targets``): the hub hands a

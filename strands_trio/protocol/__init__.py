@@ -17,6 +17,7 @@ from ._codec import (
     encode_new_message,
 )
 from ._convert import make_converter, unwrap_metadata
+from ._facts import NO_BACKEND, canonical_header
 from ._frames import (
     Action,
     Authenticate,
@@ -42,6 +43,7 @@ from ._lines import DEFAULT_MAX_LINE_LENGTH, LineSplitter, LineTooLong
 
 __all__ = [
     "DEFAULT_MAX_LINE_LENGTH",
+    "NO_BACKEND",
     "Action",
     "Authenticate",
     "BadFrame",
@@ -68,6 +70,7 @@ __all__ = [
     "RemoteProtocolError",
     "Response",
     "Role",
+    "canonical_header",
     "decode_line",
     "encode",
     "encode_broadcast",

@@ -1,10 +1,8 @@
 """The cattrs converters that turn JSON data into frames and contexts, and back.
 
-Theory of operation: :func:`make_converter` is the one factory (cattrs' global converter is
-never used). It makes cattrs strict, since the wire protocol is typed and a backend should not
-act on a number where a client id belongs: strings, booleans, lists and objects are checked,
-not coerced. A JSON object typed ``dict[str, Any]`` (metadata) is passed through as it is, not
-copied.
+Theory of operation: :func:`make_converter` is the one factory for frames (cattrs' global
+converter is never used), on the strict converter of ``_strict.py``: the wire protocol is typed
+and a backend should not act on a number where a client id belongs.
 
 With ``wire=True`` it also corrects the reference broker's quirks (WIRE.md), so that this is
 the one place they are handled:
@@ -23,50 +21,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from cattrs.preconf.orjson import OrjsonConverter
-from cattrs.preconf.orjson import make_converter as _make_orjson_converter
 
+from .._strict import describe_error, make_strict_converter
 from ..context import ConnectionRequestContext, Context
 from ._frames import ACTION_TYPES, EVENT_TYPES, Response
 
-__all__ = ["MODEL_CONVERTER", "describe_error", "make_converter"]
-
-
-def _strict_str(value: Any, _: Any) -> str:
-    if type(value) is not str:
-        raise TypeError(f"expected a string, got {type(value).__name__}")
-    return value
-
-
-def _strict_int(value: Any, _: Any) -> int:
-    if type(value) is not int:  # bool is an int subclass, and "1" is a string
-        raise TypeError(f"expected an integer, got {type(value).__name__}")
-    return value
-
-
-def _strict_bool(value: Any, _: Any) -> bool:
-    if type(value) is not bool:
-        raise TypeError(f"expected a boolean, got {type(value).__name__}")
-    return value
-
-
-def _json_object(value: Any, _: Any) -> dict[str, Any]:
-    if value is None:  # Go's nil map
-        return {}
-    if type(value) is not dict:
-        raise TypeError(f"expected an object, got {type(value).__name__}")
-    return value
-
-
-def _headers(value: Any, _: Any) -> dict[str, list[str]]:
-    if type(value) is not dict:
-        raise TypeError(f"expected an object of header lists, got {type(value).__name__}")
-    for name, values in value.items():
-        if type(values) is not list or any(type(v) is not str for v in values):
-            raise TypeError(f"header {name!r}: expected a list of strings")
-    return value
+__all__ = ["describe_error", "make_converter"]
 
 
 def unwrap_metadata(metadata: dict[str, Any], client_id: str) -> dict[str, Any]:
@@ -94,13 +56,7 @@ def make_converter(*, wire: bool, detailed_validation: bool = False) -> OrjsonCo
         wire: Correct the reference broker's quirks (for frames read off the wire).
         detailed_validation: Collect every error with its path (slower; for messages).
     """
-    converter = _make_orjson_converter(detailed_validation=detailed_validation)
-    converter.register_structure_hook(str, _strict_str)
-    converter.register_structure_hook(bool, _strict_bool)
-    converter.register_structure_hook(int, _strict_int)
-    # Generic aliases are matched by equality (single dispatch only knows classes).
-    converter.register_structure_hook_func(lambda t: t == dict[str, Any], _json_object)
-    converter.register_structure_hook_func(lambda t: t == dict[str, list[str]], _headers)
+    converter = make_strict_converter(detailed_validation=detailed_validation)
     if not wire:
         return converter
 
@@ -145,14 +101,3 @@ def make_converter(*, wire: bool, detailed_validation: bool = False) -> OrjsonCo
             ),
         )
     return converter
-
-
-def describe_error(exc: BaseException) -> str:
-    """Render a structuring error as ``"reason @ $.path"`` strings joined by ``"; "``."""
-    if isinstance(exc, cattrs.BaseValidationError):
-        return "; ".join(cattrs.transform_error(exc, path="$"))
-    return str(exc) or type(exc).__name__
-
-
-#: For ``Context.from_json()`` and friends: strict, detailed, and no wire quirks.
-MODEL_CONVERTER = make_converter(wire=False, detailed_validation=True)

@@ -6,7 +6,7 @@ included); :class:`FakeWebSocket` is a simulated browser client of it.
 handlers, without a broker. See ``docs/testing.md``.
 """
 
-from ..broker._handshake import canonical_header
+from ..protocol import canonical_header
 from ._fake_broker import (
     ConnectionRejected,
     FakeBroker,

@@ -40,7 +40,7 @@ import trio.testing
 from .._util import running
 from ..broker import BrokerConfig, Delivery, Hub
 from ..broker._backends import BackendServer
-from ..broker._handshake import canonical_header, shape_handshake
+from ..broker._handshake import shape_handshake
 from ..broker._ports import BackendPort
 from ..protocol import (
     Action,
@@ -49,6 +49,7 @@ from ..protocol import (
     Heartbeat,
     MessageToConnection,
     MessageToRoom,
+    canonical_header,
     encode,
 )
 

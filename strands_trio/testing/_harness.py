@@ -22,7 +22,8 @@ import attrs
 import trio
 
 from .._host import ExecutionContext
-from .._pipeline import ForbiddenHook, Pipeline
+from .._parts import ForbiddenHook
+from .._pipeline import Pipeline
 from .._router import Router
 from .._statistics import Counters
 from ..context import ConnectionRequestContext, Context

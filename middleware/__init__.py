@@ -23,8 +23,16 @@ frozen configuration checked when it is made and a ``statistics()`` of what it c
 - :class:`Presence` tracks who is in which room from connection events, in a
   :class:`MemoryPresence` or, shared by backend replicas, a :class:`RedisPresence`.
 
-This folder is installed as the ``strands_trio.middleware`` subpackage (see ``package-dir`` in
-``pyproject.toml``); nothing installs a top-level ``middleware`` module. JWT support needs the
+All six have one shape, as tower's layers do: the middleware is made from keyword arguments,
+which it keeps as a frozen, validated record in ``.config`` (:class:`AuthConfig`,
+:class:`RateLimitConfig`, :class:`PresenceConfig`, :class:`LoggingConfig`,
+:class:`TimeoutConfig`, :class:`MetricsConfig`); it holds its counters itself and reports them
+as a frozen record from ``statistics()``. ``X.from_config(attrs.evolve(x.config, ...))`` makes
+another with a changed setting and counters of its own.
+
+This folder is the ``strands_trio.middleware`` subpackage, through the symlink
+``strands_trio/middleware`` (see ``package-dir`` in ``pyproject.toml``); nothing installs a
+top-level ``middleware`` module. JWT support needs the
 ``auth`` extra (PyJWT, httpx), metrics the ``metrics`` extra (prometheus_client); both are
 imported only when used. :class:`RedisStore` needs the ``redis`` extra (hiredis): its module is
 imported when the name is first looked up. :class:`RedisPresence` needs it too, imported when
@@ -33,7 +41,7 @@ one is made.
 
 from typing import TYPE_CHECKING, Any
 
-from ._auth import IDENTITY, ROLES, Auth, AuthStatistics, RoleGuard, roles
+from ._auth import IDENTITY, ROLES, Auth, AuthConfig, AuthStatistics, RoleGuard, roles
 from ._credentials import (
     APIKeyVerifier,
     AuthError,
@@ -50,20 +58,20 @@ from ._jwks import JWKSKeys, JWKSStatistics
 from ._jwt import JWTVerifier
 from ._logging import DEFAULT_REDACTED_HEADERS, Logging, LoggingConfig, LoggingStatistics
 from ._metrics import DURATION_BUCKETS, Metrics, MetricsConfig, MetricsStatistics
-from ._presence import (
+from ._presence import Presence, PresenceConfig, PresenceStatistics
+from ._presence_redis import RedisPresence, RedisPresenceStatistics
+from ._presence_store import (
     Member,
     MemoryPresence,
     MemoryPresenceStatistics,
-    Presence,
-    PresenceStatistics,
     PresenceStore,
     PresenceUnavailable,
     default_instance_id,
 )
-from ._presence_redis import RedisPresence, RedisPresenceStatistics
 from ._ratelimit import (
     REMOTE_IP,
     RateLimit,
+    RateLimitConfig,
     RateLimitStatistics,
     by_client,
     by_identity,
@@ -107,6 +115,7 @@ __all__ = [
     "ROLES",
     "APIKeyVerifier",
     "Auth",
+    "AuthConfig",
     "AuthError",
     "AuthStatistics",
     "Decision",
@@ -127,11 +136,13 @@ __all__ = [
     "MetricsConfig",
     "MetricsStatistics",
     "Presence",
+    "PresenceConfig",
     "PresenceStatistics",
     "PresenceStore",
     "PresenceUnavailable",
     "Rate",
     "RateLimit",
+    "RateLimitConfig",
     "RateLimitStatistics",
     "RateLimitStore",
     "RedisPresence",

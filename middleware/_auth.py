@@ -17,10 +17,11 @@ send: tokens, keys and secrets never reach a log record or an error frame.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import attrs
+from attrs.validators import instance_of, is_callable
 
 from strands_trio import (
     CallNext,
@@ -34,7 +35,7 @@ from strands_trio import (
 
 from ._credentials import AuthError, Identity, TokenSource, Verifier, as_verifier, from_header
 
-__all__ = ["IDENTITY", "ROLES", "Auth", "AuthStatistics", "RoleGuard", "roles"]
+__all__ = ["IDENTITY", "ROLES", "Auth", "AuthConfig", "AuthStatistics", "RoleGuard", "roles"]
 
 logger = logging.getLogger("strands_trio.middleware.auth")
 
@@ -52,6 +53,8 @@ IDENTITY: MetadataKey[Identity] = MetadataKey("identity", Identity)
 #: The reflector key :func:`roles` sets on a handler.
 ROLES = "strands:roles"
 
+_BEARER = from_header()  # the default token source
+
 
 @attrs.frozen(kw_only=True)
 class AuthStatistics:
@@ -66,18 +69,32 @@ class AuthStatistics:
     unauthenticated: int
 
 
-class _Counters:
-    def __init__(self) -> None:
-        self.verified = self.missing = self.refused = self.unauthenticated = 0
-
-
-def _source(value: Any) -> TokenSource:
-    if not callable(value):
-        raise TypeError(f"source must be a token source such as from_header(), got {value!r}")
-    return value  # type: ignore[no-any-return]
-
-
 @attrs.frozen(kw_only=True)
+class AuthConfig:
+    """How an :class:`Auth` authenticates; validated when made.
+
+    The arguments of :class:`Auth`, as a record: ``attrs.evolve(auth.config, ...)`` makes
+    another, and :meth:`Auth.from_config` a middleware with counters of its own.
+
+    Attributes:
+        verifier: The verifier (an async function is wrapped by :func:`as_verifier`).
+        source: Where the token is read from.
+        anonymous: Whether requests without a token are accepted, without an identity.
+        keep_claims: Whether the identity keeps the token's verified claims.
+        key: Where the identity is kept in metadata.
+
+    Raises:
+        TypeError: *verifier* is not a verifier, *source* not a function, *anonymous* or
+            *keep_claims* not a bool, or *key* not a :class:`~strands_trio.MetadataKey`.
+    """
+
+    verifier: Verifier = attrs.field(converter=as_verifier)
+    source: TokenSource = attrs.field(default=_BEARER, validator=is_callable())
+    anonymous: bool = attrs.field(default=False, validator=instance_of(bool))
+    keep_claims: bool = attrs.field(default=False, validator=instance_of(bool))
+    key: MetadataKey[Identity] = attrs.field(default=IDENTITY, validator=instance_of(MetadataKey))
+
+
 class Auth:
     """Authenticate WebSocket clients when they connect::
 
@@ -99,22 +116,108 @@ class Auth:
 
     Rejections are logged at INFO with the remote address and the verifier's reason (never the
     token) and counted; see :meth:`statistics`.
+
+    Attributes:
+        config: The arguments, frozen and validated (:class:`AuthConfig`).
+
+    Raises:
+        TypeError: an argument has the wrong type (see :class:`AuthConfig`).
     """
 
-    verifier: Verifier = attrs.field(converter=as_verifier)
-    source: TokenSource = attrs.field(default=from_header(), converter=_source)
-    anonymous: bool = False
-    keep_claims: bool = False
-    key: MetadataKey[Identity] = IDENTITY
-    _counters: _Counters = attrs.field(factory=_Counters, init=False, eq=False, repr=False)
+    __slots__ = (
+        "_anonymous",
+        "_keep_claims",
+        "_key",
+        "_key_name",
+        "_missing",
+        "_refused",
+        "_source",
+        "_unauthenticated",
+        "_verified",
+        "_verify",
+        "config",
+    )
+
+    def __init__(
+        self,
+        *,
+        verifier: Verifier | Callable[[str], Awaitable[Identity]],
+        source: TokenSource = _BEARER,
+        anonymous: bool = False,
+        keep_claims: bool = False,
+        key: MetadataKey[Identity] = IDENTITY,
+    ) -> None:
+        self._start(
+            AuthConfig(
+                verifier=verifier,
+                source=source,
+                anonymous=anonymous,
+                keep_claims=keep_claims,
+                key=key,
+            )
+        )
+
+    @classmethod
+    def from_config(cls, config: AuthConfig) -> Auth:
+        """A middleware configured by *config*, with counters of its own.
+
+        Raises:
+            TypeError: *config* is not an :class:`AuthConfig`.
+        """
+        if not isinstance(config, AuthConfig):
+            raise TypeError(f"config must be an AuthConfig, got {config!r}")
+        auth = cls.__new__(cls)
+        auth._start(config)
+        return auth
+
+    def _start(self, config: AuthConfig) -> None:
+        self.config = config
+        # Copied into slots: the hot path reads them once per event.
+        self._verify = config.verifier.verify
+        self._source = config.source
+        self._anonymous = config.anonymous
+        self._keep_claims = config.keep_claims
+        self._key = config.key
+        self._key_name = config.key.name
+        self._verified = self._missing = self._refused = self._unauthenticated = 0
+
+    def __repr__(self) -> str:
+        return f"<Auth {self.config!r}>"
+
+    @property
+    def verifier(self) -> Verifier:
+        """The verifier (from :attr:`config`)."""
+        return self.config.verifier
+
+    @property
+    def source(self) -> TokenSource:
+        """Where the token is read from (from :attr:`config`)."""
+        return self._source
+
+    @property
+    def anonymous(self) -> bool:
+        """Whether requests without a token are accepted (from :attr:`config`)."""
+        return self._anonymous
+
+    @property
+    def keep_claims(self) -> bool:
+        """Whether the identity keeps the token's claims (from :attr:`config`)."""
+        return self._keep_claims
+
+    @property
+    def key(self) -> MetadataKey[Identity]:
+        """Where the identity is kept in metadata (from :attr:`config`)."""
+        return self._key
 
     async def __call__(self, ctx: ExecutionContext, call_next: CallNext) -> None:
         kind = ctx.get_type()
         if kind is _CONNECTION_REQUEST:
             await self._authenticate(ctx, call_next)
-        elif kind is _MESSAGE and not self.anonymous and self.key.name not in ctx.context.metadata:
+        elif (
+            kind is _MESSAGE and not self._anonymous and self._key_name not in ctx.context.metadata
+        ):
             # DEBUG: a client flooding without an identity must not flood the log too.
-            self._counters.unauthenticated += 1
+            self._unauthenticated += 1
             logger.debug("dropped a message from client %s: no identity", ctx.client_id)
             await ctx.send_error("unauthenticated", "sign in first")
         else:
@@ -123,36 +226,35 @@ class Auth:
     async def _authenticate(self, ctx: ExecutionContext, call_next: CallNext) -> None:
         view = ctx.switch_to_connection_request()
         request = view.get_request()
-        token = self.source(request)
+        token = self._source(request)
         if token is None:
-            if self.anonymous:
+            if self._anonymous:
                 await call_next(ctx)
                 return
-            self._counters.missing += 1
+            self._missing += 1
             logger.info("rejected %s: no credentials", request.remote_addr)
             view.reject()
             return
         try:
-            identity = await self.verifier.verify(token)
+            identity = await self._verify(token)
         except AuthError as exc:
-            self._counters.refused += 1
+            self._refused += 1
             logger.info("rejected %s: %s", request.remote_addr, exc)
             view.reject()
             return
-        self._counters.verified += 1
-        if identity.claims and not self.keep_claims:
+        self._verified += 1
+        if identity.claims and not self._keep_claims:
             identity = attrs.evolve(identity, claims={})
-        ctx.set_state(self.key, identity)
+        ctx.set_state(self._key, identity)
         await call_next(ctx)
 
     def statistics(self) -> AuthStatistics:
         """What this middleware has counted so far."""
-        c = self._counters
         return AuthStatistics(
-            verified=c.verified,
-            missing=c.missing,
-            refused=c.refused,
-            unauthenticated=c.unauthenticated,
+            verified=self._verified,
+            missing=self._missing,
+            refused=self._refused,
+            unauthenticated=self._unauthenticated,
         )
 
 

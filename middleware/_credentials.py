@@ -15,18 +15,21 @@ An :class:`AuthError` carries a short reason that is safe to send to the client 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
+import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol, Self, TypeAlias, cast
 from urllib.parse import parse_qs, urlsplit
 
 import attrs
 import trio
+from attrs.validators import instance_of
 
-from strands_trio._errors import StrandsError
-from strands_trio._handlers import is_async_callable
-from strands_trio.context import ConnectionRequestContext
+from strands_trio import ConnectionRequestContext, StrandsError
+
+from ._validators import NON_EMPTY_STR
 
 __all__ = [
     "APIKeyVerifier",
@@ -62,11 +65,6 @@ def _names(value: Iterable[str]) -> tuple[str, ...]:
     return names
 
 
-def _non_empty_str(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{attribute.name} must be a non-empty string, got {value!r}")
-
-
 @attrs.frozen(kw_only=True)
 class Identity:
     """Who a verified credential says the client is.
@@ -80,11 +78,9 @@ class Identity:
         claims: The verified claims (JSON data); empty for an API key.
     """
 
-    subject: str = attrs.field(validator=_non_empty_str)
+    subject: str = attrs.field(validator=NON_EMPTY_STR)
     roles: tuple[str, ...] = attrs.field(default=(), converter=_names)
-    claims: dict[str, Any] = attrs.field(
-        factory=dict, validator=attrs.validators.instance_of(dict), hash=False
-    )
+    claims: dict[str, Any] = attrs.field(factory=dict, validator=instance_of(dict), hash=False)
 
     def to_json(self) -> dict[str, Any]:
         """This identity as a JSON object: ``subject``, ``roles`` (a list) and ``claims``."""
@@ -275,13 +271,23 @@ def as_verifier(obj: Verifier | Callable[[str], Awaitable[Identity]]) -> Verifie
         TypeError: *obj* is neither.
     """
     verify = getattr(obj, "verify", None)
-    if verify is not None and is_async_callable(verify):
+    if verify is not None and _is_async_callable(verify):
         return cast(Verifier, obj)  # an async verify(), checked just above
-    if callable(obj) and is_async_callable(obj):
+    if callable(obj) and _is_async_callable(obj):
         return _FunctionVerifier(obj)
     raise TypeError(
         f"expected a verifier (an object with 'async def verify(token)') or an async function "
         f"(token) -> Identity, got {obj!r}"
+    )
+
+
+def _is_async_callable(fn: object) -> bool:
+    """Whether calling *fn* returns a coroutine: an ``async def`` function or method, a
+    ``functools.partial`` of one, or an object whose ``__call__`` is ``async def``."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - looking for an async __call__
     )
 
 

@@ -21,9 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
+from attrs.validators import and_, ge, instance_of, lt, optional
 
 from ._credentials import AuthError, Identity, _names
 from ._jwks import JWKSKeys
+from ._validators import NON_EMPTY_STR, not_bool
 
 if TYPE_CHECKING:
     from jwt import PyJWK
@@ -69,21 +71,8 @@ def _audience(value: str | Sequence[str] | None) -> str | tuple[str, ...] | None
     return audiences
 
 
-def _leeway(_: Any, __: Any, value: Any) -> None:
-    if isinstance(value, bool) or not (
-        isinstance(value, int | float) and math.isfinite(value) and value >= 0
-    ):
-        raise ValueError(f"leeway must be a number of seconds >= 0, got {value!r}")
-
-
-def _optional_str(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is not None and (not isinstance(value, str) or not value):
-        raise ValueError(f"{attribute.name} must be a non-empty string or None, got {value!r}")
-
-
-def _claim_name(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{attribute.name} must be a non-empty string, got {value!r}")
+#: A number of seconds >= 0 and finite (NaN fails ge(0)).
+_LEEWAY = and_(instance_of((int, float)), not_bool("leeway"), ge(0.0), lt(math.inf))
 
 
 @attrs.frozen(kw_only=True)
@@ -116,12 +105,12 @@ class JWTVerifier:
 
     key: str | bytes | AllowedPublicKeys | JWKSKeys = attrs.field(repr=False)
     algorithms: tuple[str, ...] = attrs.field(converter=_algorithms)
-    issuer: str | None = attrs.field(default=None, validator=_optional_str)
+    issuer: str | None = attrs.field(default=None, validator=optional(NON_EMPTY_STR))
     audience: str | tuple[str, ...] | None = attrs.field(default=None, converter=_audience)
-    leeway: float = attrs.field(default=0, validator=_leeway)
+    leeway: float = attrs.field(default=0, validator=_LEEWAY)
     require: tuple[str, ...] = attrs.field(default=("exp",), converter=_names)
-    subject_claim: str = attrs.field(default="sub", validator=_claim_name)
-    roles_claim: str = attrs.field(default="roles", validator=_claim_name)
+    subject_claim: str = attrs.field(default="sub", validator=NON_EMPTY_STR)
+    roles_claim: str = attrs.field(default="roles", validator=NON_EMPTY_STR)
     _prepared: Any = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:

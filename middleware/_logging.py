@@ -43,11 +43,12 @@ from typing import Any, Final
 
 import attrs
 import trio
+from attrs.validators import gt, instance_of
 
-from strands_trio._host import EventType, ExecutionContext
-from strands_trio._pipeline import CallNext
+from strands_trio import CallNext, EventType, ExecutionContext
 
 from ._outcome import outcome_of
+from ._validators import not_bool
 
 __all__ = ["DEFAULT_REDACTED_HEADERS", "REDACTED", "Logging", "LoggingConfig", "LoggingStatistics"]
 
@@ -67,6 +68,10 @@ REDACTED: Final = "[redacted]"
 
 _now = trio.current_time
 
+# An enum member is an attribute look-up on every access (slow on CPython 3.11).
+_MESSAGE = EventType.MESSAGE
+_CONNECTION_REQUEST = EventType.CONNECTION_REQUEST
+
 _FORMAT: Final = "%s client=%s room=%s %s %.2f ms"
 _MESSAGE_FORMAT: Final = "%s client=%s room=%s %s %.2f ms (%d chars)"
 _REQUEST_FORMAT: Final = "%s client=%s room=%s from=%s %s %.2f ms"
@@ -83,13 +88,6 @@ def _to_logger(value: logging.Logger | str) -> logging.Logger:
             )
         return logging.getLogger(value)
     raise TypeError(f"logger must be a logging.Logger or a logger name, got {value!r}")
-
-
-def _check_level(_: Any, __: attrs.Attribute[int], value: Any) -> None:
-    if type(value) is not int:
-        raise TypeError(f"level must be an int such as logging.INFO, got {value!r}")
-    if value <= logging.NOTSET:
-        raise ValueError(f"level must be > 0 (logging.DEBUG is 10), got {value!r}")
 
 
 def _to_names(value: Collection[str]) -> frozenset[str]:
@@ -111,6 +109,9 @@ def _to_names(value: Collection[str]) -> frozenset[str]:
 class LoggingConfig:
     """What :class:`Logging` logs, and where; validated when made.
 
+    The arguments of :class:`Logging`, as a record: ``attrs.evolve(logging_mw.config, ...)``
+    makes another, and :meth:`Logging.from_config` a middleware with counters of its own.
+
     Attributes:
         logger: The logger records go to (a name is looked up with :func:`logging.getLogger`).
         level: The level of every record.
@@ -124,7 +125,10 @@ class LoggingConfig:
         converter=_to_logger,
         repr=lambda lg: repr(lg.name),
     )
-    level: int = attrs.field(default=logging.INFO, validator=_check_level)
+    level: int = attrs.field(
+        default=logging.INFO,
+        validator=[instance_of(int), not_bool("level", "an int"), gt(logging.NOTSET)],
+    )
     redact: frozenset[str] = attrs.field(default=(), converter=_to_names)
 
 
@@ -152,10 +156,13 @@ class Logging:
         level: The level of the records.
         redact: Header names whose values never reach a record (case-insensitive).
 
+    Attributes:
+        config: The arguments, frozen and validated (:class:`LoggingConfig`).
+
     Raises:
         TypeError: *logger* is neither a logger nor a name, *level* is not an int, or
             *redact* is a single string rather than a collection of names.
-        ValueError: *level* is not positive, or a name in *redact* is empty.
+        ValueError: *level* is a bool or not positive, or a name in *redact* is empty.
     """
 
     __slots__ = (
@@ -176,19 +183,36 @@ class Logging:
         level: int = logging.INFO,
         redact: Collection[str] = DEFAULT_REDACTED_HEADERS,
     ) -> None:
-        self.config = LoggingConfig(logger=logger, level=level, redact=redact)
-        self._level = self.config.level
-        self._redact = self.config.redact
-        self._is_enabled = self.config.logger.isEnabledFor
+        self._start(LoggingConfig(logger=logger, level=level, redact=redact))
+
+    @classmethod
+    def from_config(cls, config: LoggingConfig) -> Logging:
+        """A middleware configured by *config*, with counters of its own.
+
+        Raises:
+            TypeError: *config* is not a :class:`LoggingConfig`.
+        """
+        if not isinstance(config, LoggingConfig):
+            raise TypeError(f"config must be a LoggingConfig, got {config!r}")
+        logging_mw = cls.__new__(cls)
+        logging_mw._start(config)
+        return logging_mw
+
+    def _start(self, config: LoggingConfig) -> None:
+        self.config = config
+        # Copied into slots: the hot path reads them once per event.
+        self._level = config.level
+        self._redact = config.redact
+        self._is_enabled = config.logger.isEnabledFor
         # makeRecord() and handle() rather than log(): the level is already checked, and
         # the caller's frame, which log() looks for, would be this module's anyway.
-        self._name = self.config.logger.name
-        self._make_record = self.config.logger.makeRecord
-        self._handle = self.config.logger.handle
+        self._name = config.logger.name
+        self._make_record = config.logger.makeRecord
+        self._handle = config.logger.handle
         self._records = 0
 
     def __repr__(self) -> str:
-        return f"Logging({self.config.logger.name!r}, level={self.config.level!r})"
+        return f"<Logging {self.config!r}>"
 
     def statistics(self) -> LoggingStatistics:
         """What this middleware has done so far."""
@@ -217,11 +241,11 @@ class Logging:
         if "?" in room_id:
             room_id = room_id.partition("?")[0] + "?" + REDACTED
         remote_addr = headers = length = error_name = None
-        if kind is EventType.MESSAGE:
+        if kind is _MESSAGE:
             length = len(ctx.get_args()[1])  # the message text: its length, never itself
             fmt: str = _MESSAGE_FORMAT
             args: tuple[Any, ...] = (event_type, client_id, room_id, outcome, duration_ms, length)
-        elif kind is EventType.CONNECTION_REQUEST:
+        elif kind is _CONNECTION_REQUEST:
             request = ctx.switch_to_connection_request().get_request()
             remote_addr = request.remote_addr
             headers = _redacted(request.headers, self._redact)

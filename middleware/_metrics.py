@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import trio
+from attrs.validators import instance_of, matches_re, optional
 
-from strands_trio._host import EventType, ExecutionContext
-from strands_trio._pipeline import CallNext
+from strands_trio import CallNext, EventType, ExecutionContext
 
 from ._outcome import OUTCOMES, outcome_of
 
@@ -83,34 +83,34 @@ def _prometheus() -> ModuleType:
     return prometheus_client
 
 
-def _check_registry(_: Any, __: attrs.Attribute[Any], value: Any) -> None:
-    if value is not None and not isinstance(value, _prometheus().CollectorRegistry):
-        raise TypeError(
-            f"registry must be a prometheus_client.CollectorRegistry or None, got {value!r}"
-        )
-
-
-def _check_namespace(_: Any, __: attrs.Attribute[str], value: Any) -> None:
-    if not isinstance(value, str):
-        raise TypeError(f"namespace must be a string, got {value!r}")
-    if not _NAMESPACE.fullmatch(value):
-        raise ValueError(
-            f"namespace must be a Prometheus name: letters, digits and underscores, not "
-            f"starting with a digit; got {value!r}"
-        )
+def _check_registry(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    # optional(instance_of(CollectorRegistry)), made when first used: the class is only known
+    # once prometheus_client (an optional extra) is imported, never at this module's import.
+    optional(instance_of(_prometheus().CollectorRegistry))(instance, attribute, value)
 
 
 @attrs.frozen(kw_only=True)
 class MetricsConfig:
     """Where :class:`Metrics` registers its metric families; validated when made.
 
+    The arguments of :class:`Metrics`, as a record: ``attrs.evolve(metrics.config, ...)``
+    makes another, and :meth:`Metrics.from_config` a middleware with counters of its own.
+
     Attributes:
         registry: The registry, or ``None`` for ``prometheus_client``'s global ``REGISTRY``.
-        namespace: The prefix of the metric names.
+        namespace: The prefix of the metric names: a Prometheus name (letters, digits and
+            underscores, not starting with a digit).
+
+    Raises:
+        ImportError: ``prometheus_client`` is not installed.
+        TypeError: *registry* is not a ``CollectorRegistry``, or *namespace* not a string.
+        ValueError: *namespace* is not a valid Prometheus name.
     """
 
     registry: CollectorRegistry | None = attrs.field(default=None, validator=_check_registry)
-    namespace: str = attrs.field(default="strands_trio", validator=_check_namespace)
+    namespace: str = attrs.field(
+        default="strands_trio", validator=[instance_of(str), matches_re(_NAMESPACE)]
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -185,6 +185,9 @@ class Metrics:
             default. Tests pass a fresh ``CollectorRegistry()``.
         namespace: The prefix of the metric names.
 
+    Attributes:
+        config: The arguments, frozen and validated (:class:`MetricsConfig`).
+
     Raises:
         ImportError: ``prometheus_client`` is not installed (``pip install
             'strands-trio[metrics]'``).
@@ -197,9 +200,26 @@ class Metrics:
     def __init__(
         self, registry: CollectorRegistry | None = None, *, namespace: str = "strands_trio"
     ) -> None:
-        prometheus = _prometheus()
-        self.config = MetricsConfig(registry=registry, namespace=namespace)
-        families = _families(prometheus.REGISTRY if registry is None else registry, namespace)
+        self._start(MetricsConfig(registry=registry, namespace=namespace))
+
+    @classmethod
+    def from_config(cls, config: MetricsConfig) -> Metrics:
+        """A middleware configured by *config*, with counters of its own (the metric families
+        are shared, as between any two :class:`Metrics` on one registry and namespace).
+
+        Raises:
+            TypeError: *config* is not a :class:`MetricsConfig`.
+        """
+        if not isinstance(config, MetricsConfig):
+            raise TypeError(f"config must be a MetricsConfig, got {config!r}")
+        metrics = cls.__new__(cls)
+        metrics._start(config)
+        return metrics
+
+    def _start(self, config: MetricsConfig) -> None:
+        self.config = config
+        registry = _prometheus().REGISTRY if config.registry is None else config.registry
+        families = _families(registry, config.namespace)
         self._series: dict[EventType, _Series] = {
             kind: _Series(
                 count={
@@ -214,7 +234,7 @@ class Metrics:
         self._errors = 0
 
     def __repr__(self) -> str:
-        return f"Metrics(namespace={self.config.namespace!r})"
+        return f"<Metrics {self.config!r}>"
 
     def statistics(self) -> MetricsStatistics:
         """What this middleware has counted so far."""

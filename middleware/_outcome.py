@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Final, Literal, TypeAlias
 
-from strands_trio._host import EventType, ExecutionContext
+from strands_trio import EventType, ExecutionContext
 
 __all__ = ["ACCEPTED", "ERROR", "OK", "OUTCOMES", "REJECTED", "EventOutcome", "outcome_of"]
 

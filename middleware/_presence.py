@@ -18,39 +18,32 @@ Everything else (connection requests, broker errors) passes straight through. Th
 the recording synchronously, in memory, so the middleware never waits and never fails an
 event: a store that raises anyway is logged and counted, and the event goes on.
 
-Where the members live is a :class:`PresenceStore`: :class:`MemoryPresence` for one backend
-process, :class:`~strands_trio.middleware.RedisPresence` for several replicas sharing one view
-(which writes to Redis from a task of its own). Handlers ask the middleware (or the store):
-``await presence.members(room)``, ``await presence.count(room)``, ``await presence.rooms()``.
+Where the members live is a :class:`PresenceStore` (``_presence_store.py``):
+:class:`MemoryPresence` for one backend process, :class:`~strands_trio.middleware.RedisPresence`
+for several replicas sharing one view (which writes to Redis from a task of its own). Handlers
+ask the middleware (or the store): ``await presence.members(room)``, ``await
+presence.count(room)``, ``await presence.rooms()``.
+
+The arguments are a frozen, validated :class:`PresenceConfig` (``presence.config``); the
+counters live in the middleware, and :meth:`Presence.from_config` makes another middleware
+from a config with counters (and, unless the config names a store, a memory store) of its own.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import os
-import secrets
-import socket
-import time
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol, runtime_checkable
+from types import MappingProxyType
+from typing import Final
 
 import attrs
-import orjson
-import trio
+from attrs.validators import instance_of, optional
 
-from strands_trio import CallNext, EventType, ExecutionContext, StrandsError
+from strands_trio import CallNext, EventType, ExecutionContext
 
-__all__ = [
-    "Member",
-    "MemoryPresence",
-    "MemoryPresenceStatistics",
-    "Presence",
-    "PresenceStatistics",
-    "PresenceStore",
-    "PresenceUnavailable",
-    "default_instance_id",
-]
+from ._presence_store import Member, MemoryPresence, PresenceStore
+
+__all__ = ["Presence", "PresenceConfig", "PresenceStatistics"]
 
 logger = logging.getLogger("strands_trio.middleware.presence")
 
@@ -65,240 +58,7 @@ _DISCONNECT = EventType.DISCONNECT
 #: ``None`` leaves the field out.
 FieldFunction = Callable[[ExecutionContext], str | None]
 
-
-class PresenceUnavailable(StrandsError):
-    """A presence query could not be answered: the store's backing service (Redis) is
-    unreachable. Recording goes on meanwhile; only queries fail."""
-
-
-def default_instance_id() -> str:
-    """A name for this backend process that no other process, before or after, has:
-    ``"<host>-<pid>-<8 random hex digits>"``."""
-    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
-
-
-def _sort_key(member: Member) -> tuple[float, str]:
-    return (member.joined_at, member.client_id)
-
-
-@attrs.frozen(kw_only=True)
-class Member:
-    """A WebSocket client in a room, as a presence store recorded it.
-
-    Attributes:
-        client_id: The client's id.
-        room: Its room.
-        instance: The backend instance that recorded it (its store's ``instance_id``), not a
-            broker node: a backend's events do not say which broker node a client is on.
-        joined_at: When that instance recorded it, in seconds since the epoch
-            (:func:`time.time`, comparable across machines with synchronised clocks). For a
-            member put back by self-healing, when it was put back.
-        fields: What the middleware's ``fields`` functions computed (the user's name ...).
-    """
-
-    client_id: str
-    room: str
-    instance: str
-    joined_at: float
-    fields: Mapping[str, str] = attrs.field(factory=dict, hash=False)
-
-    def to_json(self) -> bytes:
-        """The member as a JSON object (how :class:`RedisPresence` stores it)."""
-        return orjson.dumps(
-            {
-                "client_id": self.client_id,
-                "room": self.room,
-                "instance": self.instance,
-                "joined_at": self.joined_at,
-                "fields": dict(self.fields),
-            }
-        )
-
-    @classmethod
-    def from_json(cls, data: bytes | str) -> Member:
-        """Read a member written by :meth:`to_json`.
-
-        Raises:
-            ValueError: *data* is not such an object; the message says what is wrong.
-        """
-        try:
-            value = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            raise ValueError(f"a member is a JSON object: {exc}") from None
-        if not isinstance(value, dict):
-            raise ValueError(f"a member is a JSON object, got {type(value).__name__}")
-        for name in ("client_id", "room", "instance"):
-            if not isinstance(value.get(name), str):
-                raise ValueError(f"a member's {name} must be a string @ $.{name}")
-        joined_at = value.get("joined_at")
-        if isinstance(joined_at, bool) or not isinstance(joined_at, int | float):
-            raise ValueError("a member's joined_at must be a number @ $.joined_at")
-        fields = value.get("fields", {})
-        if not isinstance(fields, dict) or not all(isinstance(v, str) for v in fields.values()):
-            raise ValueError("a member's fields must map names to strings @ $.fields")
-        return cls(
-            client_id=value["client_id"],
-            room=value["room"],
-            instance=value["instance"],
-            joined_at=float(joined_at),
-            fields=fields,
-        )
-
-
-@runtime_checkable
-class PresenceStore(Protocol):
-    """Where :class:`Presence` keeps members.
-
-    The recording methods are synchronous and must not block or raise for an unreachable
-    service: a store that writes elsewhere queues the change for a task of its own (see
-    :class:`~strands_trio.middleware.RedisPresence`), so that an event never waits for it.
-    """
-
-    #: This backend instance's name, recorded in each :class:`Member` it makes.
-    instance_id: str
-
-    def join(self, client_id: str, room: str, fields: Mapping[str, str]) -> None:
-        """Record that *client_id* is in *room* (replacing what was known of it)."""
-
-    def leave(self, client_id: str, room: str) -> None:
-        """Record that *client_id* left *room*."""
-
-    def knows(self, client_id: str, room: str) -> bool:
-        """Whether this instance knows *client_id* is in *room*: called on every message,
-        so it must be a lookup in memory."""
-
-    def heal(self, client_id: str, room: str, fields: Mapping[str, str]) -> None:
-        """Record a client whose ``new_connection`` this instance never saw (it sent a
-        message, and :meth:`knows` said no)."""
-
-    async def members(self, room: str) -> list[Member]:
-        """The members of *room*, oldest first.
-
-        Raises:
-            PresenceUnavailable: the store cannot answer now.
-        """
-
-    async def count(self, room: str) -> int:
-        """How many members *room* has.
-
-        Raises:
-            PresenceUnavailable: the store cannot answer now.
-        """
-
-    async def rooms(self) -> dict[str, int]:
-        """Every room with at least one member, and how many it has.
-
-        Raises:
-            PresenceUnavailable: the store cannot answer now.
-        """
-
-
-@attrs.frozen(kw_only=True)
-class MemoryPresenceStatistics:
-    """A snapshot of a :class:`MemoryPresence` (:meth:`MemoryPresence.statistics`).
-
-    Attributes:
-        members: Clients recorded now.
-        rooms: Rooms with at least one member.
-    """
-
-    members: int
-    rooms: int
-
-
-class MemoryPresence:
-    """Members in this process's memory: the store for a single backend process.
-
-    Args:
-        instance_id: This process's name in each :class:`Member`
-            (:func:`default_instance_id` by default).
-
-    Queries never wait and never fail; the ``*_nowait`` forms answer synchronously.
-    """
-
-    def __init__(self, *, instance_id: str | None = None) -> None:
-        self.instance_id = _check_instance_id(instance_id)
-        self._clients: dict[str, Member] = {}
-        self._rooms: dict[str, dict[str, Member]] = {}
-
-    def __repr__(self) -> str:
-        return f"<MemoryPresence {self.instance_id!r}: {len(self._clients)} members>"
-
-    def join(self, client_id: str, room: str, fields: Mapping[str, str]) -> None:
-        self._remove(client_id)
-        member = Member(
-            client_id=client_id,
-            room=room,
-            instance=self.instance_id,
-            joined_at=time.time(),
-            fields=fields,
-        )
-        self._clients[client_id] = member
-        self._rooms.setdefault(room, {})[client_id] = member
-
-    heal = join
-
-    def leave(self, client_id: str, room: str) -> None:
-        if self.knows(client_id, room):  # not a late leave of a connection to another room
-            self._remove(client_id)
-
-    def _remove(self, client_id: str) -> None:
-        member = self._clients.pop(client_id, None)
-        if member is not None:
-            room = self._rooms[member.room]
-            del room[client_id]
-            if not room:
-                del self._rooms[member.room]
-
-    def knows(self, client_id: str, room: str) -> bool:
-        member = self._clients.get(client_id)
-        return member is not None and member.room == room
-
-    def members_nowait(self, room: str) -> list[Member]:
-        """The members of *room*, oldest first."""
-        return sorted(self._rooms.get(room, {}).values(), key=_sort_key)
-
-    def rooms_nowait(self) -> dict[str, int]:
-        """Every room with members, and how many."""
-        return {room: len(members) for room, members in self._rooms.items()}
-
-    async def members(self, room: str) -> list[Member]:
-        await trio.lowlevel.checkpoint()
-        return self.members_nowait(room)
-
-    async def count(self, room: str) -> int:
-        await trio.lowlevel.checkpoint()
-        return len(self._rooms.get(room, ()))
-
-    async def rooms(self) -> dict[str, int]:
-        await trio.lowlevel.checkpoint()
-        return self.rooms_nowait()
-
-    def statistics(self) -> MemoryPresenceStatistics:
-        """How many members and rooms there are now."""
-        return MemoryPresenceStatistics(members=len(self._clients), rooms=len(self._rooms))
-
-
-def _check_instance_id(value: str | None) -> str:
-    if value is None:
-        return default_instance_id()
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"instance_id must be a non-empty string, got {value!r}")
-    return value
-
-
-def check_seconds(name: str, value: Any, minimum: float) -> float:
-    """*value* as a float, if it is a finite number of seconds of at least *minimum*.
-
-    Raises:
-        TypeError: it is not a number.
-        ValueError: it is below *minimum*, or not finite.
-    """
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
-    if not (minimum <= value < math.inf):
-        raise ValueError(f"{name} must be at least {minimum:g} s and finite, got {value!r}")
-    return float(value)
+_NO_FIELDS: Final[Mapping[str, FieldFunction]] = MappingProxyType({})
 
 
 @attrs.frozen(kw_only=True)
@@ -318,20 +78,9 @@ class PresenceStatistics:
     store_errors: int
 
 
-class _Counters:
-    def __init__(self) -> None:
-        self.joined = self.left = self.healed = self.store_errors = 0
-
-
-def _check_store(_: Any, __: attrs.Attribute[Any], value: Any) -> None:
-    if not isinstance(value, PresenceStore):
-        raise TypeError(
-            "store must be a presence store (MemoryPresence(), RedisPresence(...), or an "
-            f"object with join, leave, knows, heal, members, count and rooms), got {value!r}"
-        )
-
-
-def _to_fields(value: Mapping[str, FieldFunction]) -> tuple[tuple[str, FieldFunction], ...]:
+def _to_fields(value: Mapping[str, FieldFunction]) -> Mapping[str, FieldFunction]:
+    # A converter rather than attrs.validators.deep_mapping, whose messages do not say which
+    # field is wrong. A read-only copy, so that the caller's dict cannot change the config.
     if not isinstance(value, Mapping):
         raise TypeError(f"fields must map names to functions (ctx) -> str | None, got {value!r}")
     for name, fn in value.items():
@@ -339,10 +88,39 @@ def _to_fields(value: Mapping[str, FieldFunction]) -> tuple[tuple[str, FieldFunc
             raise ValueError(f"a field's name must be a non-empty string, got {name!r}")
         if not callable(fn):
             raise TypeError(f"fields[{name!r}] must be a function (ctx) -> str | None, got {fn!r}")
-    return tuple(value.items())
+    return MappingProxyType(dict(value))
 
 
 @attrs.frozen(kw_only=True)
+class PresenceConfig:
+    """Where a :class:`Presence` records members, and what it records; validated when made.
+
+    The arguments of :class:`Presence`, as a record: ``attrs.evolve(presence.config, ...)``
+    makes another, and :meth:`Presence.from_config` a middleware with counters of its own.
+
+    Attributes:
+        store: Where members live; ``None`` for a :class:`MemoryPresence` of each
+            middleware's own.
+        fields: Name to function of the event (a read-only mapping).
+        heal: Whether a message from a client the store does not know records it again.
+
+    Raises:
+        TypeError: *store* is not a presence store, a field is not a function, or *heal* is
+            not a bool.
+        ValueError: a field's name is empty.
+    """
+
+    store: PresenceStore | None = attrs.field(
+        # A runtime-checkable Protocol: isinstance() checks that its members are there.
+        default=None,
+        validator=optional(instance_of(PresenceStore)),  # type: ignore[type-abstract]
+    )
+    fields: Mapping[str, FieldFunction] = attrs.field(
+        factory=dict, converter=_to_fields, hash=False
+    )
+    heal: bool = attrs.field(default=True, validator=instance_of(bool))
+
+
 class Presence:
     """Track who is in which room, from ``new_connection`` and ``disconnected`` events::
 
@@ -365,30 +143,93 @@ class Presence:
         heal: Record again a client that sends a message while the store does not know it
             (see the module docstring). On by default.
 
+    Attributes:
+        config: The arguments, frozen and validated (:class:`PresenceConfig`).
+
     Raises:
-        TypeError: *store* is not a presence store, or a field is not a function.
+        TypeError: *store* is not a presence store, a field is not a function, or *heal* is
+            not a bool.
         ValueError: a field's name is empty.
     """
 
-    store: PresenceStore = attrs.field(factory=MemoryPresence, validator=_check_store)
-    fields: tuple[tuple[str, FieldFunction], ...] = attrs.field(factory=dict, converter=_to_fields)
-    heal: bool = True
-    _counters: _Counters = attrs.field(factory=_Counters, init=False, eq=False, repr=False)
+    __slots__ = (
+        "_fields",
+        "_heal",
+        "_healed",
+        "_joined",
+        "_knows",
+        "_left",
+        "_store",
+        "_store_errors",
+        "config",
+    )
+
+    def __init__(
+        self,
+        *,
+        store: PresenceStore | None = None,
+        fields: Mapping[str, FieldFunction] = _NO_FIELDS,
+        heal: bool = True,
+    ) -> None:
+        self._start(PresenceConfig(store=store, fields=fields, heal=heal))
+
+    @classmethod
+    def from_config(cls, config: PresenceConfig) -> Presence:
+        """A middleware configured by *config*, with counters (and, if *config* names no
+        store, a memory store) of its own.
+
+        Raises:
+            TypeError: *config* is not a :class:`PresenceConfig`.
+        """
+        if not isinstance(config, PresenceConfig):
+            raise TypeError(f"config must be a PresenceConfig, got {config!r}")
+        presence = cls.__new__(cls)
+        presence._start(config)
+        return presence
+
+    def _start(self, config: PresenceConfig) -> None:
+        self.config = config
+        self._store: PresenceStore = MemoryPresence() if config.store is None else config.store
+        # Copied into slots: the hot path reads them once per event.
+        self._fields = tuple(config.fields.items())
+        self._heal = config.heal
+        self._knows = self._store.knows
+        self._joined = self._left = self._healed = self._store_errors = 0
+
+    def __repr__(self) -> str:
+        return f"<Presence {self.config!r}>"
+
+    @property
+    def store(self) -> PresenceStore:
+        """The store members live in, the configured one or this middleware's own
+        :class:`MemoryPresence`."""
+        return self._store
+
+    @property
+    def fields(self) -> Mapping[str, FieldFunction]:
+        """Name to function of the event (from :attr:`config`)."""
+        return self.config.fields
+
+    @property
+    def heal(self) -> bool:
+        """Whether unknown clients are recorded again from their messages (from
+        :attr:`config`)."""
+        return self._heal
 
     async def __call__(self, ctx: ExecutionContext, call_next: CallNext) -> None:
         kind = ctx.get_type()
         if kind is _MESSAGE:
-            if self.heal:
+            if self._heal:
                 context = ctx.context
-                if not self.store.knows(context.client_id, context.room_id):
+                if not self._knows(context.client_id, context.room_id):
                     self._record(ctx, healing=True)
         elif kind is _NEW_CONNECTION:
             self._record(ctx, healing=False)
         elif kind is _DISCONNECT:
             context = ctx.context
             try:
-                self.store.leave(context.client_id, context.room_id)
-                self._counters.left += 1
+                self._store.leave(context.client_id, context.room_id)
+                self._left += 1
             except Exception:
                 self._store_failed(ctx)
         await call_next(ctx)
@@ -397,21 +238,21 @@ class Presence:
         context = ctx.context
         try:
             fields = {}
-            for name, fn in self.fields:
+            for name, fn in self._fields:
                 value = fn(ctx)
                 if value is not None:
                     fields[name] = value
             if healing:
-                self.store.heal(context.client_id, context.room_id, fields)
-                self._counters.healed += 1
+                self._store.heal(context.client_id, context.room_id, fields)
+                self._healed += 1
             else:
-                self.store.join(context.client_id, context.room_id, fields)
-                self._counters.joined += 1
+                self._store.join(context.client_id, context.room_id, fields)
+                self._joined += 1
         except Exception:
             self._store_failed(ctx)
 
     def _store_failed(self, ctx: ExecutionContext) -> None:
-        self._counters.store_errors += 1
+        self._store_errors += 1
         logger.exception(
             "presence: recording the %s of client %s failed; the event goes on",
             ctx.get_type().value,
@@ -424,7 +265,7 @@ class Presence:
         Raises:
             PresenceUnavailable: the store cannot answer now.
         """
-        return await self.store.members(room)
+        return await self._store.members(room)
 
     async def count(self, room: str) -> int:
         """How many members *room* has.
@@ -432,7 +273,7 @@ class Presence:
         Raises:
             PresenceUnavailable: the store cannot answer now.
         """
-        return await self.store.count(room)
+        return await self._store.count(room)
 
     async def rooms(self) -> dict[str, int]:
         """Every room with members, and how many each has.
@@ -440,12 +281,14 @@ class Presence:
         Raises:
             PresenceUnavailable: the store cannot answer now.
         """
-        return await self.store.rooms()
+        return await self._store.rooms()
 
     def statistics(self) -> PresenceStatistics:
         """What this middleware has counted so far (the store has its own
         ``statistics()``)."""
-        c = self._counters
         return PresenceStatistics(
-            joined=c.joined, left=c.left, healed=c.healed, store_errors=c.store_errors
+            joined=self._joined,
+            left=self._left,
+            healed=self._healed,
+            store_errors=self._store_errors,
         )

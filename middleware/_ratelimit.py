@@ -3,9 +3,16 @@
 Theory of operation. Each limit is a :class:`Rate` (burst, then a sustained rate) applied per
 *key*: a function of the event's context that says whose bucket a hit goes in
 (:func:`by_client`, :func:`by_remote_ip`, :func:`by_room`, :func:`by_metadata`,
-:func:`by_identity`). Hits go to a :class:`RateLimitStore` (GCRA, one number per key): the
-:class:`MemoryStore` by default, called without a coroutine on the hot path; a shared store
-(Redis) makes a limit hold across backend replicas.
+:func:`by_identity`). Hits go to a :class:`RateLimitStore` (GCRA, one number per key): a
+:class:`MemoryStore` of the middleware's own by default; a shared store (Redis) makes a limit
+hold across backend replicas. A store that can decide without I/O says so with a synchronous
+``delay_nowait`` (the memory store does), which the middleware calls instead of awaiting
+``hit()``: no coroutine per message on the hot path.
+
+What it is told and what it counts are apart: the arguments are a frozen, validated
+:class:`RateLimitConfig` (``limit.config``), the counters live in the middleware, and
+:meth:`RateLimit.from_config` makes another middleware from a config (``attrs.evolve`` one to
+change a field) with counters of its own.
 
 A connection request over its limit is rejected. A message over its limit is dropped and, by
 default, its client gets a ``rate_limited`` error frame saying when to retry
@@ -23,19 +30,21 @@ import contextlib
 import ipaddress
 import logging
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Literal
 
 import attrs
 import trio
+from attrs.validators import in_, instance_of, is_callable, optional
 
 from strands_trio import CallNext, EventType, ExecutionContext, MetadataKey
 
 from ._auth import IDENTITY
-from ._ratelimit_store import MemoryStore, MemoryStoreStatistics, Rate, RateLimitStore
+from ._ratelimit_store import MemoryStore, Rate, RateLimitStore
 
 __all__ = [
     "REMOTE_IP",
     "RateLimit",
+    "RateLimitConfig",
     "RateLimitStatistics",
     "by_client",
     "by_identity",
@@ -117,26 +126,50 @@ class RateLimitStatistics:
     allowed: int
     messages_limited: int
     connections_limited: int
-    #: The memory store's own figures, when it is the store.
-    store: MemoryStoreStatistics | None
-
-
-class _Counters:
-    def __init__(self) -> None:
-        self.allowed = self.messages_limited = self.connections_limited = 0
-
-
-def _optional_rate(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is not None and not isinstance(value, Rate):
-        raise TypeError(f"{attribute.name} must be a Rate or None, got {value!r}")
-
-
-def _key_function(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not callable(value):
-        raise TypeError(f"{attribute.name} must be a function (ctx) -> str | None, got {value!r}")
+    #: The store's own ``statistics()``: a :class:`MemoryStoreStatistics` for the memory
+    #: store, a :class:`RedisStoreStatistics` for Redis.
+    store: object
 
 
 @attrs.frozen(kw_only=True)
+class RateLimitConfig:
+    """What a :class:`RateLimit` limits, and where its buckets live; validated when made.
+
+    The arguments of :class:`RateLimit`, as a record: ``attrs.evolve(limit.config, ...)``
+    makes another, and :meth:`RateLimit.from_config` a middleware with counters of its own.
+
+    Attributes:
+        messages: The limit on ``new_message`` events, or ``None`` for no limit.
+        connections: The limit on ``connection_request`` events, or ``None``.
+        message_key: Whose bucket a message goes in.
+        connection_key: Whose bucket a connection request goes in.
+        on_message_limit: ``"error"`` or ``"drop"``.
+        store: Where the buckets live; ``None`` for a :class:`MemoryStore` of each
+            middleware's own.
+
+    Raises:
+        ValueError: neither limit is set, or *on_message_limit* is not one of the two.
+        TypeError: a rate, key function or store has the wrong type.
+    """
+
+    messages: Rate | None = attrs.field(default=None, validator=optional(instance_of(Rate)))
+    connections: Rate | None = attrs.field(default=None, validator=optional(instance_of(Rate)))
+    message_key: KeyFunction = attrs.field(default=by_client, validator=is_callable())
+    connection_key: KeyFunction = attrs.field(default=by_remote_ip, validator=is_callable())
+    on_message_limit: Literal["error", "drop"] = attrs.field(
+        default="error", validator=in_(("error", "drop"))
+    )
+    store: RateLimitStore | None = attrs.field(
+        # A runtime-checkable Protocol: isinstance() checks that its members are there.
+        default=None,
+        validator=optional(instance_of(RateLimitStore)),  # type: ignore[type-abstract]
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if self.messages is None and self.connections is None:
+            raise ValueError("RateLimit needs messages=Rate(...), connections=Rate(...) or both")
+
+
 class RateLimit:
     """Limit how fast clients connect and send::
 
@@ -152,81 +185,163 @@ class RateLimit:
         connection_key: Whose bucket a connection request goes in: :func:`by_remote_ip`.
         on_message_limit: ``"error"`` (the client gets a ``rate_limited`` error frame) or
             ``"drop"`` (silently). A connection request over its limit is always rejected.
-        store: Where the buckets live: a fresh :class:`MemoryStore` by default.
+        store: Where the buckets live: a fresh :class:`MemoryStore` by default, or any
+            :class:`RateLimitStore`. A store with a synchronous
+            :attr:`~RateLimitStore.delay_nowait` is called without a coroutine per message.
+
+    Attributes:
+        config: The arguments, frozen and validated (:class:`RateLimitConfig`); what the
+            middleware counted is in :meth:`statistics`.
 
     Raises:
         ValueError: neither limit is set, or *on_message_limit* is not one of the two.
-        TypeError: a rate or key function has the wrong type.
+        TypeError: a rate, key function or store has the wrong type.
     """
 
-    messages: Rate | None = attrs.field(default=None, validator=_optional_rate)
-    connections: Rate | None = attrs.field(default=None, validator=_optional_rate)
-    message_key: KeyFunction = attrs.field(default=by_client, validator=_key_function)
-    connection_key: KeyFunction = attrs.field(default=by_remote_ip, validator=_key_function)
-    on_message_limit: Literal["error", "drop"] = attrs.field(
-        default="error", validator=attrs.validators.in_(("error", "drop"))
-    )
-    store: RateLimitStore = attrs.field(factory=MemoryStore)
-    _counters: _Counters = attrs.field(factory=_Counters, init=False, eq=False, repr=False)
-    _delay_nowait: Callable[[str, Rate, float], float] | None = attrs.field(
-        init=False, eq=False, repr=False
+    __slots__ = (
+        "_allowed",
+        "_connection_key",
+        "_connections",
+        "_connections_limited",
+        "_delay_nowait",
+        "_error_frame",
+        "_message_key",
+        "_messages",
+        "_messages_limited",
+        "_store",
+        "_store_ip",
+        "config",
     )
 
-    def __attrs_post_init__(self) -> None:
-        if self.messages is None and self.connections is None:
-            raise ValueError("RateLimit needs messages=Rate(...), connections=Rate(...) or both")
-        # The memory store's synchronous hit saves a coroutine and an object per event.
-        delay = self.store.delay_nowait if isinstance(self.store, MemoryStore) else None
-        object.__setattr__(self, "_delay_nowait", delay)
+    def __init__(
+        self,
+        *,
+        messages: Rate | None = None,
+        connections: Rate | None = None,
+        message_key: KeyFunction = by_client,
+        connection_key: KeyFunction = by_remote_ip,
+        on_message_limit: Literal["error", "drop"] = "error",
+        store: RateLimitStore | None = None,
+    ) -> None:
+        self._start(
+            RateLimitConfig(
+                messages=messages,
+                connections=connections,
+                message_key=message_key,
+                connection_key=connection_key,
+                on_message_limit=on_message_limit,
+                store=store,
+            )
+        )
+
+    @classmethod
+    def from_config(cls, config: RateLimitConfig) -> RateLimit:
+        """A middleware configured by *config*, with counters (and, if *config* names no
+        store, a memory store) of its own.
+
+        Raises:
+            TypeError: *config* is not a :class:`RateLimitConfig`.
+        """
+        if not isinstance(config, RateLimitConfig):
+            raise TypeError(f"config must be a RateLimitConfig, got {config!r}")
+        limit = cls.__new__(cls)
+        limit._start(config)
+        return limit
+
+    def _start(self, config: RateLimitConfig) -> None:
+        self.config = config
+        # Copied into slots: the hot path reads them once per event.
+        self._messages = config.messages
+        self._connections = config.connections
+        self._message_key = config.message_key
+        self._connection_key = config.connection_key
+        self._error_frame = config.on_message_limit == "error"
+        self._store: RateLimitStore = MemoryStore() if config.store is None else config.store
+        # A store that decides without I/O saves a coroutine and an object per message.
+        self._delay_nowait = self._store.delay_nowait
+        self._store_ip = config.messages is not None and config.message_key is by_remote_ip
+        self._allowed = self._messages_limited = self._connections_limited = 0
+
+    def __repr__(self) -> str:
+        return f"<RateLimit {self.config!r}>"
+
+    @property
+    def messages(self) -> Rate | None:
+        """The limit on messages (from :attr:`config`)."""
+        return self._messages
+
+    @property
+    def connections(self) -> Rate | None:
+        """The limit on connection requests (from :attr:`config`)."""
+        return self._connections
+
+    @property
+    def message_key(self) -> KeyFunction:
+        """Whose bucket a message goes in (from :attr:`config`)."""
+        return self._message_key
+
+    @property
+    def connection_key(self) -> KeyFunction:
+        """Whose bucket a connection request goes in (from :attr:`config`)."""
+        return self._connection_key
+
+    @property
+    def on_message_limit(self) -> Literal["error", "drop"]:
+        """What a message over its limit gets (from :attr:`config`)."""
+        return self.config.on_message_limit
+
+    @property
+    def store(self) -> RateLimitStore:
+        """The store the buckets live in, the configured one or this middleware's own
+        :class:`MemoryStore`."""
+        return self._store
 
     async def __call__(self, ctx: ExecutionContext, call_next: CallNext) -> None:
         kind = ctx.get_type()
         if kind is _MESSAGE:
-            rate = self.messages
+            rate = self._messages
             if rate is not None:
-                key = self.message_key(ctx)
+                key = self._message_key(ctx)
                 if key is not None:
                     delay_nowait = self._delay_nowait  # inlined: no coroutine per event
                     if delay_nowait is not None:
                         delay = delay_nowait("m:" + key, rate, trio.current_time())
                         allowed = not delay
                     else:
-                        decision = await self.store.hit("m:" + key, rate)
+                        decision = await self._store.hit("m:" + key, rate)
                         allowed, delay = decision.allowed, decision.retry_after
                     if not allowed:
                         await self._limit_message(ctx, delay)
                         return
-                    self._counters.allowed += 1
+                    self._allowed += 1
         elif kind is _CONNECTION_REQUEST:
-            if self.messages is not None and self.message_key is by_remote_ip:
+            if self._store_ip:
                 request = ctx.switch_to_connection_request().get_request()
                 ctx.set_state(REMOTE_IP, _ip(request.remote_addr))
-            rate = self.connections
+            rate = self._connections
             if rate is not None:
-                key = self.connection_key(ctx)
+                key = self._connection_key(ctx)
                 if key is not None:
-                    if not (await self.store.hit("c:" + key, rate)).allowed:
-                        self._counters.connections_limited += 1
+                    if not (await self._store.hit("c:" + key, rate)).allowed:
+                        self._connections_limited += 1
                         logger.debug("rejected a connection request over the limit of %s", key)
                         ctx.switch_to_connection_request().reject()
                         return
-                    self._counters.allowed += 1
+                    self._allowed += 1
         await call_next(ctx)
 
     async def _limit_message(self, ctx: ExecutionContext, retry_after: float) -> None:
-        self._counters.messages_limited += 1
+        self._messages_limited += 1
         logger.debug("dropped a message from client %s: over its limit", ctx.client_id)
-        if self.on_message_limit == "error":
+        if self._error_frame:
             reason = f"too many messages: retry in {retry_after:.3g} s"
             await ctx.send_error("rate_limited", reason)
 
     def statistics(self) -> RateLimitStatistics:
-        """What this middleware has counted so far."""
-        c = self._counters
-        store = self.store.statistics() if isinstance(self.store, MemoryStore) else None
+        """What this middleware has counted so far, with its store's own figures."""
         return RateLimitStatistics(
-            allowed=c.allowed,
-            messages_limited=c.messages_limited,
-            connections_limited=c.connections_limited,
-            store=store,
+            allowed=self._allowed,
+            messages_limited=self._messages_limited,
+            connections_limited=self._connections_limited,
+            store=self._store.statistics(),
         )

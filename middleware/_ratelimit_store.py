@@ -40,10 +40,14 @@ from __future__ import annotations
 
 import heapq
 import math
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 import attrs
 import trio
+from attrs.validators import ge, gt, instance_of, le
+
+from ._validators import not_bool
 
 __all__ = [
     "QUANTUM",
@@ -69,18 +73,6 @@ def _positive_count(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
-def _at_least_one(_: Any, attribute: attrs.Attribute[Any], value: int) -> None:
-    _positive_count(attribute.name, value)
-
-
-def _hit_rate(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not 0 < value <= 1 / QUANTUM:
-        raise ValueError(
-            f"{attribute.name} must be a number > 0 and <= {1 / QUANTUM:.0f} "
-            f"(one hit per {QUANTUM:.3g} s), got {value!r}"
-        )
-
-
 @attrs.frozen(kw_only=True)
 class Rate:
     """A sustained rate with a burst allowance: *burst* hits at once, then *per_second* hits
@@ -97,12 +89,14 @@ class Rate:
             2**20 (one hit per ``QUANTUM``).
 
     Raises:
-        ValueError: *burst* is not an integer >= 1, *per_second* is not a finite number in
+        TypeError: *burst* is not an ``int``.
+        ValueError: *burst* is a bool or below 1, *per_second* is not a number in
             ``(0, 2**20]``, or a full bucket would span more than 2**32 seconds.
     """
 
-    burst: int = attrs.field(validator=_at_least_one)
-    per_second: float = attrs.field(validator=_hit_rate)
+    burst: int = attrs.field(validator=[instance_of(int), not_bool("burst", "an int"), ge(1)])
+    # At most one hit per QUANTUM; NaN fails both comparisons.
+    per_second: float = attrs.field(validator=[gt(0.0), le(1 / QUANTUM)])
     _interval: float = attrs.field(init=False, repr=False, eq=False)
     _tolerance: float = attrs.field(init=False, repr=False, eq=False)
 
@@ -212,6 +206,12 @@ def gcra(tat: float | None, now: float, rate: Rate) -> tuple[float, Decision]:
     return tat, _decision(True, 0.0, int(room / rate._interval) + 1 if room >= 0 else 0)
 
 
+#: A store's synchronous hit: ``(key, rate, now) -> 0.0`` when the hit is allowed, else its
+#: ``retry_after`` in seconds (see :attr:`RateLimitStore.delay_nowait`).
+DelayNowait: TypeAlias = Callable[[str, Rate, float], float]
+
+
+@runtime_checkable
 class RateLimitStore(Protocol):
     """Where the rate limiter keeps each key's TAT.
 
@@ -219,10 +219,39 @@ class RateLimitStore(Protocol):
     :class:`Rate` and its own key prefix chosen by the caller; a key is always hit with the
     same rate. The store reads its own clock: a shared store (Redis) must use one that every
     process sharing it agrees on (the server's time), and runs :func:`gcra` atomically per hit.
+
+    A store has three members: :meth:`hit`, :meth:`statistics`, and :attr:`delay_nowait`, the
+    fast path of a store that decides without waiting for anything, or ``None``::
+
+        class MyStore:
+            delay_nowait = None  # every hit is awaited
+
+            async def hit(self, key: str, rate: Rate) -> Decision: ...
+
+            def statistics(self) -> MyStoreStatistics: ...
     """
+
+    @property
+    def delay_nowait(self) -> DelayNowait | None:
+        """The synchronous form of :meth:`hit`, or ``None`` for a store that cannot decide
+        without I/O (:class:`~strands_trio.middleware.RedisStore`).
+
+        When it is a function, :class:`~strands_trio.middleware.RateLimit` calls it instead of
+        awaiting :meth:`hit`, saving a coroutine per message: ``delay_nowait(key, rate, now)``
+        counts one hit on *key* at *now* (:func:`trio.current_time`) and returns ``0.0`` if it
+        is allowed, else its ``retry_after``. It must neither block nor raise.
+        :meth:`MemoryStore.delay_nowait` is one.
+        """
+        ...
 
     async def hit(self, key: str, rate: Rate) -> Decision:
         """Count one hit on *key* now and say whether it is within *rate*."""
+        ...
+
+    def statistics(self) -> object:
+        """A frozen record of what the store holds and has decided, which
+        :meth:`RateLimit.statistics() <strands_trio.middleware.RateLimit.statistics>` includes
+        as its ``store``."""
         ...
 
 
@@ -250,7 +279,8 @@ class MemoryStore:
     """A :class:`RateLimitStore` in this process's memory, for one backend.
 
     Memory is bounded: idle keys are dropped as hits go by, and never more than *max_keys*
-    are held (see the module's theory of operation for the trade-off at the cap).
+    are held (see the module's theory of operation for the trade-off at the cap). It decides
+    without I/O, so it offers the synchronous fast path, :meth:`delay_nowait`.
 
     Args:
         max_keys: The most keys held at once; past it, the fullest buckets are evicted.
@@ -290,8 +320,8 @@ class MemoryStore:
         """Count one hit as :meth:`hit_nowait` does, and return ``0.0`` if it is allowed, else
         its ``retry_after``.
 
-        The rate-limit middleware's hot path: the same decision as :func:`gcra`, inlined,
-        without making a :class:`Decision`.
+        The store's :attr:`RateLimitStore.delay_nowait`, the rate-limit middleware's hot path:
+        the same decision as :func:`gcra`, inlined, without making a :class:`Decision`.
         """
         now -= now % QUANTUM
         tats = self._tats

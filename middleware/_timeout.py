@@ -39,10 +39,11 @@ from typing import Any
 
 import attrs
 import trio
+from attrs.validators import gt, instance_of, lt
 
-from strands_trio._errors import StrandsError
-from strands_trio._host import EventType, ExecutionContext
-from strands_trio._pipeline import CallNext
+from strands_trio import CallNext, EventType, ExecutionContext, StrandsError
+
+from ._validators import not_bool
 
 __all__ = ["HandlerTimeout", "Timeout", "TimeoutConfig", "TimeoutStatistics"]
 
@@ -73,22 +74,25 @@ class HandlerTimeout(StrandsError):
         return (type(self), (self.seconds, self.event_type, self.client_id))
 
 
-def _check_seconds(_: Any, __: attrs.Attribute[float], value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"seconds must be a number, got {value!r}")
-    if not (0 < value < math.inf):
-        raise ValueError(f"seconds must be > 0 and finite, got {value!r}")
-
-
 @attrs.frozen(kw_only=True)
 class TimeoutConfig:
     """The deadline of a :class:`Timeout`; validated when made.
 
+    The argument of :class:`Timeout`, as a record: ``attrs.evolve(timeout.config, ...)``
+    makes another, and :meth:`Timeout.from_config` a middleware with counters of its own.
+
     Attributes:
-        seconds: How long the rest of the chain may take, in seconds.
+        seconds: How long the rest of the chain may take, in seconds: a number > 0, finite.
+
+    Raises:
+        TypeError: *seconds* is not a number.
+        ValueError: *seconds* is a bool, not > 0, or not finite.
     """
 
-    seconds: float = attrs.field(validator=_check_seconds)
+    # NaN fails gt(0.0).
+    seconds: float = attrs.field(
+        validator=[instance_of((int, float)), not_bool("seconds"), gt(0.0), lt(math.inf)]
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -108,20 +112,39 @@ class Timeout:
     Args:
         seconds: The deadline, counted from when the event reaches this middleware.
 
+    Attributes:
+        config: The argument, frozen and validated (:class:`TimeoutConfig`).
+
     Raises:
         TypeError: *seconds* is not a number.
-        ValueError: *seconds* is not > 0, or not finite.
+        ValueError: *seconds* is a bool, not > 0, or not finite.
     """
 
     __slots__ = ("_seconds", "_timeouts", "config")
 
     def __init__(self, seconds: float) -> None:
-        self.config = TimeoutConfig(seconds=seconds)
-        self._seconds = float(seconds)
+        self._start(TimeoutConfig(seconds=seconds))
+
+    @classmethod
+    def from_config(cls, config: TimeoutConfig) -> Timeout:
+        """A middleware configured by *config*, with counters of its own.
+
+        Raises:
+            TypeError: *config* is not a :class:`TimeoutConfig`.
+        """
+        if not isinstance(config, TimeoutConfig):
+            raise TypeError(f"config must be a TimeoutConfig, got {config!r}")
+        timeout = cls.__new__(cls)
+        timeout._start(config)
+        return timeout
+
+    def _start(self, config: TimeoutConfig) -> None:
+        self.config = config
+        self._seconds = float(config.seconds)  # read once per event
         self._timeouts = 0
 
     def __repr__(self) -> str:
-        return f"Timeout({self._seconds:g})"
+        return f"<Timeout {self.config!r}>"
 
     def statistics(self) -> TimeoutStatistics:
         """What this middleware has counted so far."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import attrs
 import pytest
 import trio
 
@@ -13,6 +14,7 @@ from strands_trio.middleware import (
     Decision,
     Identity,
     MemoryStore,
+    MemoryStoreStatistics,
     Rate,
     RateLimit,
     by_identity,
@@ -44,7 +46,7 @@ async def test_message_burst_then_refill(autojump_clock: trio.abc.Clock) -> None
     assert not (await harness.message("x", client_id="ann")).reached
     stats = limit.statistics()
     assert (stats.allowed, stats.messages_limited) == (5, 2)
-    assert stats.store is not None
+    assert isinstance(stats.store, MemoryStoreStatistics)  # the middleware's own store
     assert stats.store.keys == 2
 
 
@@ -124,8 +126,15 @@ async def test_keys(
     assert (await harness.message("x", client_id="c", **other)).reached  # type: ignore[arg-type]
 
 
+@attrs.frozen
+class CountingStoreStatistics:
+    hits: int
+
+
 class CountingStore:
-    """A store that is not a MemoryStore: the middleware must await its hit()."""
+    """A store without the synchronous fast path: the middleware must await its hit()."""
+
+    delay_nowait = None
 
     def __init__(self) -> None:
         self.inner = MemoryStore()
@@ -136,9 +145,13 @@ class CountingStore:
         self.keys.append(key)
         return self.inner.hit_nowait(key, rate, trio.current_time())
 
+    def statistics(self) -> CountingStoreStatistics:
+        return CountingStoreStatistics(hits=len(self.keys))
+
 
 async def test_any_store(autojump_clock: trio.abc.Clock) -> None:
-    """Another RateLimitStore is awaited, with keys prefixed by the kind of limit."""
+    """Another RateLimitStore is awaited, with keys prefixed by the kind of limit, and its
+    statistics() are the middleware's statistics().store."""
     store = CountingStore()
     limit = RateLimit(
         messages=Rate(burst=1, per_second=1), connections=Rate(burst=1, per_second=1), store=store
@@ -149,15 +162,66 @@ async def test_any_store(autojump_clock: trio.abc.Clock) -> None:
     assert not (await harness.message("x", client_id="ann")).reached
     assert store.keys == ["c:10.0.0.9", "m:ann", "m:ann"]
     stats = limit.statistics()
-    assert (stats.allowed, stats.messages_limited, stats.store) == (2, 1, None)
+    assert (stats.allowed, stats.messages_limited) == (2, 1)
+    assert stats.store == CountingStoreStatistics(hits=3)
+
+
+class FastStore:
+    """A store (not a MemoryStore) with the synchronous fast path."""
+
+    def __init__(self) -> None:
+        self.inner = MemoryStore()
+        self.nowait: list[tuple[str, float]] = []
+        self.awaited: list[str] = []
+
+    def delay_nowait(self, key: str, rate: Rate, now: float) -> float:
+        self.nowait.append((key, now))
+        return self.inner.delay_nowait(key, rate, now)
+
+    async def hit(self, key: str, rate: Rate) -> Decision:
+        await trio.lowlevel.checkpoint()
+        self.awaited.append(key)
+        return self.inner.hit_nowait(key, rate, trio.current_time())
+
+    def statistics(self) -> MemoryStoreStatistics:
+        return self.inner.statistics()
+
+
+async def test_a_store_with_a_fast_path_is_called_synchronously(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Any store whose delay_nowait is a function, not only a MemoryStore, has it called for
+    messages at trio's current time instead of an awaited hit(); connection requests still
+    await hit()."""
+    store = FastStore()
+    limit = RateLimit(
+        messages=Rate(burst=1, per_second=1), connections=Rate(burst=1, per_second=1), store=store
+    )
+    harness = MiddlewareHarness([limit])
+    await harness.connection_request(remote_addr="10.0.0.9:1")
+    await trio.sleep(5)
+    assert (await harness.message("x", client_id="ann")).reached
+    assert not (await harness.message("x", client_id="ann")).reached
+    assert store.awaited == ["c:10.0.0.9"]
+    assert store.nowait == [("m:ann", 5.0), ("m:ann", 5.0)]
+    ((_, text),) = harness.sent
+    assert json.loads(text)["reason"] == "too many messages: retry in 1 s"
+    stats = limit.statistics()
+    assert (stats.allowed, stats.messages_limited) == (2, 1)
+    assert stats.store == store.inner.statistics()
 
 
 class RefusingStore:
     """Refuses every hit, with no time to wait: a refusal all the same."""
 
+    delay_nowait = None
+
     async def hit(self, key: str, rate: Rate) -> Decision:
         await trio.lowlevel.checkpoint()
         return Decision(allowed=False, retry_after=0.0, remaining=0)
+
+    def statistics(self) -> None:
+        return None
 
 
 async def test_a_refusal_without_retry_after_is_a_refusal() -> None:
@@ -198,14 +262,27 @@ async def test_remote_ip_parsing(remote_addr: str, ip: str) -> None:
     assert outcome.request.context.metadata[REMOTE_IP.name] == ip
 
 
+class HitOnlyStore:
+    """A store from before the protocol had statistics() and delay_nowait."""
+
+    async def hit(self, key: str, rate: Rate) -> Decision:
+        raise AssertionError("never called")
+
+
 def test_configuration_is_checked() -> None:
-    """No limit at all, a wrong action, a rate of the wrong type and a key that is not a
-    function are refused when the middleware is made."""
+    """No limit at all, a wrong action, a rate of the wrong type, a key that is not a
+    function and a store that lacks a member of RateLimitStore are refused when the
+    middleware is made, with a message that names the argument."""
+    rate = Rate(burst=1, per_second=1)
     with pytest.raises(ValueError, match="needs messages=Rate"):
         RateLimit()
-    with pytest.raises(ValueError, match="on_message_limit"):
-        RateLimit(messages=Rate(burst=1, per_second=1), on_message_limit="kick")  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="must be a Rate"):
+    with pytest.raises(ValueError, match="'on_message_limit' must be in"):
+        RateLimit(messages=rate, on_message_limit="kick")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"'messages' must be <class '.*Rate'> \(got 5"):
         RateLimit(messages=5)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="must be a function"):
-        RateLimit(messages=Rate(burst=1, per_second=1), message_key="client_id")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"'connections' must be <class '.*Rate'>"):
+        RateLimit(connections=(1, 1))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="'message_key' must be callable"):
+        RateLimit(messages=rate, message_key="client_id")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"'store' must be <class '.*RateLimitStore'>"):
+        RateLimit(messages=rate, store=HitOnlyStore())  # type: ignore[arg-type]

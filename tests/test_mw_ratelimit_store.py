@@ -365,25 +365,29 @@ async def test_async_hit_is_a_checkpoint_and_cancelled_hits_do_not_count() -> No
 
 
 @pytest.mark.parametrize(
-    ("per_second", "burst", "field"),
+    ("per_second", "burst", "error", "message"),
     [
-        (1, 0, "burst"),
-        (1, -3, "burst"),
-        (1, 2.0, "burst"),
-        (1, True, "burst"),
-        (0, 1, "per_second"),
-        (-1.0, 1, "per_second"),
-        (math.nan, 1, "per_second"),
-        (math.inf, 1, "per_second"),
-        (2.0**21, 1, "per_second"),
-        (5e-324, 1, "burst / per_second"),
-        (1e-3, 10**10, "burst / per_second"),
+        (1, 0, ValueError, "'burst' must be >= 1: 0"),
+        (1, -3, ValueError, "'burst' must be >= 1: -3"),
+        (1, 2.0, TypeError, "'burst' must be <class 'int'> (got 2.0 that is a <class 'float'>)."),
+        (1, True, ValueError, "'burst' must be an int, not a bool"),
+        (0, 1, ValueError, "'per_second' must be > 0.0: 0"),
+        (-1.0, 1, ValueError, "'per_second' must be > 0.0: -1.0"),
+        (math.nan, 1, ValueError, "'per_second' must be > 0.0: nan"),
+        (math.inf, 1, ValueError, "'per_second' must be <= 1048576.0: inf"),
+        (2.0**21, 1, ValueError, "'per_second' must be <= 1048576.0: 2097152.0"),
+        (5e-324, 1, ValueError, "burst / per_second must be at most 2**32 seconds"),
+        (1e-3, 10**10, ValueError, "burst / per_second must be at most 2**32 seconds"),
     ],
 )
-def test_rate_rejects_bad_values(per_second: float, burst: int, field: str) -> None:
-    """A Rate with a bad burst or rate raises ValueError naming the field."""
-    with pytest.raises(ValueError, match=f"^{field} must be"):
+def test_rate_rejects_bad_values(
+    per_second: float, burst: int, error: type[Exception], message: str
+) -> None:
+    """A Rate with a bad burst or rate raises an error whose message starts by naming the
+    field."""
+    with pytest.raises(error) as caught:
         Rate(per_second=per_second, burst=burst)
+    assert caught.value.args[0].startswith(message)
 
 
 def test_rate_constructors() -> None:

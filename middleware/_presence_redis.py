@@ -2,58 +2,27 @@
 
 Theory of operation.
 
-*Layout.* Under a prefix ``P`` (``"strands:presence:"``), for rooms and instances:
-
-==========================  ====================================================================
-``P room:<room>``           hash: client id -> the :class:`Member` as JSON (its ``instance``
-                            says which backend instance recorded it, its *owner*)
-``P alive:<instance>``      string with an expiry of ``ttl``: the instance is alive while it
-                            exists; the instance sets it again every ``ttl / 3``
-``P instance:<instance>``   hash: client id -> room, for every member the instance owns
-``P removed:<instance>``    list: members of the instance that another instance removed
-``P left:<client>``         string with an expiry of ``ttl``: when the client last left
-``P rooms``, ``P instances``  sets: rooms with entries, instances that have been alive
-==========================  ====================================================================
-
-*Why an expiring key per instance* rather than a sorted set scored by expiry per member: an
-instance proves it is alive with one ``SET ... PX`` every ``ttl / 3``, whatever the number of
-its members, where scores would need every member rewritten as often. The price is paid on
-reads: a query keeps only the entries whose owner's key exists (one ``EXISTS`` per distinct
-owner, in the same Lua script as the ``HGETALL``). So the members of an instance that dies
-drop out of every answer at most ``ttl`` after its last refresh, which is the bounded time
-the issue asks for. Their entries are then deleted by the next refresh of any live instance
-(*reaping*, through the dead instance's own ``instance:`` hash), so Redis does not fill up
-with the dead.
+*Layout.* Under a prefix (``"strands:presence:"``): a hash per room (client id -> the
+:class:`Member` as JSON, whose ``instance`` names its *owner*), a liveness key per instance,
+and what reaping and races need; the table of keys, why a key per instance, who owns an
+entry and what a leave that overtakes a join does are in ``_presence_scripts.py``.
 
 *Nothing waits for Redis on the event path.* :meth:`RedisPresence.join`, ``leave`` and
 ``heal`` change this instance's state in memory and mark the client *dirty*; the task
 :meth:`RedisPresence.serve` writes the dirty clients in batches (one script call for up to
-``batch`` changes, each applied atomically) and refreshes the liveness key. A query merges
-what Redis answers with the changes not written yet, so a handler sees its own instance's
-changes at once; other instances see them a round trip later.
+``batch`` changes, each applied atomically). A query merges what Redis answers with the
+changes not written yet, so a handler sees its own instance's changes at once; other
+instances see them a round trip later.
 
-*Ownership.* A client's entry belongs to the instance that wrote it: at its
-``new_connection``, or when it healed it. Any instance may remove it (the reference broker
-sends each event to a backend chosen at random, so a ``disconnected`` often reaches another
-instance than the ``new_connection`` did); the remover pushes the entry onto the owner's
-``removed:`` list, and the owner forgets it at its next refresh, so that it never writes it
-back. Healing takes over an entry only if it is missing or its owner is dead: an entry held
-by a live instance is left alone, and this instance trusts it until that owner's key would
-expire (the script returns its ``PTTL``), then checks again at the client's next message.
-
-*A leave that overtakes a join.* With events spread over instances, a ``disconnected`` at one
-instance may be written before the ``new_connection`` that another instance recorded
-earlier; written after it, that entry would stay for as long as its owner lives. So a leave
-leaves a mark (``left:``, for ``ttl``) with its time, and a write of a member whose
-``joined_at`` is not later than the mark is refused: its owner forgets it. A client that
-reconnects with the same id joins after the mark and is written; this needs the instances'
-clocks to agree better than the time a client takes to reconnect.
-
-*Redis restarts and outages.* Every refresh sets the liveness key with ``GET``: if it was
-missing (Redis restarted empty, or this instance could not refresh for ``ttl``, and others
-may have reaped it), the instance writes all its members again. While Redis is unreachable,
-changes pile up in memory (one entry per client at most) and are written when it is back;
-the outage is logged once and counted. Queries raise :class:`PresenceUnavailable` meanwhile.
+*Liveness, restarts and outages* are a :class:`~strands_trio.redis.Membership`'s, the same
+rounds as a broker cluster node's: every ``ttl / 3`` (and at once on a new connection) it
+renews the liveness key (``REFRESH``, which also takes the removal notices), writes all the
+members again if the key was missing (Redis restarted empty, or this instance could not
+refresh for ``ttl``, and others may have reaped it), and reaps the dead (``SWEEP``); between
+rounds, its task writes the dirty clients. While Redis is unreachable, changes pile up in
+memory (one entry per client at most) and are written when it is back; the outage is logged
+once (an :class:`~strands_trio.redis.OutageLog`) and counted. Queries raise
+:class:`PresenceUnavailable` meanwhile.
 
 It needs a standalone Redis (or one shard): the scripts compute key names from their
 arguments, which Redis Cluster forbids.
@@ -65,35 +34,32 @@ import logging
 import math
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 import trio
+from attrs import validators as v
 
-from ._presence import (
-    Member,
-    PresenceUnavailable,
-    _check_instance_id,
-    _sort_key,
-    check_seconds,
-)
-from ._presence_scripts import APPLY, MEMBERS, REFRESH, ROOMS
+from ._presence_scripts import HEAL, JOIN, LEAVE, REPUBLISH, Change, apply_ops, scripts
+from ._presence_store import Member, PresenceUnavailable, _check_instance_id, _sort_key
+from ._validators import NON_EMPTY_STR, Validator, not_bool
 
 if TYPE_CHECKING:
-    from strands_trio.redis import LiveRedis, Redis, Script
+    from strands_trio.redis import LiveRedis, Script
 
 __all__ = ["RedisPresence", "RedisPresenceStatistics"]
 
 logger = logging.getLogger("strands_trio.middleware.presence")
 
-# Kinds of pending change: written as, and answered by, the APPLY script (_presence_scripts).
-_JOIN: Final = "j"  # new_connection: write, taking the entry over from anyone
-_HEAL: Final = "h"  # a message from an unknown client: write if missing or owner dead
-_REPUBLISH: Final = "r"  # an owned member after a lapse: as _HEAL, with its stored JSON
-_LEAVE: Final = "l"  # disconnected: delete, whoever owns it
+_TTL: list[Validator] = [not_bool("ttl"), v.instance_of((int, float)), v.ge(0.01), v.lt(math.inf)]
+_BATCH: list[Validator] = [not_bool("batch", "an int"), v.instance_of(int), v.ge(1)]
 
-#: A change not written yet: (kind, room, the time of a leave).
-_Change = tuple[str, str, float]
+
+@attrs.frozen(kw_only=True)
+class _Settings:
+    prefix: str = attrs.field(validator=NON_EMPTY_STR)
+    ttl: float = attrs.field(validator=_TTL)
+    batch: int = attrs.field(validator=_BATCH)
 
 
 @attrs.frozen(kw_only=True)
@@ -135,13 +101,6 @@ class RedisPresenceStatistics:
     superseded: int
 
 
-class _Counters:
-    def __init__(self) -> None:
-        self.written = self.refreshes = self.lapses = self.republished = self.reaped = 0
-        self.outages = self.deferred = self.query_failures = self.invalid = 0
-        self.superseded = 0
-
-
 class RedisPresence:
     """A presence store in Redis, shared by every backend replica that uses the same Redis
     and prefix (see the module docstring for how).
@@ -165,9 +124,10 @@ class RedisPresence:
         batch: Changes written per script call (a republish of many members is split).
 
     Raises:
-        TypeError: *ttl* is not a number, or *redis* has no ``execute``.
+        TypeError: *redis* has no ``execute``, *prefix* is not a str, *ttl* not a number or
+            *batch* not an int.
         ValueError: *prefix* or *instance_id* is empty, *ttl* is below 0.01 s or not finite,
-            or *batch* is below 1.
+            or *batch* is below 1 (or either is a bool).
 
     Resource handling: nothing runs until :meth:`serve` is started in a nursery; recording
     works without it (changes wait in memory, and a warning says so once), and queries work
@@ -186,26 +146,18 @@ class RedisPresence:
         ttl: float = 30.0,
         batch: int = 500,
     ) -> None:
-        from strands_trio.redis import Backoff, Script  # the redis extra, needed from here on
+        from strands_trio.redis import Membership, OutageLog  # the redis extra, from here on
 
         if not callable(getattr(redis, "execute", None)):
             raise TypeError(f"redis must be a LiveRedis (from serve_live_redis), got {redis!r}")
-        if not isinstance(prefix, str) or not prefix:
-            raise ValueError(f"prefix must be a non-empty string, got {prefix!r}")
-        if type(batch) is not int or batch < 1:
-            raise ValueError(f"batch must be an int >= 1, got {batch!r}")
-        self.ttl = check_seconds("ttl", ttl, 0.01)
+        _Settings(prefix=prefix, ttl=ttl, batch=batch)
+        self.ttl = float(ttl)
         self.instance_id = _check_instance_id(instance_id)
         self.prefix = prefix
         self._redis = redis
         self._batch = batch
         self._ttl_ms = max(1, round(self.ttl * 1000))
-        self._interval = self.ttl / 3
-        self._backoff = Backoff()
-        self._apply = Script(APPLY)
-        self._refresh_script = Script(REFRESH)
-        self._members_script = Script(MEMBERS)
-        self._rooms_script = Script(ROOMS)
+        self._scripts = scripts()
         # Local state: what this instance owns (member, the JSON it wrote), what it is
         # healing, who it trusts another live instance to hold (room, until trio time).
         self._owned: dict[str, tuple[Member, bytes]] = {}
@@ -213,18 +165,28 @@ class RedisPresence:
         self._confirmed: dict[str, tuple[str, float]] = {}
         # Changes not written yet, client -> (kind, room, time of a leave); and those being
         # written.
-        self._dirty: dict[str, _Change] = {}
-        self._inflight: dict[str, _Change] = {}
-        self._wake = trio.Event()
-        self._changed = trio.Event()
-        self._serving = False
+        self._dirty: dict[str, Change] = {}
+        self._inflight: dict[str, Change] = {}
         self._warned_not_serving = False
-        self._stale = True
-        self._refresh_wanted = False
-        self._refreshes_started = 0
-        self._refreshed = 0
-        self._outage_since: float | None = None
-        self._counters = _Counters()
+        self._written = self._deferred = self._query_failures = self._invalid = 0
+        self._superseded = 0
+        who = f"presence {self.instance_id}"
+        self._outage = OutageLog(
+            logger,
+            f"{who}: Redis",
+            meanwhile="changes are kept in memory and written when it is back",
+            counted="changes deferred",
+        )
+        rounds = _Rounds(self)
+        self._membership = Membership(
+            rounds,
+            ttl=self.ttl,
+            who=who,
+            member="instance",
+            registered="members",
+            writes=rounds,
+            outage=self._outage,
+        )
 
     def __repr__(self) -> str:
         return f"<RedisPresence {self.instance_id!r} prefix={self.prefix!r} ttl={self.ttl:g}>"
@@ -242,7 +204,7 @@ class RedisPresence:
         self._owned[client_id] = (member, member.to_json())
         self._healing.pop(client_id, None)
         self._confirmed.pop(client_id, None)
-        self._mark(client_id, _JOIN, room)
+        self._mark(client_id, JOIN, room)
 
     def heal(self, client_id: str, room: str, fields: Mapping[str, str]) -> None:
         if self.knows(client_id, room):
@@ -250,7 +212,7 @@ class RedisPresence:
         self._owned.pop(client_id, None)
         self._confirmed.pop(client_id, None)
         self._healing[client_id] = self._member(client_id, room, fields)
-        self._mark(client_id, _HEAL, room)
+        self._mark(client_id, HEAL, room)
 
     def leave(self, client_id: str, room: str) -> None:
         owned, healing = self._owned.get(client_id), self._healing.get(client_id)
@@ -260,7 +222,7 @@ class RedisPresence:
         self._owned.pop(client_id, None)
         self._healing.pop(client_id, None)
         self._confirmed.pop(client_id, None)
-        self._mark(client_id, _LEAVE, room, time.time())
+        self._mark(client_id, LEAVE, room, time.time())
 
     def knows(self, client_id: str, room: str) -> bool:
         owned = self._owned.get(client_id)
@@ -284,18 +246,20 @@ class RedisPresence:
     def _mark(self, client_id: str, kind: str, room: str, when: float = 0.0) -> None:
         self._dirty.pop(client_id, None)  # to the end: written after what came before
         self._dirty[client_id] = (kind, room, when)
-        if self._counters.refreshes and (
-            self._outage_since is not None or not self._redis.available
-        ):
-            self._counters.deferred += 1
-        if not self._serving and not self._warned_not_serving:
+        membership, outage = self._membership, self._outage
+        if (outage.on or not self._redis.available) and membership.renewed:
+            self._deferred += 1
+            if not outage.on:
+                outage.failed("no connection")
+            outage.count()
+        if not membership.serving and not self._warned_not_serving:
             self._warned_not_serving = True
             logger.warning(
                 "presence %s: RedisPresence.serve() is not running: changes are kept in memory "
                 "and not written to Redis; start it with nursery.start(store.serve)",
                 self.instance_id,
             )
-        self._wake.set()
+        membership.wake()
 
     # ------------------------------------------------------------------ queries
 
@@ -310,7 +274,7 @@ class RedisPresence:
         # The changes not written when the question is sent: the writer may finish writing
         # them before this task reads the answer, which Redis gave before their write.
         before = {**self._inflight, **self._dirty}
-        values = await self._query(self._members_script, room)
+        values = await self._query(self._scripts.members, room)
         found: dict[str, Member] = {}
         for value in values:
             member = self._decode(value)
@@ -333,7 +297,7 @@ class RedisPresence:
                     found[client_id] = here
                 else:
                     found.setdefault(client_id, here)  # healing: an owner may have it
-            elif kind == _LEAVE and changed_room == room:
+            elif kind == LEAVE and changed_room == room:
                 found.pop(client_id, None)
         return sorted(found.values(), key=_sort_key)
 
@@ -352,7 +316,7 @@ class RedisPresence:
         Raises:
             PresenceUnavailable: Redis is unreachable.
         """
-        flat = await self._query(self._rooms_script)
+        flat = await self._query(self._scripts.rooms)
         return {
             bytes(flat[i]).decode(errors="replace"): int(flat[i + 1])
             for i in range(0, len(flat), 2)
@@ -369,9 +333,9 @@ class RedisPresence:
         from strands_trio.redis import RedisError
 
         try:
-            reply = await script(cast("Redis", self._redis), args=[self.prefix, *args])
+            reply = await script(self._redis, args=[self.prefix, *args])
         except RedisError as exc:
-            self._counters.query_failures += 1
+            self._query_failures += 1
             raise PresenceUnavailable(f"presence: cannot ask Redis: {exc}") from exc
         return cast(list[Any], reply)
 
@@ -379,7 +343,7 @@ class RedisPresence:
         try:
             return Member.from_json(value)
         except ValueError as exc:
-            self._counters.invalid += 1
+            self._invalid += 1
             logger.debug("presence: skipped an entry that is not a member: %s", exc)
             return None
 
@@ -396,18 +360,7 @@ class RedisPresence:
         Raises:
             RuntimeError: it is already running.
         """
-        if self._serving:
-            raise RuntimeError(f"{self!r} is already serving")
-        self._serving = True
-        self._stale = True
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._watch_connections)
-                nursery.start_soon(self._run)
-                task_status.started()
-        finally:
-            self._serving = False
-            self._notify()
+        await self._membership.serve(self._redis, task_status=task_status)
 
     async def wait_synced(self) -> None:
         """Return once every change recorded before the call is in Redis and a refresh
@@ -417,110 +370,21 @@ class RedisPresence:
         Raises:
             RuntimeError: :meth:`serve` is not running.
         """
-        if not self._serving:
+        if not self._membership.serving:
             raise RuntimeError(f"{self!r} is not serving: start nursery.start(store.serve)")
-        target = self._refreshes_started + 1
-        self._refresh_wanted = True
-        self._wake.set()
-        while not (
-            self._refreshed >= target and not self._dirty and not self._inflight and not self._stale
-        ):
-            if not self._serving:
-                raise RuntimeError(f"{self!r} stopped serving")
-            await self._changed.wait()
+        await self._membership.wait_synced()
 
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
+    # ------------------------------------------------------------------ the rounds' steps
 
-    async def _watch_connections(self) -> None:
-        """Wakes the writer on every new connection: Redis may have restarted empty."""
-        live = self._redis
-        while True:
-            await live.wait_available()
-            self._stale = True
-            self._wake.set()
-            await live.wait_lost()
-
-    async def _run(self) -> None:
-        from strands_trio.redis import RedisConnectionError, RedisReplyError
-
-        next_refresh = -math.inf
-        delays = self._backoff.delays()
-        while True:
-            due = self._stale or self._refresh_wanted or trio.current_time() >= next_refresh
-            if not due and not self._dirty:
-                with trio.move_on_at(next_refresh):
-                    await self._wake.wait()
-                self._wake = trio.Event()
-                continue
-            if not self._counters.refreshes and not self._redis.available:
-                await self._redis.wait_available()  # starting: not an outage of ours
-            connects = self._redis.statistics().connects
-            try:
-                if due:
-                    await self._refresh(connects)
-                    next_refresh = trio.current_time() + self._interval
-                if self._dirty:
-                    await self._flush()
-            except RedisConnectionError as exc:
-                self._failed(exc)
-                await self._reconnected(connects)
-            except RedisReplyError as exc:
-                self._failed(exc)
-                await trio.sleep(next(delays))
-            else:
-                delays = self._backoff.delays()
-            self._notify()
-
-    async def _reconnected(self, connects: int) -> None:
-        live = self._redis
-        if live.available and live.statistics().connects == connects:
-            await live.wait_lost()  # the lost connection is not marked lost yet
-        await live.wait_available()
-
-    def _failed(self, exc: Exception) -> None:
-        self._stale = True
-        if self._outage_since is None:
-            self._outage_since = trio.current_time()
-            self._counters.outages += 1
-            logger.warning(
-                "presence %s: cannot write to Redis (%s); %d changes kept, written when it is back",
-                self.instance_id,
-                exc,
-                len(self._dirty),
-            )
-        else:
-            logger.debug("presence %s: still cannot write to Redis: %s", self.instance_id, exc)
-
-    async def _refresh(self, connects: int) -> None:
-        self._refresh_wanted = False
-        self._refreshes_started += 1
-        number = self._refreshes_started
-        reply = await self._refresh_script(
-            cast("Redis", self._redis), args=[self.prefix, self.instance_id, self._ttl_ms]
+    async def _renew(self) -> bool:
+        existed, notices = await self._scripts.refresh(
+            self._redis, args=[self.prefix, self.instance_id, self._ttl_ms]
         )
-        existed, reaped, notices = reply
-        first = self._counters.refreshes == 0
-        self._counters.refreshes += 1
-        self._counters.reaped += reaped
         for value in notices:
             self._forget(bytes(value))
-        if not existed:
-            self._lapsed(first=first)
-        if self._redis.statistics().connects == connects:
-            self._stale = False
         now = trio.current_time()
         self._confirmed = {c: v for c, v in self._confirmed.items() if v[1] > now}
-        self._refreshed = number
-        if self._outage_since is not None:
-            logger.info(
-                "presence %s: Redis is back after %.2f s; writing %d changes",
-                self.instance_id,
-                trio.current_time() - self._outage_since,
-                len(self._dirty),
-            )
-            self._outage_since = None
+        return bool(existed)
 
     def _forget(self, value: bytes) -> None:
         """Another instance removed this instance's entry *value*: forget it, unless it
@@ -532,57 +396,29 @@ class RedisPresence:
         if owned is not None and owned[1] == value:
             del self._owned[member.client_id]
             change = self._dirty.get(member.client_id)
-            if change is not None and change[0] in (_JOIN, _REPUBLISH):
+            if change is not None and change[0] in (JOIN, REPUBLISH):
                 del self._dirty[member.client_id]
 
-    def _lapsed(self, *, first: bool) -> None:
-        if not first:
-            self._counters.lapses += 1
-            logger.warning(
-                "presence %s: this instance's liveness key had expired (Redis restarted, or no "
-                "refresh for %g s): writing its %d members again",
-                self.instance_id,
-                self.ttl,
-                len(self._owned),
-            )
-            self._counters.republished += len(self._owned)
+    def _resync(self) -> int:
+        """Mark every member this instance owns to be written again (its key was gone)."""
         for client_id, (member, _) in self._owned.items():
             if client_id not in self._dirty:
-                self._dirty[client_id] = (_REPUBLISH, member.room, 0.0)
+                self._dirty[client_id] = (REPUBLISH, member.room, 0.0)
+        return len(self._owned)
 
     async def _flush(self) -> None:
-        batch: dict[str, _Change] = {}
+        batch: dict[str, Change] = {}
         while self._dirty and len(batch) < self._batch:
             client_id = next(iter(self._dirty))
             batch[client_id] = self._dirty.pop(client_id)
-        args: list[str | bytes | int] = [
-            self.prefix,
-            self.instance_id,
-            self._ttl_ms * 10,
-            self._ttl_ms,
-        ]
-        plan: list[tuple[str, str, Any]] = []
-        for client_id, (kind, room, when) in batch.items():
-            if kind == _LEAVE:
-                args += [_LEAVE, client_id, room, repr(when)]
-                plan.append((client_id, kind, None))
-            elif kind == _HEAL:
-                member = self._healing.get(client_id)
-                if member is not None:
-                    args += [_HEAL, client_id, room, member.to_json()]
-                    plan.append((client_id, kind, member))
-            else:
-                owned = self._owned.get(client_id)
-                if owned is not None:
-                    op = _JOIN if kind == _JOIN else _REPUBLISH
-                    args += [op, client_id, owned[0].room, owned[1]]
-                    plan.append((client_id, kind, owned))
+        ops, plan = apply_ops(batch, self._owned, self._healing)
+        args = [self.prefix, self.instance_id, self._ttl_ms * 10, self._ttl_ms, *ops]
         self._inflight = batch
         # Trust an entry held by another instance until its key could expire, counted from
         # before the call: never later than Redis's own expiry.
         sent = trio.current_time()
         try:
-            results = await self._apply(cast("Redis", self._redis), args=args)
+            results = await self._scripts.apply(self._redis, args=args)
         except BaseException:
             for client_id, change in batch.items():
                 if client_id not in self._dirty:
@@ -590,11 +426,11 @@ class RedisPresence:
             raise
         finally:
             self._inflight = {}
-        self._counters.written += len(plan)
+        self._written += len(plan)
         for (client_id, kind, state), result in zip(plan, results, strict=True):
             if result < 0:
-                self._counters.superseded += 1
-            if kind == _HEAL:
+                self._superseded += 1
+            if kind == HEAL:
                 member = self._healing.get(client_id)
                 if member is None or member is not state:
                     continue  # left or joined meanwhile: that change decides
@@ -603,7 +439,7 @@ class RedisPresence:
                     self._owned[client_id] = (member, member.to_json())
                 elif result > 0:
                     self._confirmed[client_id] = (member.room, sent + result / 1000)
-            elif kind != _LEAVE and result != 0:
+            elif kind != LEAVE and result != 0:
                 owned = self._owned.get(client_id)
                 if owned is not None and owned is state:
                     # The client left after this was recorded (< 0), or another live
@@ -614,20 +450,48 @@ class RedisPresence:
 
     def statistics(self) -> RedisPresenceStatistics:
         """Counters and state (see :class:`RedisPresenceStatistics`)."""
-        c = self._counters
+        m = self._membership.statistics()
         return RedisPresenceStatistics(
             available=self._redis.available,
-            serving=self._serving,
+            serving=m.serving,
             members=len(self._owned),
             pending=len(self._dirty) + len(self._inflight),
-            written=c.written,
-            refreshes=c.refreshes,
-            lapses=c.lapses,
-            republished=c.republished,
-            reaped=c.reaped,
-            outages=c.outages,
-            deferred=c.deferred,
-            query_failures=c.query_failures,
-            invalid=c.invalid,
-            superseded=c.superseded,
+            written=self._written,
+            refreshes=m.renewals,
+            lapses=m.lapses,
+            republished=m.resynced,
+            reaped=m.swept,
+            outages=self._outage.statistics().outages,
+            deferred=self._deferred,
+            query_failures=self._query_failures,
+            invalid=self._invalid,
+            superseded=self._superseded,
         )
+
+
+class _Rounds:
+    """A :class:`RedisPresence`'s side of its :class:`~strands_trio.redis.Membership`: the
+    steps of a round (``Registrations``) and the writes between rounds (``PendingWrites``)."""
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: RedisPresence) -> None:
+        self._store = store
+
+    async def renew(self) -> bool:
+        return await self._store._renew()
+
+    async def resync(self) -> int:
+        return self._store._resync()
+
+    async def sweep(self) -> int:
+        store = self._store
+        reaped: int = await store._scripts.sweep(store._redis, args=[store.prefix])
+        return reaped
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._store._dirty or self._store._inflight)
+
+    async def flush(self) -> None:
+        await self._store._flush()

@@ -1,15 +1,91 @@
-"""The Lua scripts of :class:`~strands_trio.middleware.RedisPresence`, one round trip each.
+"""The Lua scripts of :class:`~strands_trio.middleware.RedisPresence`, one round trip each,
+and the data they keep: the layout of its keys, and the rules of ownership they enforce.
 
-Each runs atomically in Redis. They compute key names from the prefix in ``ARGV[1]`` (so they
-need a standalone Redis, not Redis Cluster); the layout is in ``_presence_redis.py``. Members
-are JSON objects, whose ``instance`` field names their owner; ``cjson`` reads it.
+*Layout.* Under a prefix ``P`` (``"strands:presence:"``), for rooms and instances:
+
+==========================  ====================================================================
+``P room:<room>``           hash: client id -> the :class:`Member` as JSON (its ``instance``
+                            says which backend instance recorded it, its *owner*)
+``P alive:<instance>``      string with an expiry of ``ttl``: the instance is alive while it
+                            exists; the instance sets it again every ``ttl / 3``
+``P instance:<instance>``   hash: client id -> room, for every member the instance owns
+``P removed:<instance>``    list: members of the instance that another instance removed
+``P left:<client>``         string with an expiry of ``ttl``: when the client last left
+``P rooms``, ``P instances``  sets: rooms with entries, instances that have been alive
+==========================  ====================================================================
+
+*Why an expiring key per instance* rather than a sorted set scored by expiry per member: an
+instance proves it is alive with one ``SET ... PX`` every ``ttl / 3``, whatever the number of
+its members, where scores would need every member rewritten as often. The price is paid on
+reads: a query keeps only the entries whose owner's key exists (one ``EXISTS`` per distinct
+owner, in the same Lua script as the ``HGETALL``). So the members of an instance that dies
+drop out of every answer at most ``ttl`` after its last refresh, which is the bounded time
+the issue asks for. Their entries are then deleted at the next round of any live instance
+(*reaping*, through the dead instance's own ``instance:`` hash), so Redis does not fill up
+with the dead.
+
+*Ownership.* A client's entry belongs to the instance that wrote it: at its
+``new_connection``, or when it healed it. Any instance may remove it (the reference broker
+sends each event to a backend chosen at random, so a ``disconnected`` often reaches another
+instance than the ``new_connection`` did); the remover pushes the entry onto the owner's
+``removed:`` list, and the owner forgets it at its next refresh, so that it never writes it
+back. Healing takes over an entry only if it is missing or its owner is dead: an entry held
+by a live instance is left alone, and this instance trusts it until that owner's key would
+expire (the script returns its ``PTTL``), then checks again at the client's next message.
+
+*A leave that overtakes a join.* With events spread over instances, a ``disconnected`` at one
+instance may be written before the ``new_connection`` that another instance recorded
+earlier; written after it, that entry would stay for as long as its owner lives. So a leave
+leaves a mark (``left:``, for ``ttl``) with its time, and a write of a member whose
+``joined_at`` is not later than the mark is refused: its owner forgets it. A client that
+reconnects with the same id joins after the mark and is written; this needs the instances'
+clocks to agree better than the time a client takes to reconnect.
+
+Each script runs atomically in Redis. They compute key names from the prefix in ``ARGV[1]`` (so
+they need a standalone Redis, not Redis Cluster); how the store uses them is in
+``_presence_redis.py``. Members are JSON objects, whose ``instance`` field names their owner;
+``cjson`` reads it. ``REFRESH`` and ``SWEEP`` are the steps of the instance's
+:class:`~strands_trio.redis.Membership`, written with its Lua functions
+(:data:`~strands_trio.redis.LIVENESS_LUA`); :func:`scripts` makes the
+:class:`~strands_trio.redis.Script` objects, importing the Redis client (the ``redis`` extra)
+only then.
 """
 
 from __future__ import annotations
 
-from typing import Final
+import functools
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-__all__ = ["APPLY", "MEMBERS", "REFRESH", "ROOMS"]
+if TYPE_CHECKING:
+    from strands_trio.redis import Script
+
+    from ._presence_store import Member
+
+__all__ = [
+    "APPLY",
+    "HEAL",
+    "JOIN",
+    "LEAVE",
+    "MEMBERS",
+    "REFRESH",
+    "REPUBLISH",
+    "ROOMS",
+    "SWEEP",
+    "Change",
+    "Scripts",
+    "apply_ops",
+    "scripts",
+]
+
+# Kinds of change, written as, and answered by, APPLY.
+JOIN: Final = "j"  # new_connection: write, taking the entry over from anyone
+HEAL: Final = "h"  # a message from an unknown client: write if missing or owner dead
+REPUBLISH: Final = "r"  # an owned member after a lapse: as HEAL, with its stored JSON
+LEAVE: Final = "l"  # disconnected: delete, whoever owns it
+
+#: A change not written yet: (kind, room, the time of a leave).
+Change = tuple[str, str, float]
 
 # Shared: owner(value) is a member's instance (nil if unreadable); live_count() counts (and
 # collects) a room's entries whose owner's liveness key exists, caching each owner's answer.
@@ -122,37 +198,41 @@ return results
 """
 )
 
-# ARGV: prefix, this instance, ttl in ms. Sets the liveness key, takes the removal notices,
-# and reaps dead instances. Returns {1 if the key existed else 0, members reaped, notices}.
-REFRESH: Final = (
-    _OWNER
-    + """
-local p, me, ttl = ARGV[1], ARGV[2], ARGV[3]
-local existed = redis.call("SET", p .. "alive:" .. me, "1", "PX", ttl, "GET")
-redis.call("SADD", p .. "instances", me)
+# After LIVENESS_LUA. ARGV: prefix, this instance, ttl in ms. Sets the liveness key and takes
+# the removal notices. Returns {1 if the key existed else 0, notices}.
+REFRESH: Final = """
+local p, me = ARGV[1], ARGV[2]
+local existed = renew(p, p .. "instances", me, ARGV[3])
 local notices_key = p .. "removed:" .. me
 local notices = redis.call("LRANGE", notices_key, 0, -1)
 redis.call("DEL", notices_key)
+return {existed and 1 or 0, notices}
+"""
+
+# After LIVENESS_LUA. ARGV: prefix. Reaps the instances whose liveness key is gone: their
+# entries that are still theirs, their index and notices. Returns how many entries.
+SWEEP: Final = (
+    _OWNER
+    + """
+local p = ARGV[1]
 local reaped = 0
-for _, inst in ipairs(redis.call("SMEMBERS", p .. "instances")) do
-  if redis.call("EXISTS", p .. "alive:" .. inst) == 0 then
-    local index = p .. "instance:" .. inst
-    local owned = redis.call("HGETALL", index)
-    for i = 1, #owned, 2 do
-      local cid, room = owned[i], owned[i + 1]
-      local room_key = p .. "room:" .. room
-      local v = redis.call("HGET", room_key, cid)
-      if v and owner(v) == inst then
-        redis.call("HDEL", room_key, cid)
-        if redis.call("HLEN", room_key) == 0 then redis.call("SREM", p .. "rooms", room) end
-        reaped = reaped + 1
-      end
+local function clear(inst)
+  local index = p .. "instance:" .. inst
+  local owned = redis.call("HGETALL", index)
+  for i = 1, #owned, 2 do
+    local cid, room = owned[i], owned[i + 1]
+    local room_key = p .. "room:" .. room
+    local v = redis.call("HGET", room_key, cid)
+    if v and owner(v) == inst then
+      redis.call("HDEL", room_key, cid)
+      if redis.call("HLEN", room_key) == 0 then redis.call("SREM", p .. "rooms", room) end
+      reaped = reaped + 1
     end
-    redis.call("DEL", index, p .. "removed:" .. inst)
-    redis.call("SREM", p .. "instances", inst)
   end
+  redis.call("DEL", index, p .. "removed:" .. inst)
 end
-return {existed and 1 or 0, reaped, notices}
+sweep(p, p .. "instances", clear)
+return reaped
 """
 )
 
@@ -182,3 +262,56 @@ end
 return out
 """
 )
+
+
+class Scripts(NamedTuple):
+    """The scripts as :class:`~strands_trio.redis.Script` objects."""
+
+    apply: Script
+    refresh: Script
+    sweep: Script
+    members: Script
+    rooms: Script
+
+
+@functools.cache
+def scripts() -> Scripts:
+    """The scripts, made once (this imports :mod:`strands_trio.redis`)."""
+    from strands_trio.redis import LIVENESS_LUA, Script
+
+    return Scripts(
+        apply=Script(APPLY),
+        refresh=Script(LIVENESS_LUA + REFRESH),
+        sweep=Script(LIVENESS_LUA + SWEEP),
+        members=Script(MEMBERS),
+        rooms=Script(ROOMS),
+    )
+
+
+def apply_ops(
+    batch: Mapping[str, Change],
+    owned: Mapping[str, tuple[Member, bytes]],
+    healing: Mapping[str, Member],
+) -> tuple[list[str | bytes], list[tuple[str, str, Any]]]:
+    """The ops of one ``APPLY`` call for the changes *batch* (client -> change), as ``ARGV``
+    after the first four, and the plan: ``(client, kind, what was written)`` per op, in
+    order, to read ``APPLY``'s replies against. A change whose member is no longer owned or
+    healing has no op."""
+    args: list[str | bytes] = []
+    plan: list[tuple[str, str, Any]] = []
+    for client_id, (kind, room, when) in batch.items():
+        if kind == LEAVE:
+            args += [LEAVE, client_id, room, repr(when)]
+            plan.append((client_id, kind, None))
+        elif kind == HEAL:
+            member = healing.get(client_id)
+            if member is not None:
+                args += [HEAL, client_id, room, member.to_json()]
+                plan.append((client_id, kind, member))
+        else:
+            entry = owned.get(client_id)
+            if entry is not None:
+                op = JOIN if kind == JOIN else REPUBLISH
+                args += [op, client_id, entry[0].room, entry[1]]
+                plan.append((client_id, kind, entry))
+    return args, plan

@@ -37,12 +37,13 @@ decides it in this process's :class:`MemoryStore` (each replica then enforces th
 its own share of the traffic, so a client spread over N replicas gets up to N times its
 limit), ``"refuse"`` refuses it. An *outage* is logged once when it starts (WARNING) and once
 when a hit reaches Redis again (INFO, with how long it lasted and how many hits the policy
-answered); while one is on, a single hit at a time goes to Redis to find out whether it is
-over, and the others are answered by the policy at once, so a Redis that hangs delays one hit
-per *timeout*, not every hit. An error reply (``WRONGTYPE`` because something else wrote the
-key, a script error) is answered by the policy too and logged at ERROR, at most once a minute
-with a count of the others: it is a bug or a misconfiguration, not an outage, and does not
-hold up other keys. Nothing is raised to the middleware but cancellation.
+answered), by an :class:`~strands_trio.redis.OutageLog`; while one is on, a single hit at a
+time goes to Redis to find out whether it is over, and the others are answered by the policy
+at once, so a Redis that hangs delays one hit per *timeout*, not every hit. An error reply
+(``WRONGTYPE`` because something else wrote the key, a script error) is answered by the
+policy too and logged at ERROR, at most once a minute with a count of the others: it is a bug
+or a misconfiguration, not an outage, and does not hold up other keys. Nothing is raised to the
+middleware but cancellation.
 
 Two consequences to know. A Redis without persistence forgets every bucket when it restarts:
 each client gets a fresh burst then. And a hit that timed out may still have been counted
@@ -60,6 +61,7 @@ import trio
 
 from strands_trio.redis import (
     LiveRedis,
+    OutageLog,
     RedisConnectionError,
     RedisReplyError,
     RedisUnavailable,
@@ -189,6 +191,9 @@ class RedisStore:
             ``"refuse"``, or *timeout* is not a positive, finite number.
     """
 
+    #: No synchronous fast path (:attr:`RateLimitStore.delay_nowait`): every hit asks Redis.
+    delay_nowait: None = None
+
     def __init__(
         self,
         redis: LiveRedis,
@@ -227,10 +232,14 @@ class RedisStore:
         self._fallback = (fallback or MemoryStore()) if on_unavailable == "allow_local" else None
         self._timeout = float(timeout)
         self._hits = self._redis_hits = self._fallback_hits = self._refused = 0
-        self._errors = self._timeouts = self._reply_errors = self._outages = 0
-        #: When the current outage began (trio's clock), or None when there is none.
-        self._outage_since: float | None = None
-        self._outage_answered = 0  # hits the policy answered during the current outage
+        self._errors = self._timeouts = self._reply_errors = 0
+        #: Counts the hits the policy answered during an outage.
+        self._outage = OutageLog(
+            logger,
+            f"rate limits: Redis at {redis.config.where}",
+            meanwhile=f"{self._policy()} until it is back",
+            counted=f"hits answered by on_unavailable={on_unavailable!r}",
+        )
         self._probing = False  # a hit is asking Redis whether the outage is over
         self._next_error_log = -math.inf
         self._errors_unlogged = 0
@@ -280,12 +289,12 @@ class RedisStore:
         args: tuple[int, ...] = (interval, (rate.burst - 1) * interval)
         if now is not None:
             args += (math.floor(now * _PER_SECOND),)
-        probing = self._probing = self._outage_since is not None
+        probing = self._probing = self._outage.on
         try:
             with trio.move_on_after(self._timeout):
                 reply = await _GCRA(self._redis, keys=(self._prefix + key,), args=args)
                 decision = _decode(reply)
-                self._back()
+                self._outage.ended()
                 self._hits += 1
                 self._redis_hits += 1
                 return decision
@@ -297,7 +306,7 @@ class RedisStore:
         except RedisConnectionError as exc:
             self._unavailable(f"{exc} ({exc.__cause__})" if exc.__cause__ else str(exc))
         except RedisReplyError as exc:
-            self._back()
+            self._outage.ended()
             self._reply_error(key, exc)
         finally:
             if probing:
@@ -314,14 +323,13 @@ class RedisStore:
             errors=self._errors,
             timeouts=self._timeouts,
             reply_errors=self._reply_errors,
-            outages=self._outages,
-            available=self._outage_since is None,
+            outages=self._outage.statistics().outages,
+            available=not self._outage.on,
         )
 
     def _answer_locally(self, key: str, rate: Rate, now: float | None) -> Decision:
         self._hits += 1
-        if self._outage_since is not None:
-            self._outage_answered += 1
+        self._outage.count()
         if self._fallback is not None:
             self._fallback_hits += 1
             return self._fallback.hit_nowait(key, rate, trio.current_time() if now is None else now)
@@ -335,32 +343,7 @@ class RedisStore:
 
     def _unavailable(self, reason: str) -> None:
         self._errors += 1
-        if self._outage_since is not None:
-            logger.debug("rate limits: Redis still unavailable: %s", reason)
-            return
-        self._outages += 1
-        self._outage_since = trio.current_time()
-        self._outage_answered = 0
-        logger.warning(
-            "rate limits: Redis at %s is unavailable (%s); %s until it is back",
-            self._redis.config.where,
-            reason,
-            self._policy(),
-        )
-
-    def _back(self) -> None:
-        since = self._outage_since
-        if since is None:
-            return
-        self._outage_since = None
-        logger.info(
-            "rate limits: Redis at %s is back after %.2f s, limits are shared again "
-            "(%d hits answered by on_unavailable=%r meanwhile)",
-            self._redis.config.where,
-            trio.current_time() - since,
-            self._outage_answered,
-            self._on_unavailable,
-        )
+        self._outage.failed(reason)
 
     def _reply_error(self, key: str, exc: RedisReplyError) -> None:
         self._errors += 1

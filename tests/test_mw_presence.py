@@ -164,9 +164,12 @@ async def test_a_failing_store_never_fails_the_event(caplog: pytest.LogCaptureFi
 
 
 async def test_configuration_is_checked() -> None:
-    """Bad stores, fields and instance ids are refused when made, saying what is expected."""
-    with pytest.raises(TypeError, match="presence store"):
+    """Bad stores, fields, heal flags and instance ids are refused when made, saying what is
+    expected."""
+    with pytest.raises(TypeError, match=r"'store' must be <class '.*PresenceStore'>"):
         Presence(store=object())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="'heal' must be <class 'bool'>"):
+        Presence(heal="no")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="must map names"):
         Presence(fields=[by_identity])  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="fields\\['x'\\]"):
@@ -509,7 +512,7 @@ async def test_events_pass_while_redis_is_down_and_presence_heals_after(
         assert statistics.republished == 3
 
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len([w for w in warnings if w.startswith("presence a: cannot write to Redis")]) == 1
+    assert len([w for w in warnings if w.startswith("presence a: Redis is unavailable")]) == 1
     assert len([w for w in warnings if w.startswith("presence a: this instance's liveness")]) == 1
     assert any(r.getMessage().startswith("presence a: Redis is back") for r in caplog.records)
 

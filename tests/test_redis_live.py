@@ -69,7 +69,7 @@ async def test_live_redis_outlives_redis(
     assert (stats.available, stats.connects, stats.losses, stats.refused) == (True, 2, 1, 4)
     assert stats.connect_failures >= 1
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    recoveries = [r.getMessage() for r in caplog.records if "connected again" in r.getMessage()]
+    recoveries = [r.getMessage() for r in caplog.records if " is back after " in r.getMessage()]
     assert len(warnings) == 2  # one per outage, however many attempts each took
     assert len(recoveries) == 2
     assert "(3 calls refused meanwhile)" in recoveries[1]

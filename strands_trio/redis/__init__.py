@@ -9,6 +9,10 @@
 - :func:`serve_live_redis` / :func:`serve_live_pubsub` (and their ``open_live_*`` forms):
   the same, kept up by a task that reconnects with backoff (and subscribes again); calls
   fail at once with :class:`RedisUnavailable` while Redis is down.
+- :class:`Membership`: a process's registrations in a Redis shared by many, kept alive by
+  an expiring key, made again when Redis lost them, the dead processes' swept (the broker
+  cluster's nodes and ``RedisPresence``'s instances); :class:`OutageLog`: an outage logged
+  once when it starts and once when it ends, the same words for every user of Redis.
 - Errors: :class:`RedisError`, and below it :class:`RedisConnectionError` (the connection is
   gone: open a new one) and :class:`RedisReplyError` (Redis answered with an error).
 
@@ -38,17 +42,31 @@ from ._live import (
     serve_live_pubsub,
     serve_live_redis,
 )
+from ._membership import (
+    LIVENESS_LUA,
+    Membership,
+    MembershipStatistics,
+    PendingWrites,
+    Registrations,
+)
+from ._outage import OutageLog, OutageStatistics
 from ._pubsub import Message, PubSub, PubSubStatistics, open_pubsub
 from ._script import Script
 
 __all__ = [
+    "LIVENESS_LUA",
     "Arg",
     "Backoff",
     "LivePubSub",
     "LivePubSubStatistics",
     "LiveRedis",
     "LiveRedisStatistics",
+    "Membership",
+    "MembershipStatistics",
     "Message",
+    "OutageLog",
+    "OutageStatistics",
+    "PendingWrites",
     "PubSub",
     "PubSubStatistics",
     "Redis",
@@ -58,6 +76,7 @@ __all__ = [
     "RedisReplyError",
     "RedisStatistics",
     "RedisUnavailable",
+    "Registrations",
     "Script",
     "open_live_pubsub",
     "open_live_redis",

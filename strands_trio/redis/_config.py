@@ -9,24 +9,14 @@ instead, not a surprise at the first reconnection.
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import attrs
+from attrs import validators as v
 
 __all__ = ["RedisConfig"]
 
 _SCHEMES = {"redis": False, "rediss": True}
-
-
-def _port(_: Any, attribute: attrs.Attribute[int], value: int) -> None:
-    if not isinstance(value, int) or not 0 < value < 65536:
-        raise ValueError(f"{attribute.name} must be a TCP port (1 to 65535), got {value!r}")
-
-
-def _db(_: Any, attribute: attrs.Attribute[int], value: int) -> None:
-    if not isinstance(value, int) or value < 0:
-        raise ValueError(f"{attribute.name} must be a database number >= 0, got {value!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -45,8 +35,8 @@ class RedisConfig:
     """
 
     host: str = "127.0.0.1"
-    port: int = attrs.field(default=6379, validator=_port)
-    db: int = attrs.field(default=0, validator=_db)
+    port: int = attrs.field(default=6379, validator=[v.instance_of(int), v.ge(1), v.le(65535)])
+    db: int = attrs.field(default=0, validator=[v.instance_of(int), v.ge(0)])
     username: str | None = None
     password: str | None = attrs.field(default=None, repr=False)
     tls: bool = False

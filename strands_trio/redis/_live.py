@@ -19,26 +19,28 @@ presence all want the same thing, so it is here, once:
   delivery goes on.
 
 An outage is logged once when it starts (WARNING) and once when it ends (INFO, with how long
-it lasted and how many calls were refused); the attempts in between are logged at DEBUG.
+it lasted and how many calls were refused), by an :class:`~strands_trio.redis.OutageLog`; the
+attempts in between are logged at DEBUG.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from functools import partial
 from typing import Any
 
 import attrs
 import trio
 
+from .._backoff import Backoff
 from .._util import running
 from ._client import Arg, Redis, open_redis, resolve
 from ._config import RedisConfig
 from ._errors import RedisConnectionError
+from ._outage import OutageLog
 from ._pubsub import Message, PubSub, open_pubsub
 
 __all__ = [
@@ -64,49 +66,15 @@ class RedisUnavailable(RedisConnectionError):
     """
 
 
-def _positive(_: Any, attribute: attrs.Attribute[float], value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{attribute.name} must be a number > 0, got {value!r}")
-
-
-@attrs.frozen(kw_only=True)
-class Backoff:
-    """Delays between attempts to connect again: exponential, capped, jittered.
-
-    Attributes:
-        first: The first delay, in seconds.
-        maximum: The longest delay.
-        factor: How much each failed attempt multiplies the delay by (at least 1).
-        jitter: Each delay is multiplied by a random factor in ``[1 - jitter, 1]``, so that
-            many processes that lost Redis together do not come back in step.
-    """
-
-    first: float = attrs.field(default=0.05, validator=_positive)
-    maximum: float = attrs.field(default=5.0, validator=_positive)
-    factor: float = 2.0
-    jitter: float = 0.1
-
-    def __attrs_post_init__(self) -> None:
-        if not self.factor >= 1:
-            raise ValueError(f"factor must be a number >= 1, got {self.factor!r}")
-        if not 0 <= self.jitter < 1:
-            raise ValueError(f"jitter must be in [0, 1), got {self.jitter!r}")
-
-    def delays(self, rng: random.Random | None = None) -> Iterator[float]:
-        """The successive delays, starting over from :attr:`first` for a new iterator."""
-        uniform = (rng or random).uniform
-        delay = self.first
-        while True:
-            capped = min(delay, self.maximum)
-            yield capped * uniform(1 - self.jitter, 1) if self.jitter else capped
-            delay = capped * self.factor
+#: The default delays between attempts to reach Redis again.
+_BACKOFF = Backoff()
 
 
 class _Kept:
     """What :class:`LiveRedis` and :class:`LivePubSub` share: whether their connection is up,
     the events to wait for either state, the counters, and an outage's two log lines."""
 
-    def __init__(self, config: RedisConfig, what: str) -> None:
+    def __init__(self, config: RedisConfig, what: str, counted: str | None) -> None:
         #: Where the connection goes (the password is not in its ``repr``).
         self.config = config
         self._what = what
@@ -116,8 +84,9 @@ class _Kept:
         self._connects = 0
         self._connect_failures = 0
         self._losses = 0
-        self._outage_since: float | None = None
-        self._outage_refused = 0
+        self._outage = OutageLog(
+            logger, what, meanwhile="connecting again with backoff", counted=counted
+        )
 
     def __repr__(self) -> str:
         state = "up" if self._up.is_set() else "down"
@@ -135,14 +104,7 @@ class _Kept:
         self._connects += 1
         self._down = trio.Event()
         self._up.set()
-        if self._outage_since is not None:
-            logger.info(
-                "%s: connected again after %.2f s (%d calls refused meanwhile)",
-                self._what,
-                trio.current_time() - self._outage_since,
-                self._outage_refused,
-            )
-            self._outage_since = None
+        self._outage.ended()
 
     def _disconnected(self) -> None:
         self._up = trio.Event()
@@ -154,12 +116,7 @@ class _Kept:
             self._losses += 1
         else:
             self._connect_failures += 1
-        if self._outage_since is None:
-            self._outage_since = trio.current_time()
-            self._outage_refused = 0
-            logger.warning("%s: unavailable (%s); connecting again with backoff", self._what, exc)
-        else:
-            logger.debug("%s: still unavailable: %s", self._what, exc)
+        self._outage.failed(exc)
 
 
 @attrs.frozen(kw_only=True)
@@ -186,7 +143,7 @@ class LiveRedis(_Kept):
     :class:`~strands_trio.redis.Redis`, refused at once while Redis is unreachable."""
 
     def __init__(self, config: RedisConfig) -> None:
-        super().__init__(config, f"Redis at {config.where}")
+        super().__init__(config, f"Redis at {config.where}", "calls refused")
         self._redis: Redis | None = None
         self._refused = 0
 
@@ -199,7 +156,7 @@ class LiveRedis(_Kept):
         redis = self._redis
         if redis is None:
             self._refused += 1
-            self._outage_refused += 1
+            self._outage.count()
             raise RedisUnavailable(f"Redis at {self.config.where} is unavailable (reconnecting)")
         return redis
 
@@ -258,7 +215,7 @@ class LiveRedis(_Kept):
 async def serve_live_redis(
     url: str | RedisConfig,
     *,
-    backoff: Backoff = Backoff(),
+    backoff: Backoff = _BACKOFF,
     client_name: str | None = None,
     ssl_context: ssl.SSLContext | None = None,
     task_status: trio.TaskStatus[LiveRedis] = trio.TASK_STATUS_IGNORED,
@@ -287,7 +244,7 @@ async def serve_live_redis(
 async def open_live_redis(
     url: str | RedisConfig,
     *,
-    backoff: Backoff = Backoff(),
+    backoff: Backoff = _BACKOFF,
     client_name: str | None = None,
     ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[LiveRedis]:
@@ -329,7 +286,7 @@ class LivePubSub(_Kept):
     """A subscriber that :func:`serve_live_pubsub` keeps connected and subscribed."""
 
     def __init__(self, config: RedisConfig) -> None:
-        super().__init__(config, f"Redis pub/sub at {config.where}")
+        super().__init__(config, f"Redis pub/sub at {config.where}", None)
         self._pubsub: PubSub | None = None
         self._wanted: set[bytes] = set()
         self._received = 0
@@ -449,7 +406,7 @@ async def serve_live_pubsub(
     *,
     on_connect: Callable[[], None] | None = None,
     on_idle: Callable[[], None] | None = None,
-    backoff: Backoff = Backoff(),
+    backoff: Backoff = _BACKOFF,
     max_buffered: int = 10_000,
     max_buffered_bytes: int = 16 * 1024 * 1024,
     client_name: str | None = None,
@@ -502,7 +459,7 @@ async def open_live_pubsub(
     *,
     on_connect: Callable[[], None] | None = None,
     on_idle: Callable[[], None] | None = None,
-    backoff: Backoff = Backoff(),
+    backoff: Backoff = _BACKOFF,
     max_buffered: int = 10_000,
     max_buffered_bytes: int = 16 * 1024 * 1024,
     client_name: str | None = None,

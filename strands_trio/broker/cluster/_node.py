@@ -55,7 +55,8 @@ Tasks, in :meth:`ClusterNode.serve`, which ``serve_broker`` runs around its othe
     │                             connection wakes the keeper
     ├── Writer.serve              the queue -> pipelines
     ├── Relay.serve_subscriptions SUBSCRIBE/UNSUBSCRIBE room channels as rooms come and go
-    └── Registry.serve            the keeper, and a watcher: Redis back wakes it at once
+    └── Registry.serve            the keeper (a Membership), and a watcher: Redis back
+                                  runs a round at once
 
 The scripts compute key names from the prefix, so the cluster needs one Redis (a primary,
 with replicas or Sentinel if wanted), not a Redis Cluster.
@@ -204,12 +205,13 @@ class ClusterNode:
             await pubsub.subscribe(self._channels.node, self._channels.all)
             nursery.start_soon(self._writer.serve, redis)
             nursery.start_soon(self._relay.serve_subscriptions, pubsub)
-            ready = trio.Event()
-            nursery.start_soon(self._registry.serve, redis, ready)
+            await nursery.start(self._registry.serve, redis)
+            ready = False
             with trio.move_on_after(config.node_ttl / 3):
                 await pubsub.wait_available()
-                await ready.wait()
-            if not ready.is_set():
+                await self._registry.wait_ready()
+                ready = True
+            if not ready:
                 logger.warning(
                     "node %s: Redis at %s is unreachable; serving local clients meanwhile",
                     self.node_id,
@@ -257,7 +259,7 @@ class ClusterNode:
         """Run the keeper's round now and return once it has gone through: this node's
         ``alive`` key renewed, the nodes with backends learnt, the dead nodes swept (for
         tests, rather than waiting ``node_ttl / 3``)."""
-        await self._registry.renew()
+        await self._registry.wait_round()
 
     @property
     def backend_nodes(self) -> frozenset[str]:

@@ -9,8 +9,11 @@ live node held its id (a ``close`` envelope on that node's channel): an id reach
 in the cluster. Both go through the writer's queue, so a join always precedes its leave.
 
 Registrations name their node, and one key per node says whether it lives: ``P alive:<node>``,
-with a time to live of ``node_ttl``. The keeper task (:meth:`Registry.serve`) renews it every
-``node_ttl / 3`` (``REFRESH``, at the head of the writer's queue), then:
+with a time to live of ``node_ttl``, in the set ``P nodes``. The keeper is a
+:class:`~strands_trio.redis.Membership` (the rounds, shared with
+:class:`~strands_trio.middleware.RedisPresence`), run by :meth:`Registry.serve`; the registry
+is its :class:`~strands_trio.redis.Registrations`. Every ``node_ttl / 3`` it renews the key
+(``REFRESH``, at the head of the writer's queue), then:
 
 - if the key was gone (Redis restarted empty, or this node was taken for dead) or some
   registry write failed (the node is *dirty*), clears what this node had registered and
@@ -21,8 +24,8 @@ with a time to live of ``node_ttl``. The keeper task (:meth:`Registry.serve`) re
 - sweeps every node of ``P nodes`` whose ``alive`` key is gone (``SWEEP``): its entries go
   (only those still pointing to it), then the node.
 
-A lost connection to Redis makes the node unsynced; its return wakes the keeper at once (so
-does the subscriber's). Presence queries (``PRESENCE``) answer with the members on live nodes,
+A lost connection to Redis makes the node unsynced; its return runs a round at once (so does
+the subscriber's). Presence queries (``PRESENCE``) answer with the members on live nodes,
 or, when Redis cannot be reached, with this node's own, marked incomplete.
 """
 
@@ -30,13 +33,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from typing import Any, Final, NoReturn, Protocol
+from typing import Any, Final, Protocol
 
 import attrs
 import trio
 
 from ...protocol import BrokerMember, PresenceReply, PresenceRequest
-from ...redis import LiveRedis, RedisError, RedisReplyError
+from ...redis import LiveRedis, Membership, RedisError, RedisReplyError
 from .._config import BrokerConfig
 from .._hub import REPLACED
 from . import _scripts as scripts
@@ -122,16 +125,17 @@ class Registry:
         self._node = channels.node_id
         self._writer = writer
         self._listener = listener
-        self._on_progress = on_progress
-        self._dirty = True  # nothing registered yet
-        self._synced = False  # registered since the last (re)connection
-        self._leaving = False
+        self._ttl_ms = max(1, round(config.node_ttl * 1000))
         self._redis: LiveRedis | None = None
-        self._wake = trio.Event()
-        self._rounds = 0  # keeper rounds started
-        self._done = 0  # the last round that went through
-        self._round_done = trio.Event()
-        self._renewals = self._resyncs = self._swept = self._replaced = 0
+        self._membership = Membership(
+            self,
+            ttl=config.node_ttl,
+            who=f"node {self._node}",
+            member="node",
+            registered="clients",
+            on_progress=on_progress,
+        )
+        self._replaced = 0
 
     # ------------------------------------------------------------------ joins and leaves
 
@@ -154,8 +158,7 @@ class Registry:
 
     def _on_written(self, reply: Any) -> None:
         if isinstance(reply, BaseException):
-            self._dirty = True
-            self._synced = False
+            self._membership.resync_needed()
             if isinstance(reply, RedisReplyError):
                 logger.error("a cluster registry script failed: %s", reply)
 
@@ -186,80 +189,40 @@ class Registry:
     @property
     def synced(self) -> bool:
         """Whether this node is registered since its last reconnection to Redis."""
-        return self._synced
+        return self._membership.synced
 
     def wake(self) -> None:
         """Run a keeper round now (Redis is back, the backends changed, ...)."""
-        self._wake.set()
+        self._membership.request_round()
 
-    async def renew(self) -> None:
+    async def wait_round(self) -> None:
         """Wake the keeper and return once a round started after this call has gone
         through (for tests: a renewal, learning the backends, a sweep, now)."""
-        wanted = self._rounds + 1
-        self._wake.set()
-        while self._done < wanted:
-            await self._round_done.wait()
+        await self._membership.wait_round()
 
-    async def serve(self, redis: LiveRedis, ready: trio.Event) -> None:
-        """Run the keeper until cancelled; *ready* is set after its first round that went
-        through (this node registered)."""
+    async def wait_ready(self) -> None:
+        """Return once the keeper's first round has gone through (this node registered)."""
+        await self._membership.wait_ready()
+
+    async def serve(
+        self, redis: LiveRedis, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run the keeper until cancelled (``nursery.start`` returns at once)."""
         self._redis = redis
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._watch, redis)
-            await self._keep_alive(ready)
-            await trio.sleep_forever()  # left the cluster: nothing more to renew
+        await self._membership.serve(redis, task_status=task_status)
 
-    async def _keep_alive(self, ready: trio.Event) -> None:
-        config = self._config
-        ttl_ms = max(1, round(config.node_ttl * 1000))
-        call = self._writer.call
-        prefix, node = self._prefix, self._node
-        while True:
-            self._wake = trio.Event()
-            self._rounds += 1
-            this_round = self._rounds
-            try:
-                if self._leaving:  # a renewal after leave()'s sweep would resurrect the node
-                    return
-                # Ahead of queued publications: under load, a renewal stuck behind them for
-                # node_ttl would get this live node swept by the others.
-                refresh = scripts.call(scripts.REFRESH, prefix, node, ttl_ms)
-                renewed = await call(refresh, first=True)
-                self._renewals += 1
-                if renewed == 0 and not self._dirty:
-                    logger.warning(
-                        "node %s: its registration was gone from Redis (restarted, flushed, "
-                        "or this node was taken for dead): registering its clients again",
-                        node,
-                    )
-                if renewed == 0 or self._dirty:
-                    await self._resync()
-                count = self._hub.backend_count
-                nodes = await call(scripts.call(scripts.BACKENDS, prefix, node, count))
-                self._listener.backend_nodes_are({other.decode() for other in nodes})
-                swept = await call(scripts.call(scripts.SWEEP, prefix, ""))
-                if swept:
-                    self._swept += swept
-                    logger.warning("node %s: swept %d dead node(s) from the cluster", node, swept)
-                if self._listener.wants_live_nodes():
-                    live = await call(("SMEMBERS", self._channels.key("nodes")))
-                    self._listener.live_nodes_are({other.decode() for other in live})
-                ready.set()
-                self._synced = True
-                self._done = this_round
-                self._round_done.set()
-                self._round_done = trio.Event()
-                self._on_progress()
-            except RedisError:
-                pass  # unreachable: _watch wakes us when it is back
-            with trio.move_on_after(config.node_ttl / 3):
-                await self._wake.wait()
+    async def renew(self) -> bool:
+        """The keeper's first step (:class:`~strands_trio.redis.Registrations`): renew this
+        node's ``alive`` key, ahead of queued publications (under load, a renewal stuck
+        behind them for ``node_ttl`` would get this live node swept by the others)."""
+        refresh = scripts.call(scripts.REFRESH, self._prefix, self._node, self._ttl_ms)
+        renewed: bool = await self._writer.call(refresh, first=True) == 1
+        return renewed
 
-    async def _resync(self) -> None:
+    async def resync(self) -> int:
         """Clear what this node had registered and register its current clients, in the
-        queue's order (the snapshot is taken now, after every earlier join and leave)."""
-        self._dirty = False
-        self._resyncs += 1
+        queue's order (the snapshot is taken now, after every earlier join and leave);
+        return how many."""
         pairs: list[str] = []
         for client_id, room_id in self._hub.local_clients():
             pairs += (client_id, room_id)
@@ -270,14 +233,22 @@ class Registry:
             command = scripts.call(scripts.ADD_MANY, prefix, node, *pairs[start : start + chunk])
             write(command, self._on_written)
         await self._writer.call(("PING",))  # returns once all of it went through
+        return len(pairs) // 2
 
-    async def _watch(self, redis: LiveRedis) -> NoReturn:
-        while True:
-            await redis.wait_lost()
-            self._synced = False
-            self._on_progress()  # a settle() waiting sees Redis gone
-            await redis.wait_available()
-            self._wake.set()
+    async def sweep(self) -> int:
+        """The keeper's last step: record this node's number of backends and learn which
+        other live nodes have some; sweep the dead nodes; return how many."""
+        call, prefix, node = self._writer.call, self._prefix, self._node
+        count = self._hub.backend_count
+        nodes = await call(scripts.call(scripts.BACKENDS, prefix, node, count))
+        self._listener.backend_nodes_are({other.decode() for other in nodes})
+        swept: int = await call(scripts.call(scripts.SWEEP, prefix, ""))
+        if swept:
+            logger.warning("node %s: swept %d dead node(s) from the cluster", node, swept)
+        if self._listener.wants_live_nodes():
+            live = await call(("SMEMBERS", self._channels.key("nodes")))
+            self._listener.live_nodes_are({other.decode() for other in live})
+        return swept
 
     # ------------------------------------------------------------------ leaving
 
@@ -285,7 +256,7 @@ class Registry:
         """Delete this node's registrations now, rather than when its ``alive`` key expires,
         and renew it no more. Does nothing more than stop renewing while Redis is
         unreachable; logs, and returns, if it fails."""
-        self._leaving = True
+        self._membership.stop()
         if self._redis is None or not self._redis.available:
             return
         try:
@@ -299,10 +270,11 @@ class Registry:
 
     def statistics(self) -> RegistryStatistics:
         """The registry's figures now."""
+        membership = self._membership.statistics()
         return RegistryStatistics(
-            synced=self._synced,
-            renewals=self._renewals,
-            resyncs=self._resyncs,
-            swept_nodes=self._swept,
+            synced=membership.synced,
+            renewals=membership.renewals,
+            resyncs=membership.resyncs,
+            swept_nodes=membership.swept,
             replaced=self._replaced,
         )

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from ...redis import Arg, Script
+from ...redis import LIVENESS_LUA, Arg, Script
 
 __all__ = [
     "ADD_MANY",
@@ -129,15 +129,10 @@ return out
 """)
 
 #: ARGV: prefix, node, ttl in ms. Renews the node's alive key (creating it if it was gone) and
-#: returns whether it was still there.
-REFRESH: Final = Script("""
-local prefix, node = ARGV[1], ARGV[2]
-local alive = prefix .. 'alive:' .. node
-local renewed = redis.call('PEXPIRE', alive, ARGV[3])
-if renewed == 0 then redis.call('SET', alive, '1', 'PX', ARGV[3]) end
-redis.call('SADD', prefix .. 'nodes', node)
-return renewed
-""")
+#: returns 1 if it was still there, else 0.
+REFRESH: Final = Script(
+    LIVENESS_LUA + "return renew(ARGV[1], ARGV[1] .. 'nodes', ARGV[2], ARGV[3]) and 1 or 0\n"
+)
 
 #: ARGV: prefix, node, its number of backends. Records it, and returns the other live nodes
 #: that have at least one backend.
@@ -165,18 +160,11 @@ RESYNC: Final = Script(_CLEAR_NODE + "clear(ARGV[1], ARGV[2])\nreturn 0\n")
 #: Sweeps every node of P nodes whose alive key is gone; returns how many.
 SWEEP: Final = Script(
     _CLEAR_NODE
+    + LIVENESS_LUA
     + """
 local prefix, leaving = ARGV[1], ARGV[2]
 if leaving ~= '' then redis.call('DEL', prefix .. 'alive:' .. leaving) end
-local swept = 0
-for _, node in ipairs(redis.call('SMEMBERS', prefix .. 'nodes')) do
-  if redis.call('EXISTS', prefix .. 'alive:' .. node) == 0 then
-    clear(prefix, node)
-    redis.call('SREM', prefix .. 'nodes', node)
-    swept = swept + 1
-  end
-end
-return swept
+return sweep(prefix, prefix .. 'nodes', function(node) clear(prefix, node) end)
 """
 )
 

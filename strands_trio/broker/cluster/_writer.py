@@ -15,7 +15,8 @@ publications, it could let the node be taken for dead), and publications beyond
 
 At most once. A publication that fails (Redis unreachable, the connection lost with it in
 flight, an error reply) or is dropped is *lost*: counted (``lost``) and logged once per
-outage, with the count when a pipeline goes through again. Nothing is retried, except below.
+outage (an :class:`~strands_trio.redis.OutageLog` of cross-node delivery), with the count
+when a pipeline goes through again. Nothing is retried, except below.
 
 Scripts by SHA1, and why the order holds. The cluster's scripts (``_scripts.py``) are called
 with ``EVALSHA``: 40 bytes per call instead of the script's source. Redis answers ``NOSCRIPT``
@@ -54,7 +55,7 @@ from typing import Any, Final, NoReturn, TypeAlias
 import attrs
 import trio
 
-from ...redis import Arg, LiveRedis, RedisError, RedisReplyError, Script
+from ...redis import Arg, LiveRedis, OutageLog, RedisError, RedisReplyError, Script
 
 __all__ = ["Command", "OnReply", "Writer", "WriterStatistics"]
 
@@ -115,7 +116,13 @@ class Writer:
         #: The connection (``connects``) the scripts were loaded on, ``None`` if unsure.
         self._loaded_for: int | None = None
         self._pipelines = self._lost = self._script_loads = self._script_retries = 0
-        self._outage_lost: int | None = None  # lost in the current outage, None if none
+        self._outage = OutageLog(
+            logger,
+            f"node {node_id}: cross-node delivery",
+            meanwhile="messages for other nodes are counted as lost until it is back (at most "
+            "once)",
+            counted="messages lost",
+        )
 
     # ------------------------------------------------------------------ queueing
 
@@ -197,7 +204,7 @@ class Writer:
             self._loaded_for = None
             return [exc] * len(commands)
         self._pipelines += 1
-        self._delivered_again()
+        self._outage.ended()
         if loads:
             self._loaded(connection, replies[: len(loads)])
             replies = replies[len(loads) :]
@@ -261,24 +268,10 @@ class Writer:
 
     def _count_lost(self, count: int, why: str) -> None:
         self._lost += count
-        if self._outage_lost is None:
-            self._outage_lost = 0
-            logger.warning(
-                "node %s: cross-node messages are being lost (%s); they are counted, and "
-                "delivery to other nodes resumes when Redis is back (at most once)",
-                self._node_id,
-                why,
-            )
-        self._outage_lost += count
-
-    def _delivered_again(self) -> None:
-        if self._outage_lost is not None:
-            logger.info(
-                "node %s: cross-node delivery works again; %d message(s) were lost meanwhile",
-                self._node_id,
-                self._outage_lost,
-            )
-            self._outage_lost = None
+        outage = self._outage
+        if not outage.on:
+            outage.failed(why)
+        outage.count(count)
 
     # ------------------------------------------------------------------ figures
 

@@ -38,7 +38,7 @@ def test_middleware_is_a_subpackage_only(tmp_path: Path) -> None:
 
 
 def test_every_subpackage_is_listed_for_the_wheel() -> None:
-    """pyproject.toml lists each package explicitly (middleware/ is mapped in), so a new
+    """pyproject.toml lists each package explicitly (middleware/ comes in through a symlink), so a new
     subpackage left off the list would be missing from the wheel, though editable installs
     still find it."""
     root = PACKAGE.parent

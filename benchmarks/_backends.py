@@ -129,22 +129,33 @@ class _SleepyEcho(StrandsClient):
         await self.send_private_message(context.client_id, message)
 
 
-async def _noop(ctx: ExecutionContext, call_next: CallNext) -> None:
+async def noop(ctx: ExecutionContext, call_next: CallNext) -> None:
+    """A middleware that does nothing but call the next one."""
     await call_next(ctx)
 
 
+def auth() -> Any:
+    """JWT auth (at connection requests; on messages, the identity carried in metadata)."""
+    from strands_trio.middleware import Auth, JWTVerifier
+
+    return Auth(
+        verifier=JWTVerifier(key="benchmark secret, 32 bytes or more", algorithms=("HS256",))
+    )
+
+
+def rate_limit() -> Any:
+    """A rate limit per client id that lets the benchmarks' traffic through."""
+    from strands_trio.middleware import Rate, RateLimit
+
+    return RateLimit(messages=Rate(burst=10_000, per_second=100_000))
+
+
 def real_stack() -> list[object]:
-    """Auth (JWT at connection requests; on messages, the identity carried in metadata),
-    a rate limit per client id that lets the benchmark's traffic through, and logging at a
-    level that is disabled."""
-    from strands_trio.middleware import Auth, JWTVerifier, Logging, Rate, RateLimit
+    """:func:`auth`, :func:`rate_limit`, and logging at a level that is disabled."""
+    from strands_trio.middleware import Logging
 
     logging.getLogger("strands_trio.events").setLevel(logging.WARNING)
-    return [
-        Logging(level=logging.INFO),
-        Auth(verifier=JWTVerifier(key="benchmark secret, 32 bytes or more", algorithms=("HS256",))),
-        RateLimit(messages=Rate(burst=10_000, per_second=100_000)),
-    ]
+    return [Logging(level=logging.INFO), auth(), rate_limit()]
 
 
 class _NeverRaised(Exception):
@@ -152,8 +163,8 @@ class _NeverRaised(Exception):
 
 
 @exception_handler(_NeverRaised)
-def _never(ctx: ExecutionContext, exc: BaseException) -> None:
-    pass
+def never(ctx: ExecutionContext, exc: BaseException) -> None:
+    """An exception handler that never matches: it turns a client's pipeline on."""
 
 
 def run_strands(
@@ -194,9 +205,9 @@ def main() -> None:
     elif kind == "pystrands":
         run_pystrands(port)
     elif kind == "pipeline":
-        run_strands(port, exception_handlers=[_never])
+        run_strands(port, exception_handlers=[never])
     elif kind == "noop5":
-        run_strands(port, middleware=[_noop] * 5)
+        run_strands(port, middleware=[noop] * 5)
     elif kind == "stack":
         run_strands(port, middleware=real_stack())
     elif kind == "flood":

@@ -30,8 +30,8 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 
 import trio
+from _common import HOST
 
-HOST = "127.0.0.1"
 MAX_SIZE = 2**20  # bytes per message, as trio-websocket's and websockets' default
 RECEIVE_SIZE = 65536
 CLOSE_TIMEOUT = 1.0  # seconds a closing connection may take to see the peer's EOF

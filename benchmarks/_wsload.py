@@ -59,9 +59,8 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
-import resource
-import sys
 import threading
 import time
 import zlib
@@ -72,9 +71,9 @@ from functools import partial
 from typing import Any, TypeVar, cast
 
 import picows
+from _common import HOST, clear_progress, note, percentile, progress, raise_nofile
 from picows import WSCloseCode, WSListener, WSMsgType
 
-HOST = "127.0.0.1"
 PATH = "/ws/bench"
 CONNECT_DEADLINE = 20.0  # seconds for every client to be connected
 HANDSHAKE_TIMEOUT = 10.0  # seconds for one attempt
@@ -82,20 +81,6 @@ RETRY_DELAY = 0.2
 STRAGGLER_TIMEOUT = 1.0  # seconds after the window for the last replies (default)
 CLOSE_TIMEOUT = 1.0
 MAX_FRAME = 64 * 2**20  # bytes: the most a client accepts in one frame
-
-
-def raise_nofile(needed: int) -> None:
-    """Raise this process's open-file limit to at least *needed* (up to the hard limit)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft >= needed:
-        return
-    if hard != resource.RLIM_INFINITY and hard < needed:
-        raise SystemExit(f"need {needed} open files, the hard limit is {hard} (ulimit -Hn)")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
-
-
-def percentile(ordered: Sequence[float], q: float) -> float | None:
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else None
 
 
 # ---------------------------------------------------------------------- permessage-deflate
@@ -323,16 +308,12 @@ async def close_all(clients: Sequence[Any]) -> None:
             transport.disconnect(graceful=False)
 
 
-async def progress(line: Callable[[], str]) -> None:
-    """Every second, *line()* on stderr (until cancelled)."""
+async def report(line: Callable[[], str]) -> None:
+    """Every second, *line()* as the progress line on stderr (until cancelled)."""
     with contextlib.suppress(asyncio.CancelledError):
         while True:
             await asyncio.sleep(1)
-            print(f"\r  {line()}   ", end="", file=sys.stderr, flush=True)
-
-
-def clear_progress() -> None:
-    print("\r" + " " * 100 + "\r", end="", file=sys.stderr, flush=True)
+            progress(line())
 
 
 def closes(clients: Sequence[Any]) -> list[str]:
@@ -458,7 +439,7 @@ async def pingpong(args: argparse.Namespace) -> tuple[array[float], dict[str, ob
                 run.end = run.start + args.duration
                 for client in clients:
                     client.begin()
-                reporter = asyncio.ensure_future(progress(line))
+                reporter = asyncio.ensure_future(report(line))
                 # The driver reads these two lines to sample the processes' CPU times.
                 await asyncio.sleep(run.start - clock())
                 print("start", flush=True)
@@ -561,7 +542,7 @@ async def fanout(args: argparse.Namespace) -> tuple[array[float], dict[str, obje
             clients = await connections.all(factories)
             if len(clients) == args.clients:
                 print(f"ready {len(clients)}", flush=True)
-                reporter = asyncio.ensure_future(progress(line))
+                reporter = asyncio.ensure_future(report(line))
                 await asyncio.sleep(args.warmup)
                 run.counting = True
                 print("start", flush=True)
@@ -592,8 +573,8 @@ async def fanout(args: argparse.Namespace) -> tuple[array[float], dict[str, obje
         "losses_per_receiver": [c.losses for c in clients],
         "reordered": sum(c.reordered for c in clients),
         "bad": run.bad,
-        "p50_ms": None if p50 is None else p50 * 1e3,
-        "p99_ms": None if p99 is None else p99 * 1e3,
+        "p50_ms": None if math.isnan(p50) else p50 * 1e3,
+        "p99_ms": None if math.isnan(p99) else p99 * 1e3,
         "closed_early": sum(c.closed_by is not None for c in clients),
         "closes": closes(clients),
         "timed_out": timed_out,
@@ -655,7 +636,7 @@ async def flood(args: argparse.Namespace) -> dict[str, object]:
     sent = 0
     began = time.perf_counter()
     reporter = asyncio.ensure_future(
-        progress(lambda: f"flood: {sent:,d} messages sent, {client.received:,d} received")
+        report(lambda: f"flood: {sent:,d} messages sent, {client.received:,d} received")
     )
     print("start", flush=True)
     try:
@@ -728,7 +709,7 @@ async def idle(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     connections = Connections(args.port, args.path, args.concurrency, loop.time() + args.deadline)
     reporter = asyncio.ensure_future(
-        progress(lambda: f"idle connections: {connections.connected:,}/{count:,}")
+        report(lambda: f"idle connections: {connections.connected:,}/{count:,}")
     )
     clients = await connections.all([Client] * count)
     reporter.cancel()
@@ -743,7 +724,7 @@ async def idle(args: argparse.Namespace) -> None:
     finally:
         dropped = closes(clients)
         if dropped:
-            print(f"  the server closed idle connections: {dropped}", file=sys.stderr)
+            note(f"  the server closed idle connections: {dropped}")
         await close_all(clients)
 
 

@@ -1,6 +1,7 @@
 """Codec micro-benchmark: what each way of decoding and encoding a frame costs, side by side.
 
-    python benchmarks/codec.py
+    python benchmarks/codec.py            # a few seconds
+    python benchmarks/codec.py --quick    # a smoke run
 
 The numbers behind the codec's choices (docs/dependencies.md): orjson against the stdlib json
 module, cattrs structuring against the hand-written hot path, attrs' frozen ``__init__``
@@ -15,14 +16,12 @@ Prints a table and writes a PNG plot (``--plot``).
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
-import time
 from collections.abc import Callable
-from pathlib import Path
 
 import orjson
+from _common import RESULTS, Options, bars, best_of, pyplot, save_figure
+from _replay import frame_block
 
 from strands_trio.protocol import (
     FrameDecoder,
@@ -33,25 +32,17 @@ from strands_trio.protocol import (
 )
 from strands_trio.protocol._codec import _FAST, _FAST_PATHS, Role, _new_message
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from replay import frame_block  # noqa: E402
-
 
 def per_frame(fn: Callable[[], object], frames: int, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best / frames * 1e6
+    """Microseconds per frame of the best of *repeat* calls of *fn*, on *frames* frames."""
+    return best_of(repeat, fn) / frames * 1e6
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeat", type=int, default=30)
-    parser.add_argument("--plot", type=Path, default=HERE / "results" / "codec.png")
-    args = parser.parse_args()
+    options = Options(__doc__, quick="3 runs per figure")
+    options.add_mode("--repeat", full=30, quick=3, type=int, help="runs per figure (best kept)")
+    options.add_plot(RESULTS / "codec.png")
+    args = options.parse()
 
     block = frame_block()
     lines = block.splitlines()
@@ -170,24 +161,13 @@ def main() -> None:
     for step, how, value in rows:
         print(f"{step:10s} {how:34s} {value:9.2f}")
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = pyplot().subplots(figsize=(8, 4))
     labels = [f"{step}: {how}" for step, how, _ in rows]
-    bars = ax.barh(labels, [value for _, _, value in rows], color="#55a868")
-    for bar, (_, _, value) in zip(bars, rows, strict=True):
-        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {value:.2f}", va="center")
-    ax.invert_yaxis()
+    values = [[value] for _, _, value in rows]
+    bars(ax, labels, values, [f"{v:.2f}" for [v] in values], color="#55a868", room=1.2)
     ax.set_xlabel("microseconds per frame (best of runs)")
     ax.set_title("Codec costs per new_message frame", fontsize=10)
-    ax.set_xlim(0, max(value for _, _, value in rows) * 1.2)
-    fig.tight_layout()
-    args.plot.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.plot, dpi=110)
-    print(f"\nplot written to {args.plot}")
+    save_figure(fig, args.plot)
 
 
 if __name__ == "__main__":

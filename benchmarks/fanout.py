@@ -5,21 +5,21 @@ broker and on the broker of another source tree (the one before a change), side 
     python benchmarks/fanout.py --previous /work/prev --quick    # a smoke run (about a minute)
     python benchmarks/fanout.py                                  # our broker alone
 
-The machinery is ``benchmarks/cluster.py``'s one-node setup (``open_setup(1, ...)``): a broker
-pinned to CPU 0; a publisher backend (``StrandsClient``) that admits every client into the room
-and sends ``message_to_room`` at a fixed rate (open loop), each message carrying the
-``time.perf_counter()`` of its sending; the clients in two raw epoll load generators that
+The machinery is ``benchmarks/cluster.py``'s one-node setup (``_rooms.open_setup(1, ...)``):
+a broker pinned to CPU 0; a publisher backend (``StrandsClient``) that admits every client
+into the room and sends ``message_to_room`` at a fixed rate (open loop), each message carrying
+the ``time.perf_counter()`` of its sending; the clients in two raw epoll load generators that
 record each delivery's delay. Here the publisher and the load generators are pinned to CPU 1,
 so that the broker has CPU 0 to itself and the clients' side shows apart: near 100 % of
 CPU 1, it is what stopped the climb, and the broker's figure is a lower bound.
 
 Each setup runs steps of rising rate, doubling until a step is not sustained, halving while
-none has been, then bisecting (``search``). Sustained: at least 99 % of the deliveries arrived
-within the step and its grace, no client was cut off, and (here) the p99 delay was within
-``--max-p99`` (0.5 s): a backlog growing through the step fails it even if it drains in the
-grace. Both setups are up at once and their steps interleaved, one of each in turn
-(``run_searches``), so that a noisy neighbour hits both alike; the ``previous`` setup runs
-with ``PYTHONPATH=DIR`` from ``DIR`` (``--previous``).
+none has been, then bisecting (``_rooms.search``). Sustained: at least 99 % of the deliveries
+arrived within the step and its grace, no client was cut off, and (here) the p99 delay was
+within ``--max-p99`` (0.5 s): a backlog growing through the step fails it even if it drains in
+the grace. Both setups are up at once and their steps interleaved, one of each in turn
+(``_rooms.run_searches``), so that a noisy neighbour hits both alike; the ``previous`` setup
+runs with ``PYTHONPATH=DIR`` from ``DIR`` (``--previous``).
 
 A setup's result is its best sustained step: deliveries per second and their p50/p99 delay;
 the delays are also compared at the highest rate both sustained (if the current broker never
@@ -38,16 +38,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
-import os
 import resource
-import sys
-from pathlib import Path
 
-from broker import check_tree, two_cpus
-from cluster import Result, common_rate, name_of, open_setup, plot, print_table, run_searches
+from _brokers import add_previous
+from _common import NAN2, RESULTS, Machine, Options, note, two_cpus
+from _rooms import Result, Setup, add_step_options, common_rate, open_setup, run_searches
+from _rooms_report import plot, print_table
 
-HERE = Path(__file__).resolve().parent
 TARGET = 3.0  # current / previous, deliveries per second sustained
 CLIENTS_SATURATED = 90.0  # % of CPU 1 used by the load generators and the publisher
 MAX_P99 = 0.5  # seconds: beyond it a step's backlog is growing, whatever arrived by its end
@@ -61,61 +58,41 @@ def print_client_share(results: list[Result]) -> None:
         if best is None:
             continue
         clients = sum(ran for name, (ran, _) in best.cpu.items() if name != "node0")
-        broker = best.cpu.get("node0", (math.nan, math.nan))
+        broker = best.cpu.get("node0", NAN2)
         limited = clients >= CLIENTS_SATURATED
         print(
-            f"{name_of(result)}, best step: broker {broker[0]:.0f} % on CPU ({broker[1]:.0f} % "
+            f"{result.name}, best step: broker {broker[0]:.0f} % on CPU ({broker[1]:.0f} % "
             f"waiting), load generators + publisher {clients:.0f} % of their CPU"
             + (": the client side was saturated, the broker's figure is a lower bound"
                if limited else "")
         )  # fmt: skip
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clients", type=int, default=2000, help="WebSocket clients in the room")
-    parser.add_argument(
-        "--previous", type=Path, help="a source tree whose broker to compare (default: none)"
-    )
-    parser.add_argument("--duration", type=float, help="seconds per step (default 5; quick 2)")
-    parser.add_argument("--first-rate", type=float, default=5.0, help="messages/s of step 1")
-    parser.add_argument("--refine", type=int, help="bisection steps (default 2; --quick 1)")
-    parser.add_argument("--max-rate", type=float, default=5000.0, help="no step above this")
-    parser.add_argument("--max-steps", type=int, default=12)
-    parser.add_argument("--grace", type=float, default=0.5, help="seconds after each step")
-    parser.add_argument(
+def parse() -> argparse.Namespace:
+    options = Options(__doc__, quick="2 s steps, one bisection")
+    options.add("--clients", type=int, default=2000, help="WebSocket clients in the room")
+    add_previous(options)
+    add_step_options(options, max_steps=12)
+    options.add(
         "--max-p99", type=float, default=MAX_P99,
         help=f"seconds: a step with a longer p99 delay is not sustained (default {MAX_P99:g})",
     )  # fmt: skip
-    parser.add_argument("--plot", type=Path, default=HERE / "results" / "fanout.png")
-    parser.add_argument("--quick", action="store_true", help="2 s steps, one bisection")
-    args = parser.parse_args()
-    if args.duration is None:
-        args.duration = 2.0 if args.quick else 5.0
-    if args.refine is None:
-        args.refine = 1 if args.quick else 2
-    if args.clients < 2 or args.duration <= 0 or args.first_rate <= 0:
-        parser.error("--clients must be at least 2, --duration and --first-rate positive")
-    if args.previous is not None:
-        check_tree(args.previous)
-    setups = 2 if args.previous else 1
-    needed = setups * 2 * args.clients + 1000  # each client: the broker's socket and its own
+    options.add_plot(RESULTS / "fanout.png")
+    args = options.parse()
+    if args.clients < 2:
+        options.error("--clients must be at least 2")
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if hard != resource.RLIM_INFINITY and hard < args.clients + 1000:
-        parser.error(f"{args.clients} clients need more open files than ulimit -Hn ({hard})")
-    if not two_cpus():
-        print("one CPU: processes are not pinned", file=sys.stderr)
-    print(
-        f"{setups} setup(s) of {args.clients:,} clients: about {needed:,} sockets in all "
-        f"(each process's hard limit: {hard})",
-        file=sys.stderr,
-    )
+        options.error(f"{args.clients} clients need more open files than ulimit -Hn ({hard})")
+    return args
 
-    load_before = os.getloadavg()[0]
+
+def run(args: argparse.Namespace) -> list[Result]:
+    """Open the setups (the previous broker's first: the ratio line reads "current /
+    previous"), run their searches interleaved; their results."""
     cpu = 1 if two_cpus() else None  # the publisher and the load generators; brokers: CPU 0
     with contextlib.ExitStack() as stack:
-        # The previous broker first: the ratio line reads "current / previous".
-        opened = []
+        opened: list[Setup] = []
         if args.previous:
             previous = open_setup(1, args, tree=args.previous, label="previous", client_cpu=cpu)
             opened.append(stack.enter_context(previous))
@@ -124,19 +101,28 @@ def main() -> None:
         results = run_searches(opened, args)
         if len(opened) == 2 and common_rate(results) is None and results[0].best:
             # The delays at equal load: the current broker at the previous one's best rate.
-            print("current: at the previous broker's best rate", file=sys.stderr)
+            note("current: at the previous broker's best rate")
             opened[1].step(results[0].best.rate, args.duration)
             results = [setup.result() for setup in opened]
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(
-        f"\n{cpus} CPU(s), each broker pinned to CPU 0; 1-minute load average "
-        f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after"
+    return results
+
+
+def main() -> None:
+    args = parse()
+    machine = Machine(", each broker pinned to CPU 0")
+    setups = 2 if args.previous else 1
+    needed = setups * 2 * args.clients + 1000  # each client: the broker's socket and its own
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    note(
+        f"{setups} setup(s) of {args.clients:,} clients: about {needed:,} sockets in all "
+        f"(each process's hard limit: {hard})"
     )
+    results = run(args)
+    machine.report()
     print(f"(here a sustained step also has a p99 delay within {args.max_p99 * 1e3:.0f} ms)")
     print_table(results, args, target=TARGET, p99_target=None)
     print_client_share(results)
     plot(results, args, log_rates=True, p99_line=args.max_p99)
-    print(f"\nplot written to {args.plot}")
 
 
 if __name__ == "__main__":

@@ -36,37 +36,42 @@ Prints progress on stderr, a table on stdout, and writes a PNG plot (``--plot``)
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import os
 import re
-import socket
-import statistics
 import subprocess
-import sys
 import time
 from array import array
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import attrs
-from broker import (
-    RUN_MARGIN,
-    Processes,
-    check_tree,
-    cpu_times,
+from _brokers import add_previous, http_get, start_backend, start_strands_broker
+from _common import (
+    RESULTS,
+    CpuMarks,
+    Machine,
+    Options,
+    bars,
+    cdf,
+    colors,
+    cpu_share,
+    interleaved_rounds,
+    log_ms_axis,
+    median_of,
+    note,
+    peak_kib,
+    percentile,
     processes,
-    read_line,
-    start_backend,
-    start_strands_broker,
-    two_cpus,
-    vm_kib,
+    pyplot,
+    save_figure,
 )
+from _loadgen import RUN_MARGIN, pingpong, problems, read_summary, start_wsload
 
-HERE = Path(__file__).resolve().parent
-WSLOAD = HERE / "_wsload.py"
 MESSAGE_SIZE = 128 * 1024  # the broker's default max_message_size
 HANDLER_SLEEP = 0.005  # seconds the backend's handler takes per message
 STRAGGLER = 10.0  # seconds after the window a ping-pong echo may still come
+CONNECT_MARGIN = 30.0  # seconds for the 50 to connect
 LABELS = {"current": "current broker", "previous": "previous broker"}
 #: The ``/metrics`` families read at the end (summed over their labels).
 METRICS = {
@@ -97,7 +102,7 @@ class Run:
     lost: int  # unanswered at the end
     closed: list[str]  # the broker's closes of the 50 (first few reasons)
     closed_count: int
-    flood: dict[str, object]  # the flooder's summary
+    flood: dict[str, Any]  # the flooder's summary
     broker_peak_kib: float  # VmHWM (NaN if the process was gone)
     backend_peak_kib: float
     metrics: dict[str, float]  # the METRICS found (a missing family is absent)
@@ -107,27 +112,33 @@ class Run:
     cpu: dict[str, tuple[float, float]]  # process -> % of the window on a CPU / waiting
 
     def percentile(self, q: float) -> float:
-        s = self.samples
-        return s[min(len(s) - 1, int(q * len(s)))] if s else math.nan
+        return percentile(self.samples, q)
 
+    @property
+    def flooded(self) -> float:
+        """The flooder's echoes per second."""
+        return int(self.flood.get("received", 0)) / float(self.flood.get("seconds", 1))
 
-def http_get_text(port: int, path: str) -> str | None:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-            data = b""
-            while chunk := sock.recv(65536):
-                data += chunk
-    except OSError:
-        return None
-    head, _, body = data.partition(b"\r\n\r\n")
-    return body.decode() if head.startswith(b"HTTP/1.1 200") else None
+    def show(self) -> str:
+        """The run's line on stderr."""
+        flood = self.flood
+        closed = (
+            f" {flood['close_code']} {flood.get('close_reason')}" if flood.get("close_code") else ""
+        )
+        return (
+            f"the 50: {self.rate:,.0f} round trips/s, p50 {self.percentile(0.5) * 1e3:.1f} ms, "
+            f"p99 {self.percentile(0.99) * 1e3:.1f} ms, sent {self.sent:,}, echoed "
+            f"{self.received:,}, lost {self.lost}, closed {self.closed_count}; flooder sent "
+            f"{flood.get('sent', 0):,}, got back {flood.get('received', 0):,} "
+            f"({flood.get('ended')}{closed}); peak MiB broker {self.broker_peak_kib / 1024:.0f}, "
+            f"backend {self.backend_peak_kib / 1024:.0f}; metrics {self.metrics}"
+        )
 
 
 def read_metrics(port: int) -> dict[str, float]:
     """The :data:`METRICS` families the broker's ``/metrics`` has, each summed over labels
     (as ``key``), and each non-zero labelled sample apart (as ``key{labels}``)."""
-    text = http_get_text(port, "/metrics") or ""
+    text = http_get(port, "/metrics") or ""
     keys = {family: key for key, family in METRICS.items()}
     found: dict[str, float] = {}
     for name, labels, value in SAMPLE.findall(text):
@@ -150,98 +161,49 @@ def notable_lines(log: Path) -> dict[str, int]:
     return counts
 
 
-def peak_kib(proc: subprocess.Popen[bytes]) -> float:
-    try:
-        return float(vm_kib(proc.pid, "VmHWM"))
-    except (OSError, RuntimeError):
-        return math.nan
-
-
-def start_load(
-    procs: Processes, name: str, command: list[str], cpu: int
-) -> subprocess.Popen[bytes]:
-    return procs.start(
-        name, [sys.executable, str(WSLOAD), *command], cpu=cpu, stdout=subprocess.PIPE,
-        service=False,
-    )  # fmt: skip
-
-
-def summary_of(proc: subprocess.Popen[bytes], deadline: float, marks: dict[str, object]) -> dict:
-    """Read *proc*'s lines until its JSON summary; call ``marks[line]()`` for the others."""
-    while True:
-        line = read_line(proc, deadline).strip()
-        if not line:
-            raise RuntimeError("a load generator exited without a summary")
-        if line.startswith("{"):
-            result: dict[str, object] = json.loads(line)
-            return result
-        mark = marks.get(line.split()[0])
-        if callable(mark):
-            mark()
-
-
-def run_flood(kind: str, args: argparse.Namespace, label: str) -> Run:
+def run_flood(args: argparse.Namespace, kind: str, label: str) -> Run:
+    """One run of *kind*: fresh processes; the 50's ping-pong, the flooder once they are
+    connected."""
     tree = args.previous if kind == "previous" else None
-    with processes() as procs:
+    with processes("flood-bench-") as procs:
         broker = start_strands_broker(procs, max_connections=args.clients + 100, tree=tree)
         pending = [str(args.backend_pending)] if args.backend_pending else []
         backend = start_backend(procs, "slow", broker, str(HANDLER_SLEEP), *pending)
-        watched = {"broker": broker.proc.pid, "backend": backend.pid}
-        out = procs.dir / "samples.bin"
-        pingpong = start_load(
-            procs, "pingpong",
-            ["pingpong", str(broker.ws_port), "--clients", str(args.clients),
-             "--warmup", str(args.warmup), "--duration", str(args.duration),
-             "--out", str(out), "--label", label, "--straggler", str(STRAGGLER), "--late"],
-            cpu=1,
-        )  # fmt: skip
-        watched["pingpong"] = pingpong.pid
+        cpu = CpuMarks({"broker": broker.proc.pid, "backend": backend.pid})
         flooder: list[subprocess.Popen[bytes]] = []
 
         def start_flooder() -> None:
             # Until the 50's window ends and a little more (it ends by itself).
             seconds = args.warmup + args.duration + 1
-            command = ["flood", str(broker.ws_port), "--size", str(MESSAGE_SIZE),
-                       "--duration", str(seconds)]  # fmt: skip
-            flooder.append(start_load(procs, "flooder", command, cpu=1))
-            watched["flooder"] = flooder[0].pid
+            flooder.append(
+                start_wsload(
+                    procs, "flooder", "flood", broker.ws_port,
+                    "--size", str(MESSAGE_SIZE), "--duration", str(seconds),
+                )
+            )  # fmt: skip
+            cpu.watch("flooder", flooder[0].pid)
 
-        samples_at: dict[str, tuple[float, dict[str, tuple[float, float]]]] = {}
-
-        def mark(name: str) -> None:
-            samples_at[name] = (time.monotonic(), {n: cpu_times(p) for n, p in watched.items()})
-
-        deadline = time.monotonic() + 30 + args.warmup + args.duration + STRAGGLER + RUN_MARGIN
-        marks = {
-            "connected": start_flooder,
-            "start": lambda: mark("start"),
-            "end": lambda: mark("end"),
-        }
-        summary = summary_of(pingpong, deadline, marks)
-        flood = summary_of(flooder[0], deadline, {}) if flooder else {"sent": 0}
-        pingpong.wait(timeout=10)
-        broker_peak, backend_peak = peak_kib(broker.proc), peak_kib(backend)
+        summary, samples = pingpong(
+            procs, broker.ws_port, args, label, cpu, "--straggler", str(STRAGGLER), "--late",
+            name="pingpong", margin=CONNECT_MARGIN + STRAGGLER + RUN_MARGIN,
+            on_line={"connected": start_flooder},
+        )  # fmt: skip
+        deadline = time.monotonic() + CONNECT_MARGIN + RUN_MARGIN
+        flood = read_summary(procs, flooder[0], deadline) if flooder else {"sent": 0}
+        broker_peak, backend_peak = peak_kib(broker.proc.pid), peak_kib(backend.pid)
         metrics = read_metrics(broker.ws_port)
         gone = [
             n for n, p in (("broker", broker.proc), ("backend", backend)) if p.poll() is not None
         ]
         if gone:
-            print(f"  {label}: {', '.join(gone)} exited", file=sys.stderr)
+            note(f"  {label}: {', '.join(gone)} exited")
         broker_warnings = procs.complaints("broker")
         backend_lost = sum(bool(BACKEND_LOST.search(line)) for line in procs.complaints("backend"))
         backend_notes = notable_lines(procs.dir / "backend.log")
         procs.report_complaints("broker")
-        samples = array("d", sorted(array("d", out.read_bytes())))
-    if summary["connected"] != args.clients:
-        raise RuntimeError(f"{label}: {summary['connected']} of {args.clients} connected: "
-                           f"{summary['connect_failures']}")  # fmt: skip
-    cpu: dict[str, tuple[float, float]] = {}
-    if "start" in samples_at and "end" in samples_at:
-        (t0, before), (t1, after) = samples_at["start"], samples_at["end"]
-        for name in after:
-            if name in before:
-                (r0, w0), (r1, w1) = before[name], after[name]
-                cpu[name] = (100 * (r1 - r0) / (t1 - t0), 100 * (w1 - w0) / (t1 - t0))
+    trouble = problems(summary, args.clients, keys=())
+    if trouble:
+        raise RuntimeError(f"{label}: " + "; ".join(trouble))
     return Run(
         rate=int(summary["round_trips"]) / args.duration,
         samples=samples,
@@ -257,36 +219,15 @@ def run_flood(kind: str, args: argparse.Namespace, label: str) -> Run:
         broker_warnings=broker_warnings,
         backend_lost_connections=backend_lost,
         backend_notes=backend_notes,
-        cpu=cpu,
+        cpu=cpu.shares(),
     )
-
-
-def show(kind: str, run: Run, label: str) -> None:
-    flood = run.flood
-    print(
-        f"{label}: the 50: {run.rate:,.0f} round trips/s, p50 {run.percentile(0.5) * 1e3:.1f} ms"
-        f", p99 {run.percentile(0.99) * 1e3:.1f} ms, sent {run.sent:,}, echoed {run.received:,}"
-        f", lost {run.lost}, closed {run.closed_count}; flooder sent {flood.get('sent', 0):,}, "
-        f"got back {flood.get('received', 0):,} ({flood.get('ended')}"
-        + (f" {flood.get('close_code')} {flood.get('close_reason')}" if flood.get("close_code")
-           else "")
-        + f"); peak MiB broker {run.broker_peak_kib / 1024:.0f}, backend "
-        f"{run.backend_peak_kib / 1024:.0f}; metrics {run.metrics}",
-        file=sys.stderr,
-    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------- report
 
 
-def med(runs: list[Run], value: object) -> float:
-    values = [value(r) for r in runs]  # type: ignore[operator]
-    finite = [v for v in values if not math.isnan(v)]
-    return statistics.median(finite) if finite else math.nan
-
-
 def metric(runs: list[Run], key: str) -> str:
-    """*key* from the last run's metrics, summed over runs, or ``n/a``."""
+    """*key* from the runs' metrics, summed over runs, or ``n/a``."""
     if any(key not in r.metrics for r in runs):
         return "n/a"
     return f"{sum(r.metrics[key] for r in runs):,.0f}"
@@ -310,9 +251,9 @@ def print_table(results: dict[str, list[Run]], args: argparse.Namespace) -> None
     for kind, runs in results.items():
         closes = sorted({c for r in runs for c in r.closed})
         print(
-            f"{LABELS[kind]:18s} {med(runs, lambda r: r.rate):7,.0f} "
-            f"{med(runs, lambda r: r.percentile(0.5)) * 1e3:8.1f} "
-            f"{med(runs, lambda r: r.percentile(0.99)) * 1e3:8.1f} "
+            f"{LABELS[kind]:18s} {median_of(runs, lambda r: r.rate):7,.0f} "
+            f"{median_of(runs, lambda r: r.percentile(0.5)) * 1e3:8.1f} "
+            f"{median_of(runs, lambda r: r.percentile(0.99)) * 1e3:8.1f} "
             f"{sum(r.sent for r in runs):9,} {sum(r.received for r in runs):9,} "
             f"{sum(r.lost for r in runs):6,} {sum(r.closed_count for r in runs):6,}  "
             f"{'; '.join(closes[:2]) or '-'}"
@@ -326,12 +267,12 @@ def print_table(results: dict[str, list[Run]], args: argparse.Namespace) -> None
     for kind, runs in results.items():
         floods = [r.flood for r in runs]
         ended = sorted({f"{f.get('ended')} {f.get('close_code') or ''}".strip() for f in floods})
-        through = med(runs, lambda r: int(r.flood.get("received", 0)) / r.flood.get("seconds", 1))
         print(
             f"{LABELS[kind]:18s} {sum(int(f.get('sent', 0)) for f in floods):7,} "
-            f"{sum(int(f.get('received', 0)) for f in floods):7,} {through:6.0f} "
-            f"{med(runs, lambda r: r.broker_peak_kib) / 1024:10.0f} "
-            f"{med(runs, lambda r: r.backend_peak_kib) / 1024:11.0f} "
+            f"{sum(int(f.get('received', 0)) for f in floods):7,} "
+            f"{median_of(runs, lambda r: r.flooded):6.0f} "
+            f"{median_of(runs, lambda r: r.broker_peak_kib) / 1024:10.0f} "
+            f"{median_of(runs, lambda r: r.backend_peak_kib) / 1024:11.0f} "
             f"{metric(runs, 'events_lost'):>11s} {metric(runs, 'messages_lost'):>9s} "
             f"{metric(runs, 'stalled'):>7s} {metric(runs, 'flow_pauses'):>7s} "
             f"{sum(len(r.broker_warnings) for r in runs):8,}  {', '.join(ended)}"
@@ -348,142 +289,110 @@ def print_table(results: dict[str, list[Run]], args: argparse.Namespace) -> None
     for kind, runs in results.items():
         cells = []
         for name in names:
-            ran = med(runs, lambda r, n=name: r.cpu.get(n, (math.nan, math.nan))[0])
-            waited = med(runs, lambda r, n=name: r.cpu.get(n, (math.nan, math.nan))[1])
+            ran, waited = cpu_share(runs, name)
             cells.append(f"{ran:5.0f}/{waited:<4.0f}")
         print(f"{LABELS[kind]:18s} " + " ".join(cells))
     for kind, runs in results.items():
-        lost = sum(r.lost for r in runs)
-        closed = sum(r.closed_count for r in runs)
-        verdict = "met" if lost == 0 and closed == 0 else "NOT met"
-        print(
-            f"\n{LABELS[kind]}: the 50 lost {lost} message(s), {closed} closed "
-            f"(target: 0): {verdict}"
-        )
-        warnings = sorted({line.split("] ")[-1][:140] for r in runs for line in r.broker_warnings})
-        for line in warnings[:4]:
-            print(f"  broker log: {line}")
-        labelled: dict[str, float] = {}
-        for r in runs:
-            for key, value in r.metrics.items():
-                if "{" in key:
-                    labelled[key] = labelled.get(key, 0.0) + value
-        if labelled:
-            counters = ", ".join(f"{key} {value:,.0f}" for key, value in sorted(labelled.items()))
-            print(f"  /metrics at the end, summed over rounds: {counters}")
-        lost_links = sum(r.backend_lost_connections for r in runs)
-        if lost_links:
-            print(f"  the backend lost its connection to the broker {lost_links} time(s)")
-        notes: dict[str, int] = {}
-        for r in runs:
-            for line, count in r.backend_notes.items():
-                notes[line] = notes.get(line, 0) + count
-        for line, count in sorted(notes.items(), key=lambda item: -item[1])[:4]:
-            print(f"  backend log ({count}x): {line}")
+        print_verdict(kind, runs)
+
+
+def summed(runs: list[Run], counts: Callable[[Run], dict[str, Any]]) -> dict[str, Any]:
+    """The *counts* of each run, added up key by key."""
+    total: dict[str, Any] = {}
+    for r in runs:
+        for key, value in counts(r).items():
+            total[key] = total.get(key, 0) + value
+    return total
+
+
+def print_verdict(kind: str, runs: list[Run]) -> None:
+    lost = sum(r.lost for r in runs)
+    closed = sum(r.closed_count for r in runs)
+    verdict = "met" if lost == 0 and closed == 0 else "NOT met"
+    print(
+        f"\n{LABELS[kind]}: the 50 lost {lost} message(s), {closed} closed (target: 0): {verdict}"
+    )
+    warnings = sorted({line.split("] ")[-1][:140] for r in runs for line in r.broker_warnings})
+    for line in warnings[:4]:
+        print(f"  broker log: {line}")
+    labelled = summed(runs, lambda r: {k: v for k, v in r.metrics.items() if "{" in k})
+    if labelled:
+        counters = ", ".join(f"{key} {value:,.0f}" for key, value in sorted(labelled.items()))
+        print(f"  /metrics at the end, summed over rounds: {counters}")
+    lost_links = sum(r.backend_lost_connections for r in runs)
+    if lost_links:
+        print(f"  the backend lost its connection to the broker {lost_links} time(s)")
+    notes = summed(runs, lambda r: r.backend_notes)
+    for line, count in sorted(notes.items(), key=lambda item: -item[1])[:4]:
+        print(f"  backend log ({count}x): {line}")
 
 
 def plot(results: dict[str, list[Run]], args: argparse.Namespace) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (cdf, memory, through) = plt.subplots(1, 3, figsize=(14, 4.2))
+    plt = pyplot()
+    fig, (left, memory, through) = plt.subplots(1, 3, figsize=(14, 4.2))
     kinds = list(results)
-    colors = dict(zip(kinds, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
+    color = colors(kinds)
     for kind in kinds:
-        ordered = sorted(s * 1e3 for r in results[kind] for s in r.samples)
-        if not ordered:
-            continue
-        n, stride = len(ordered), max(1, len(ordered) // 2000)
-        cdf.plot(
-            [*ordered[::stride], ordered[-1]], [*(i / n for i in range(0, n, stride)), 1.0],
-            label=LABELS[kind], color=colors[kind],
-        )  # fmt: skip
-    cdf.set_xscale("log")
-    cdf.set_xlabel("round trip of the 50, ms (log; rounds pooled)")
-    cdf.set_ylabel("fraction of round trips")
-    cdf.grid(True, which="both", alpha=0.3)
-    cdf.legend(fontsize=8, loc="lower right")
-    cdf.set_title(f"{args.clients} ping-pong clients beside a {MESSAGE_SIZE // 1024} KiB flood",
-                  fontsize=10)  # fmt: skip
+        cdf(left, (s * 1e3 for r in results[kind] for s in r.samples), label=LABELS[kind],
+            color=color[kind])  # fmt: skip
+    log_ms_axis(left, "round trip of the 50, ms (log; rounds pooled)")
+    left.set_title(
+        f"{args.clients} ping-pong clients beside a {MESSAGE_SIZE // 1024} KiB flood", fontsize=10
+    )
     width = 0.38
     for i, kind in enumerate(kinds):
-        values = [med(results[kind], lambda r: r.broker_peak_kib) / 1024,
-                  med(results[kind], lambda r: r.backend_peak_kib) / 1024]  # fmt: skip
-        bars = memory.bar([x + i * width for x in (0, 1)], values, width, label=LABELS[kind],
-                          color=colors[kind])  # fmt: skip
-        memory.bar_label(bars, fmt="%.0f", fontsize=8)
+        values = [
+            median_of(results[kind], lambda r: r.broker_peak_kib) / 1024,
+            median_of(results[kind], lambda r: r.backend_peak_kib) / 1024,
+        ]
+        drawn = memory.bar(
+            [x + i * width for x in (0, 1)], values, width, label=LABELS[kind], color=color[kind]
+        )
+        memory.bar_label(drawn, fmt="%.0f", fontsize=8)
     memory.set_xticks([width / 2, 1 + width / 2], ["broker", "backend"])
     memory.set_ylabel("peak resident memory (VmHWM), MiB")
     memory.legend(fontsize=8)
     memory.set_title("Peak memory (median of rounds)", fontsize=10)
-    lost = [sum(r.lost for r in results[k]) for k in kinds]
-    flood = [med(results[k], lambda r: int(r.flood.get("received", 0)) / r.flood.get("seconds", 1))
-             for k in kinds]  # fmt: skip
-    rates = [med(results[k], lambda r: r.rate) for k in kinds]
-    labels = [LABELS[k] for k in kinds]
-    bars = through.barh(labels, rates, color=[colors[k] for k in kinds])
-    for bar, rate, flooded, lost_n in zip(bars, rates, flood, lost, strict=True):
-        through.text(
-            rate * 1.02, bar.get_y() + bar.get_height() / 2,
-            f"{rate:,.0f} rt/s; flooder {flooded:.0f} msg/s; lost {lost_n}", va="center",
-            fontsize=8,
-        )  # fmt: skip
-    through.invert_yaxis()
-    through.set_xlim(0, max([*rates, 1]) * 2.2)
+    rates = [[median_of(results[k], lambda r: r.rate)] for k in kinds]
+    texts = [
+        f"{rate:,.0f} rt/s; flooder {median_of(results[k], lambda r: r.flooded):.0f} msg/s; "
+        f"lost {sum(r.lost for r in results[k])}"
+        for k, [rate] in zip(kinds, rates, strict=True)
+    ]
+    bars(through, [LABELS[k] for k in kinds], rates, texts, color=[color[k] for k in kinds],
+         room=2.2, fontsize=8)  # fmt: skip
     through.set_xlabel("the 50's round trips per second (median)")
     through.set_title("Throughput of the 50, the flooder's, and losses", fontsize=10)
-    fig.tight_layout()
-    args.plot.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.plot, dpi=110)
+    save_figure(fig, args.plot)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clients", type=int, default=50, help="ping-pong clients")
-    parser.add_argument(
-        "--previous", type=Path, help="a source tree whose broker to compare (default: none)"
-    )
-    parser.add_argument("--duration", type=float, help="timed seconds per run (default 10)")
-    parser.add_argument("--warmup", type=float, help="seconds before timing (default 2)")
-    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3)")
-    parser.add_argument(
+# ---------------------------------------------------------------------- main
+
+
+def parse() -> argparse.Namespace:
+    options = Options(__doc__, quick="3 s runs, 1 round")
+    options.add("--clients", type=int, default=50, help="ping-pong clients")
+    add_previous(options)
+    options.add_window(duration=(10.0, 3.0), warmup=(2.0, 1.0))
+    options.add(
         "--backend-pending", type=int,
         help="the backend's max_pending_events (default: StrandsClient's, 1024)",
     )  # fmt: skip
-    parser.add_argument("--plot", type=Path, default=HERE / "results" / "flood.png")
-    parser.add_argument("--quick", action="store_true", help="3 s runs, 1 round")
-    args = parser.parse_args()
-    quick = {"warmup": 1.0, "duration": 3.0, "rounds": 1}
-    full = {"warmup": 2.0, "duration": 10.0, "rounds": 3}
-    for name, value in (quick if args.quick else full).items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
-    if args.clients < 1 or args.duration <= 0 or args.warmup < 0 or args.rounds < 1:
-        parser.error("--clients, --duration and --rounds must be positive, --warmup >= 0")
-    if args.previous is not None:
-        check_tree(args.previous)
-    if not two_cpus():
-        print("one CPU: processes are not pinned", file=sys.stderr)
+    options.add_plot(RESULTS / "flood.png")
+    args = options.parse()
+    if args.clients < 1:
+        options.error("--clients must be at least 1")
+    return args
+
+
+def main() -> None:
+    args = parse()
     kinds = ["current", "previous"] if args.previous else ["current"]
-    load_before = os.getloadavg()[0]
-    results: dict[str, list[Run]] = {kind: [] for kind in kinds}
-    for round_no in range(1, args.rounds + 1):
-        for kind in kinds:
-            label = f"{kind} {round_no}/{args.rounds}"
-            run = run_flood(kind, args, label)
-            show(kind, run, label)
-            results[kind].append(run)
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    pinning = ", the broker pinned to CPU 0, the rest to CPU 1" if two_cpus() else ""
-    print(
-        f"\n{cpus} CPU(s){pinning}; 1-minute load average {load_before:.2f} before, "
-        f"{os.getloadavg()[0]:.2f} after"
-    )
+    machine = Machine(", the broker pinned to CPU 0, the rest to CPU 1")
+    results = interleaved_rounds(kinds, args.rounds, partial(run_flood, args), Run.show)
+    machine.report()
     print_table(results, args)
     plot(results, args)
-    print(f"\nplot written to {args.plot}")
 
 
 if __name__ == "__main__":

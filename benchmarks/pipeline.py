@@ -15,59 +15,31 @@ difference to the bare client. Prints a table.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 import trio
+from _backends import auth, never, noop, rate_limit
+from _common import Options, note
 
-from strands_trio import CallNext, Context, ExecutionContext, StrandsClient, exception_handler
+from strands_trio import Context, StrandsClient
 from strands_trio.protocol import NewMessage
 
-SECRET = "benchmark secret, 32 bytes or more"
 
+class Silent(StrandsClient):
+    """A client whose handler does nothing: there is no broker to answer."""
 
-class Echo(StrandsClient):
     async def on_message(self, message: str, context: Context) -> None:
         pass
-
-
-class _NeverRaised(Exception):
-    pass
-
-
-@exception_handler(_NeverRaised)
-def _never(ctx: ExecutionContext, exc: BaseException) -> None:
-    pass
-
-
-async def noop(ctx: ExecutionContext, call_next: CallNext) -> None:
-    await call_next(ctx)
 
 
 def contenders() -> dict[str, Callable[[], dict[str, Any]]]:
     """Name -> the keyword arguments of a client, made fresh for each run."""
     from prometheus_client import CollectorRegistry
 
-    from strands_trio.middleware import (
-        Auth,
-        JWTVerifier,
-        Logging,
-        MemoryPresence,
-        Metrics,
-        Presence,
-        Rate,
-        RateLimit,
-        Timeout,
-    )
-
-    def auth() -> Any:
-        return Auth(verifier=JWTVerifier(key=SECRET, algorithms=("HS256",)))
-
-    def limit() -> Any:
-        return RateLimit(messages=Rate(burst=10_000, per_second=100_000))
+    from strands_trio.middleware import Logging, MemoryPresence, Metrics, Presence, Timeout
 
     def presence(heal: bool) -> Any:
         store = MemoryPresence()
@@ -77,19 +49,19 @@ def contenders() -> dict[str, Callable[[], dict[str, Any]]]:
 
     return {
         "bare client": dict,
-        "pipeline, nothing in it": lambda: {"exception_handlers": [_never]},
+        "pipeline, nothing in it": lambda: {"exception_handlers": [never]},
         "1 no-op middleware": lambda: {"middleware": [noop]},
         "5 no-op middleware": lambda: {"middleware": [noop] * 5},
         "Logging, level disabled": lambda: {"middleware": [Logging("bench.off")]},
         "Logging, level enabled": lambda: {"middleware": [Logging("bench.on")]},
         "Auth (authenticated events)": lambda: {"middleware": [auth()]},
-        "RateLimit (per client)": lambda: {"middleware": [limit()]},
+        "RateLimit (per client)": lambda: {"middleware": [rate_limit()]},
         "Timeout": lambda: {"middleware": [Timeout(5)]},
         "Metrics": lambda: {"middleware": [Metrics(CollectorRegistry())]},
         "Presence (memory)": lambda: {"middleware": [presence(heal=True)]},
         "Presence (memory, heal=False)": lambda: {"middleware": [presence(heal=False)]},
         "Logging (off) + Auth + RateLimit": lambda: {
-            "middleware": [Logging("bench.off"), auth(), limit()]
+            "middleware": [Logging("bench.off"), auth(), rate_limit()]
         },
     }
 
@@ -111,7 +83,7 @@ def events() -> list[NewMessage]:
 
 
 async def per_event(kwargs: dict[str, Any], count: int) -> float:
-    job = Echo(**kwargs)._event_jobs().message
+    job = Silent(**kwargs)._jobs().message
     batch = events()
     for n in range(1000):  # warm-up
         await job(batch[n % 100])
@@ -122,13 +94,10 @@ async def per_event(kwargs: dict[str, Any], count: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=100_000, help="events per run")
-    parser.add_argument("--repeat", type=int, default=5, help="runs per figure (best kept)")
-    parser.add_argument("--quick", action="store_true", help="20k events, 2 runs")
-    args = parser.parse_args()
-    if args.quick:
-        args.events, args.repeat = 20_000, 2
+    options = Options(__doc__, quick="20k events, 2 runs")
+    options.add_mode("--events", full=100_000, quick=20_000, type=int, help="events per run")
+    options.add_mode("--repeat", full=5, quick=2, type=int, help="runs per figure (best kept)")
+    args = options.parse()
     logging.getLogger("bench.off").setLevel(logging.WARNING)
     on = logging.getLogger("bench.on")
     on.setLevel(logging.INFO)
@@ -139,7 +108,7 @@ def main() -> None:
     for name, make in contenders().items():
         best = min(trio.run(per_event, make(), args.events) for _ in range(args.repeat))
         results[name] = best
-        print(f"  {name}: {best:.2f} us", flush=True)
+        note(f"  {name}: {best:.2f} us")
     bare = results["bare client"]
     print(f"\nOne new_message job, {args.events:,} events, best of {args.repeat}, µs per event")
     print(f"{'client':36s} {'µs/event':>9s} {'+ over bare':>12s}")

@@ -20,12 +20,13 @@ per hit. Then two probes: whether ``limits``' memory storage starts threads, and
 async API runs under Trio.
 
 Then ``RedisStore.hit`` (one Lua script per hit, Redis's clock) over loopback, on a
-``redis-server`` this script starts on a free port (as ``benchmarks/redis_client.py`` does,
-with its helper): one hit after the other, and from 10 and 100 tasks sharing the connection
-(their scripts pipelined), in microseconds per hit (wall time over hits), with fewer hits per
-run (``--redis-hits``); and, one after the other in interleaved runs, a ``PING``, the script
-called directly and ``RedisStore.hit``, to tell the round trip, the script and the per-hit
-deadline apart. Skipped, with the reason printed, without ``redis-server`` or ``hiredis``.
+``redis-server`` this script starts on a free port (``_common.redis_server``, as
+``benchmarks/redis_client.py`` does): one hit after the other, and from 10 and 100 tasks
+sharing the connection (their scripts pipelined), in microseconds per hit (wall time over hits),
+with fewer hits per run (``--redis-hits``); and, one after the other in interleaved runs, a
+``PING``, the script called directly and ``RedisStore.hit``, to tell the round trip, the script
+and the per-hit deadline apart. Skipped, with the reason printed, without ``redis-server`` or
+``hiredis``.
 
 Prints a table and writes a PNG plot (``--plot``) of the in-process rows (the Redis rows, a
 hundred times longer, would flatten them).
@@ -36,19 +37,18 @@ from __future__ import annotations
 import argparse
 import gc
 import shutil
-import sys
 import threading
 import time
 import warnings
 from collections.abc import Callable
-from pathlib import Path
+from importlib.util import find_spec
 from typing import Any
 
 import trio
+from _common import IMAGES, Options, bars, best_of, note, pyplot, redis_server, save_figure
 
 from strands_trio.middleware._ratelimit_store import MemoryStore, Rate
 
-HERE = Path(__file__).resolve().parent
 KEYS = 10_000
 RATE = Rate(per_second=100, burst=100)
 
@@ -56,12 +56,8 @@ Loop = Callable[[list[str]], object]
 
 
 def per_hit(loop: Loop, keys: list[str], repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        loop(keys)
-        best = min(best, time.perf_counter() - start)
-    return best / len(keys) * 1e6
+    """Microseconds per hit of the best of *repeat* runs of *loop* over *keys*."""
+    return best_of(repeat, lambda: loop(keys)) / len(keys) * 1e6
 
 
 def ours_nowait(store: MemoryStore) -> Loop:
@@ -106,10 +102,8 @@ def redis_unavailable() -> str | None:
     """Why the Redis rows cannot run here, or None."""
     if shutil.which("redis-server") is None:
         return "redis-server is not installed (apt-get install redis-server)"
-    try:
-        import redis_client  # noqa: F401  (its server helper; it needs hiredis)
-    except ImportError as exc:
-        return f"{exc} (pip install 'strands-trio[redis]')"
+    if find_spec("hiredis") is None:
+        return "No module named 'hiredis' (pip install 'strands-trio[redis]')"
     return None
 
 
@@ -170,7 +164,7 @@ async def redis_figures(
                     stats = store.statistics()
                     assert stats.redis_hits == len(keys), stats
                 figures[scenario, how] = best / len(keys) * 1e6
-                print(f"  {scenario}: {how} {figures[scenario, how]:.1f} us", file=sys.stderr)
+                note(f"  {scenario}: {how} {figures[scenario, how]:.1f} us")
     return figures, trips
 
 
@@ -250,46 +244,27 @@ def probe_limits_async_under_trio() -> str:
     return "limits.aio under trio.run: works"
 
 
-def plot(rows: list[tuple[str, str, float, float]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.2))
+def plot(rows: list[tuple[str, str, float, float]], args: argparse.Namespace) -> None:
+    fig, ax = pyplot().subplots(figsize=(9, 0.45 * len(rows) + 1.2))
     labels = [f"{scenario}: {how}" for scenario, how, _, _ in rows]
     colors = ["#c44e52" if how.startswith("limits") else "#55a868" for _, how, _, _ in rows]
-    bars = ax.barh(labels, [value for _, _, value, _ in rows], color=colors)
-    for bar, (_, _, value, ratio) in zip(bars, rows, strict=True):
-        ax.text(
-            bar.get_width(),
-            bar.get_y() + bar.get_height() / 2,
-            f" {value:.2f} ({ratio:.1f}x)",
-            va="center",
-        )
-    ax.invert_yaxis()
+    values = [[value] for _, _, value, _ in rows]
+    texts = [f"{value:.2f} ({ratio:.1f}x)" for _, _, value, ratio in rows]
+    bars(ax, labels, values, texts, color=colors, room=1.35)
     ax.set_xlabel("microseconds per hit, best of runs (ratio to delay_nowait)")
     ax.set_title("Rate limiting, 100 hits/s per key: cost of one hit", fontsize=10)
-    ax.set_xlim(0, max(value for _, _, value, _ in rows) * 1.35)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, args.plot)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--hits", type=int, default=500_000, help="hits per timed run")
-    parser.add_argument("--repeat", type=int, default=7, help="runs per figure (best kept)")
-    parser.add_argument(
-        "--plot", type=Path, default=HERE.parent / "docs" / "images" / "ratelimit.png"
+    options = Options(__doc__, quick="50k hits (2k on Redis), 2 runs")
+    options.add_mode("--hits", full=500_000, quick=50_000, type=int, help="hits per timed run")
+    options.add_mode("--repeat", full=7, quick=2, type=int, help="runs per figure (best kept)")
+    options.add_plot(IMAGES / "ratelimit.png")
+    options.add_mode(
+        "--redis-hits", full=20_000, quick=2_000, type=int, help="hits per timed run on Redis"
     )
-    parser.add_argument(
-        "--redis-hits", type=int, default=20_000, help="hits per timed run on Redis"
-    )
-    parser.add_argument("--quick", action="store_true", help="50k hits (2k on Redis), 2 runs")
-    args = parser.parse_args()
-    if args.quick:
-        args.hits, args.redis_hits, args.repeat = 50_000, 2_000, 2
+    args = options.parse()
 
     store = MemoryStore()  # the baseline's, for the share of hits allowed
     contenders: dict[str, Callable[[], Loop]] = {
@@ -318,9 +293,9 @@ def main() -> None:
         store = MemoryStore()
         baseline = None
         for how, make in contenders.items():
-            print(f"  {scenario}: {how} ...", end="", flush=True, file=sys.stderr)
+            note(f"  {scenario}: {how} ...", end="")
             value = per_hit(make(), keys, args.repeat)
-            print(f" {value:.2f} us", file=sys.stderr)
+            note(f" {value:.2f} us")
             baseline = baseline or value
             rows.append((scenario, how, value, value / baseline))
         stats = store.statistics()
@@ -330,8 +305,6 @@ def main() -> None:
     no_redis = redis_unavailable()
     trips = None
     if no_redis is None:
-        from redis_client import redis_server
-
         with redis_server() as port:
             on_redis = {name: keys[: args.redis_hits] for name, keys in scenarios.items()}
             figures, trips = trio.run(redis_figures, port, on_redis, args.repeat)
@@ -361,8 +334,7 @@ def main() -> None:
         print(f"RedisStore rows: {args.redis_hits:,} hits per run")
         print(f"One after the other, best of {args.repeat} runs of 1,000, us: {shown}")
 
-    plot(plotted, args.plot)
-    print(f"\nplot written to {args.plot}")
+    plot(plotted, args)
 
 
 if __name__ == "__main__":

@@ -33,25 +33,32 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import shutil
 import socket
-import statistics
-import subprocess
-import sys
 import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from importlib.util import find_spec
-from pathlib import Path
 from typing import Any
 
+import attrs
 import hiredis
 import trio
+from _common import (
+    HOST,
+    IMAGES,
+    Options,
+    Spread,
+    interleaved_rounds,
+    note,
+    pyplot,
+    redis_server,
+    save_figure,
+)
 
 from strands_trio.redis import Script, open_redis
 
-HERE = Path(__file__).resolve().parent
 SCRIPT = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
 VALUE = b"v" * 32
 SEQUENTIAL = ("PING", "SET+GET", "EVALSHA")
@@ -62,17 +69,10 @@ THROUGHPUT = tuple(f"{n} task{'s' if n > 1 else ''}" for n in CONCURRENCY)
 # -- the server ---------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def command(port: int, *args: str) -> Any:
     """One command on a fresh blocking connection (setup and probes, never timed)."""
     reader = hiredis.Reader()
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+    with socket.create_connection((HOST, port), timeout=5) as sock:
         sock.sendall(hiredis.pack_command(args))
         while (reply := reader.gets()) is False:
             reader.feed(sock.recv(65536))
@@ -83,30 +83,6 @@ def connections_opened(port: int) -> int:
     info = command(port, "INFO", "stats").decode()
     line = next(x for x in info.splitlines() if x.startswith("total_connections_received:"))
     return int(line.split(":")[1]) - 1  # minus the probe's own
-
-
-@contextlib.contextmanager
-def redis_server() -> Any:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        sys.exit("redis-server is not installed: apt-get install redis-server")
-    port = free_port()
-    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-    process = subprocess.Popen([*args, "--appendonly", "no"], stdout=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                if command(port, "PING") == b"PONG":
-                    break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise
-                time.sleep(0.01)
-        yield port
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 # -- the contenders: each opens a client and gives the workloads four calls -------------
@@ -290,25 +266,37 @@ async def session(
         return figures, calls.probe, threads
 
 
-def measure(name: str, port: int, calls_per_run: int) -> tuple[dict[str, float], str, int, int]:
+@attrs.frozen
+class Run:
+    """One client's session: every workload once, and the probes."""
+
+    figures: dict[str, float]  # workload -> µs per call, or calls per second
+    probe: str
+    threads: int  # the most seen running
+    opened: int  # connections the client opened on the server
+
+    def show(self) -> str:
+        """The run's line on stderr."""
+        figures = self.figures
+        return f"PING {figures['PING']:.0f} us, 100 tasks {figures['100 tasks']:,.0f}/s"
+
+
+def measure(port: int, calls_per_run: int, name: str, label: str) -> Run:
+    """One session of contender *name* on the server at *port*."""
     open_client, library, _ = CONTENDERS[name]
     before = connections_opened(port)
     if library == "trio":
         figures, probe, threads = trio.run(session, open_client, library, port, calls_per_run)
     else:
         figures, probe, threads = asyncio.run(session(open_client, library, port, calls_per_run))
-    return figures, probe, threads, connections_opened(port) - before - 1
+    return Run(figures, probe, threads, connections_opened(port) - before - 1)
 
 
 # -- report ---------------------------------------------------------------------------------
 
 
-def plot(medians: dict[str, dict[str, float]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot(medians: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
+    plt = pyplot()
     names = list(medians)
     colors = ["#55a868", "#8172b2", "#c44e52", "#dd8452", "#4c72b0"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
@@ -336,54 +324,31 @@ def plot(medians: dict[str, dict[str, float]], path: Path) -> None:
         ax.set_ylabel(label, fontsize=8)
     right.legend(fontsize=8, loc="upper left")
     fig.suptitle("Redis on loopback: one client per contender, median of interleaved rounds")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, args.plot)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (median kept)")
-    parser.add_argument("--calls", type=int, default=2000, help="sequential calls per workload")
-    parser.add_argument(
-        "--plot", type=Path, default=HERE.parent / "docs" / "images" / "redis_client.png"
+    options = Options(__doc__, quick="2 rounds of 300 calls")
+    options.add_rounds(7, 2)
+    options.add_mode(
+        "--calls", full=2000, quick=300, type=int, help="sequential calls per workload"
     )
-    parser.add_argument("--quick", action="store_true", help="2 rounds of 300 calls")
-    args = parser.parse_args()
-    if args.quick:
-        args.rounds, args.calls = 2, 300
+    options.add_plot(IMAGES / "redis_client.png")
+    args = options.parse()
 
     contenders = [name for name, (_, _, module) in CONTENDERS.items() if find_spec(module)]
     for name in CONTENDERS.keys() - set(contenders):
         print(f"{name}: not installed, skipped (pip install {CONTENDERS[name][2]})")
-    runs: dict[str, list[dict[str, float]]] = {name: [] for name in contenders}
-    probes: dict[str, str] = {}
-    threads: dict[str, int] = {}
-    connections: dict[str, int] = {}
     with redis_server() as port:
         version = command(port, "INFO", "server").split(b"redis_version:")[1].split()[0]
-        print(f"redis-server {version.decode()} on 127.0.0.1:{port}", file=sys.stderr)
+        note(f"redis-server {version.decode()} on {HOST}:{port}")
         command(port, "SCRIPT", "LOAD", SCRIPT)
-        for round_ in range(1, args.rounds + 1):
-            for name in contenders:
-                print(
-                    f"  round {round_}/{args.rounds}: {name} ...",
-                    end="",
-                    flush=True,
-                    file=sys.stderr,
-                )
-                figures, probe, most, opened = measure(name, port, args.calls)
-                runs[name].append(figures)
-                probes[name], connections[name] = probe, opened
-                threads[name] = max(threads.get(name, 0), most)
-                print(
-                    f" PING {figures['PING']:.0f} us, 100 tasks {figures['100 tasks']:,.0f}/s",
-                    file=sys.stderr,
-                )
+        run = partial(measure, port, args.calls)
+        runs = interleaved_rounds(contenders, args.rounds, run, Run.show)
 
     workloads = [*SEQUENTIAL, *THROUGHPUT]
     medians = {
-        name: {w: statistics.median(run[w] for run in rounds) for w in workloads}
+        name: {w: Spread.of(r.figures[w] for r in rounds).median for w in workloads}
         for name, rounds in runs.items()
     }
     print(
@@ -404,14 +369,14 @@ def main() -> None:
         print(f"{w:10s}{cells}")
     print()
     for name in contenders:
+        last = runs[name][-1]
         line = (
-            f"{name}: {connections[name]} connection(s) opened per round, "
-            f"at most {threads[name]} thread(s) running"
+            f"{name}: {last.opened} connection(s) opened per round, "
+            f"at most {max(r.threads for r in runs[name])} thread(s) running"
         )
-        print(line + (f"; {probes[name]}" if probes[name] else ""))
+        print(line + (f"; {last.probe}" if last.probe else ""))
 
-    plot(medians, args.plot)
-    print(f"\nplot written to {args.plot}")
+    plot(medians, args)
 
 
 if __name__ == "__main__":

@@ -34,33 +34,31 @@ Prints a table and writes a PNG plot (``--plot``).
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import os
-import statistics
-import subprocess
-import sys
-import time
-from array import array
 from collections.abc import Callable
-from pathlib import Path
+from functools import partial
+from typing import Any
 
 import attrs
-from _servers import DEFLATE_KINDS, KINDS
-from broker import (
-    NAN2,
-    RUN_MARGIN,
-    START_TIMEOUT,
-    Round,
-    cpu_times,
+from _brokers import start_echo_server
+from _common import (
+    RESULTS,
+    WAITING,
+    CpuMarks,
+    Machine,
+    Options,
+    Spread,
+    bars,
+    best_of,
+    colors,
+    cpu_share,
+    interleaved_rounds,
+    median_of,
     processes,
-    read_line,
-    two_cpus,
+    pyplot,
+    save_figure,
 )
-
-HERE = Path(__file__).resolve().parent
-SERVERS = HERE / "_servers.py"
-WSLOAD = HERE / "_wsload.py"
+from _loadgen import Round, percentile_ms, pingpong, plot_latencies, problems
+from _servers import DEFLATE_KINDS, KINDS
 
 LABELS = {
     "trio-websocket": "trio-websocket (wsproto)",
@@ -70,93 +68,30 @@ LABELS = {
     "adapter-deflate": "strands_trio.broker adapter, deflate",
 }
 DEFAULT_SERVERS = [kind for kind in KINDS if kind not in DEFLATE_KINDS]
+#: What must be zero in a run's summary (an echo server is not asked for its losses).
+TROUBLE = ("mismatches", "closed_early", "timed_out", "stuck", "closes")
 
 
 # ---------------------------------------------------------------------- ping-pong
 
 
-def run_echo(kind: str, args: argparse.Namespace, label: str) -> Round:
+def run_echo(args: argparse.Namespace, kind: str, label: str) -> Round:
     """One run: a fresh *kind* server on CPU 0, the ping-pong load on CPU 1."""
-    with processes() as procs:
-        server = procs.start(
-            "server", [sys.executable, str(SERVERS), kind], cpu=0, stdout=subprocess.PIPE
-        )
-        line = read_line(server, time.monotonic() + START_TIMEOUT).strip()
-        if not line.isdigit():
-            raise RuntimeError(f"the {kind} server said {line!r}")
-        out = procs.dir / "samples.bin"
-        command = [
-            sys.executable, str(WSLOAD), "pingpong", line,
-            "--clients", str(args.clients), "--warmup", str(args.warmup),
-            "--duration", str(args.duration), "--out", str(out), "--label", label,
-            "--firehose", str(args.firehose),
-            *(["--deflate"] if kind in DEFLATE_KINDS else []),
-        ]  # fmt: skip
-        load = procs.start("load", command, cpu=1, stdout=subprocess.PIPE, service=False)
-        watched = {"server": server.pid, "load": load.pid}
-        deadline = time.monotonic() + args.warmup + args.duration + RUN_MARGIN
-        marks: dict[str, tuple[float, dict[str, tuple[float, float]]]] = {}
-        summary: dict[str, object] = {}
-        while not summary:
-            line = read_line(load, deadline).strip()
-            if not line:
-                procs.check_alive()
-                raise RuntimeError(f"{kind}: the load generator exited")
-            if line in ("start", "end"):
-                marks[line] = (time.monotonic(), {n: cpu_times(p) for n, p in watched.items()})
-            elif line.startswith("{"):
-                summary = json.loads(line)
-        load.wait(timeout=10)
+    with processes("websocket-bench-") as procs:
+        server, port = start_echo_server(procs, kind)
+        cpu = CpuMarks({"server": server.pid})
+        options = ["--firehose", str(args.firehose)]
+        options += ["--deflate"] if kind in DEFLATE_KINDS else []
+        summary, samples = pingpong(procs, port, args, label, cpu, *options)
         procs.check_alive()
-        samples = array("d")
-        samples.frombytes(out.read_bytes())
-    keys = ("mismatches", "closed_early", "timed_out", "stuck", "closes")
-    problems = [f"{key} = {summary[key]}" for key in keys if summary[key]]
-    if summary["connected"] != args.clients:
-        problems.append(f"{summary['connected']} of {args.clients} connected")
-        problems.append(", ".join(summary["connect_failures"]))  # type: ignore[arg-type]
-    if problems:
-        raise RuntimeError(f"{kind}: " + "; ".join(problems))
-    cpu: dict[str, tuple[float, float]] = {}
-    (t0, before), (t1, after) = marks["start"], marks["end"]
-    for name in watched:
-        (ran0, waited0), (ran1, waited1) = before[name], after[name]
-        cpu[name] = (100 * (ran1 - ran0) / (t1 - t0), 100 * (waited1 - waited0) / (t1 - t0))
-    return Round(len(samples) / args.duration, array("d", sorted(samples)), cpu)
+    trouble = problems(summary, args.clients, TROUBLE)
+    if trouble:
+        raise RuntimeError(f"{kind}: " + "; ".join(trouble))
+    return Round(len(samples) / args.duration, samples, cpu.shares())
 
 
-def interleaved_rounds(kinds: list[str], args: argparse.Namespace) -> dict[str, list[Round]]:
-    results: dict[str, list[Round]] = {kind: [] for kind in kinds}
-    for round_no in range(1, args.rounds + 1):
-        for kind in kinds:
-            result = run_echo(kind, args, f"{kind} {round_no}/{args.rounds}")
-            results[kind].append(result)
-            cpu = " ".join(
-                f"{name} {ran:.0f}/{waited:.0f}" for name, (ran, waited) in result.cpu.items()
-            )
-            print(
-                f"round {round_no}/{args.rounds}  {kind:16s} {result.rate:9,.0f} msg/s  "
-                f"p99 {result.percentile(0.99) * 1e3:6.2f} ms  "
-                f"{micros(result, 'server'):5.1f} µs/msg  CPU/wait %: {cpu}",
-                file=sys.stderr,
-            )
-    return results
-
-
-def micros(result: Round, name: str) -> float:
-    """*name*'s CPU time per round trip in *result*, µs."""
-    ran = result.cpu.get(name, NAN2)[0]
-    return ran / 100 * 1e6 / result.rate if result.rate else math.nan
-
-
-def cpu_share(rounds: list[Round], name: str) -> tuple[float, float]:
-    """The median over *rounds* of the % of the window *name* ran on a CPU, waited for one."""
-    ran = statistics.median(r.cpu.get(name, NAN2)[0] for r in rounds)
-    return ran, statistics.median(r.cpu.get(name, NAN2)[1] for r in rounds)
-
-
-def median_of(rounds: list[Round], value: Callable[[Round], float]) -> float:
-    return statistics.median(value(r) for r in rounds)
+def show(result: Round) -> str:
+    return f"{result.show()}  {result.micros('server'):5.1f} µs/msg"
 
 
 # ---------------------------------------------------------------------- framing
@@ -233,20 +168,25 @@ def measure_framing(messages: int, repeat: int) -> list[Framing]:
         for batch in (1, 16):
             inbound, outbound = make()
             chunk, reads = frame * batch, max(1, messages // batch)
-            best_in = best_out = math.inf
-            for _ in range(repeat):
-                started = time.perf_counter()
-                for _ in range(reads):
-                    got = inbound(chunk)
-                best_in = min(best_in, (time.perf_counter() - started) / (reads * batch))
-                if got != [MESSAGE] * batch:
-                    raise RuntimeError(f"{name} decoded {got[:2]!r}")
-                started = time.perf_counter()
-                for _ in range(reads * batch):
-                    outbound(MESSAGE)
-                best_out = min(best_out, (time.perf_counter() - started) / (reads * batch))
-            results.append(Framing(name, batch, best_in * 1e6, best_out * 1e6))
+            got = inbound(chunk)
+            if got != [MESSAGE] * batch:
+                raise RuntimeError(f"{name} decoded {got[:2]!r}")
+            count = reads * batch
+            results.append(
+                Framing(
+                    name,
+                    batch,
+                    pass_micros(repeat, inbound, chunk, reads, count),
+                    pass_micros(repeat, outbound, MESSAGE, count, count),
+                )
+            )
     return results
+
+
+def pass_micros(repeat: int, call: Callable[[Any], object], arg: Any, calls: int, n: int) -> float:
+    """µs per message of the best of *repeat* passes of *calls* calls ``call(arg)``, which
+    carry *n* messages in all."""
+    return best_of(repeat, lambda: [call(arg) for _ in range(calls)]) / n * 1e6
 
 
 def print_framing(framing: list[Framing]) -> None:
@@ -263,11 +203,6 @@ def print_framing(framing: list[Framing]) -> None:
 # ---------------------------------------------------------------------- report
 
 
-def percentile_ms(rounds: list[Round], q: float) -> float:
-    """The median over rounds of each round's percentile *q*, in ms."""
-    return median_of(rounds, lambda r: r.percentile(q)) * 1e3
-
-
 def print_table(results: dict[str, list[Round]], args: argparse.Namespace) -> None:
     medians = {kind: median_of(rounds, lambda r: r.rate) for kind, rounds in results.items()}
     best = max(medians.values())
@@ -282,12 +217,12 @@ def print_table(results: dict[str, list[Round]], args: argparse.Namespace) -> No
         f"{'p95 ms':>7s} {'p99 ms':>7s} {'server µs/msg':>13s} {'server %':>9s} {'load %':>7s}"
     )
     for kind, rounds in results.items():
-        rates = [r.rate for r in rounds]
-        server = median_of(rounds, lambda r: micros(r, "server"))
+        rates = Spread.of(r.rate for r in rounds)
+        server = median_of(rounds, lambda r: r.micros("server"))
         cpu = {name: cpu_share(rounds, name) for name in ("server", "load")}
         print(
-            f"{LABELS.get(kind, kind):36s} {medians[kind]:8,.0f} {min(rates):8,.0f} "
-            f"{max(rates):8,.0f} {medians[kind] / best:6.2f} {percentile_ms(rounds, 0.50):7.2f} "
+            f"{LABELS.get(kind, kind):36s} {rates.median:8,.0f} {rates.low:8,.0f} "
+            f"{rates.high:8,.0f} {rates.median / best:6.2f} {percentile_ms(rounds, 0.50):7.2f} "
             f"{percentile_ms(rounds, 0.95):7.2f} {percentile_ms(rounds, 0.99):7.2f} "
             f"{server:13.1f} {cpu['server'][0]:4.0f}/{cpu['server'][1]:<4.0f} "
             f"{cpu['load'][0]:3.0f}/{cpu['load'][1]:<3.0f}"
@@ -299,59 +234,28 @@ def print_table(results: dict[str, list[Round]], args: argparse.Namespace) -> No
 
 
 def plot(results: dict[str, list[Round]], framing: list[Framing], args: argparse.Namespace) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
+    plt = pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(12, 7.5))
     (rate_ax, cpu_ax), (cdf_ax, framing_ax) = axes
     kinds = list(results)
     labels = [LABELS.get(k, k) for k in kinds]
-    colors = dict(zip(kinds, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
+    color = colors(kinds)
 
-    medians = [median_of(results[k], lambda r: r.rate) for k in kinds]
-    low = [m - min(r.rate for r in results[k]) for m, k in zip(medians, kinds, strict=True)]
-    high = [max(r.rate for r in results[k]) - m for m, k in zip(medians, kinds, strict=True)]
-    tops = [max(r.rate for r in results[k]) for k in kinds]
-    bars = rate_ax.barh(labels, medians, xerr=[low, high], color=[colors[k] for k in kinds])
-    for bar, value, top in zip(bars, medians, tops, strict=True):
-        rate_ax.text(top * 1.02, bar.get_y() + bar.get_height() / 2, f"{value:,.0f}/s", va="center")
-    rate_ax.invert_yaxis()
-    rate_ax.set_xlim(0, max(tops) * 1.3)
+    rates = [[r.rate for r in results[k]] for k in kinds]
+    texts = [f"{Spread.of(v).median:,.0f}/s" for v in rates]
+    bars(rate_ax, labels, rates, texts, color=[color[k] for k in kinds], room=1.3)
     rate_ax.set_xlabel("round trips per second (median; bars: min to max)")
     rate_ax.set_title(
         f"Throughput, {args.clients} picows clients, {args.rounds} round(s)", fontsize=10
     )
 
-    cpu = [median_of(results[k], lambda r: micros(r, "server")) for k in kinds]
-    bars = cpu_ax.barh(labels, cpu, color=[colors[k] for k in kinds])
-    for bar, value in zip(bars, cpu, strict=True):
-        cpu_ax.text(value * 1.02, bar.get_y() + bar.get_height() / 2, f"{value:.1f}", va="center")
-    cpu_ax.invert_yaxis()
-    cpu_ax.set_xlim(0, max(cpu) * 1.2 if all(map(math.isfinite, cpu)) else 1)
+    cpu = [median_of(results[k], lambda r: r.micros("server")) for k in kinds]
+    bars(cpu_ax, labels, [[c] for c in cpu], [f"{c:.1f}" for c in cpu],
+         color=[color[k] for k in kinds], room=1.2)  # fmt: skip
     cpu_ax.set_xlabel("server CPU µs per round trip (median)")
     cpu_ax.set_title("Server CPU per message in + out", fontsize=10)
 
-    for kind in kinds:
-        ordered = sorted(s * 1e3 for r in results[kind] for s in r.samples)
-        if not ordered:
-            continue
-        n, step = len(ordered), max(1, len(ordered) // 2000)
-        xs = [*ordered[::step], ordered[-1]]
-        ys = [*(i / n for i in range(0, n, step)), 1.0]
-        cdf_ax.plot(xs, ys, label=LABELS.get(kind, kind), color=colors[kind])
-        cdf_ax.axvline(percentile_ms(results[kind], 0.99), color=colors[kind], ls=":", lw=1)
-    cdf_ax.set_xscale("log")
-    cdf_ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-    cdf_ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-    cdf_ax.xaxis.set_minor_formatter(NullFormatter())
-    cdf_ax.set_xlabel("round-trip latency, ms (log; rounds pooled; dotted: median p99)")
-    cdf_ax.set_ylabel("fraction of round trips")
-    cdf_ax.set_ylim(0, 1.01)
-    cdf_ax.grid(True, which="both", alpha=0.3)
-    cdf_ax.legend(fontsize=8, loc="lower right")
+    plot_latencies(cdf_ax, results, LABELS, color)
     cdf_ax.set_title("Latency CDF", fontsize=10)
 
     if framing:
@@ -367,64 +271,46 @@ def plot(results: dict[str, list[Round]], framing: list[Framing], args: argparse
         framing_ax.set_xlabel(f"µs per {len(MESSAGE)}-byte text message (best of passes)")
         framing_ax.legend(fontsize=8, loc="lower right")
     framing_ax.set_title("Sans-IO framing cost, server side, in-process", fontsize=10)
-    fig.tight_layout()
-    args.plot.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.plot, dpi=110)
+    save_figure(fig, args.plot)
+
+
+# ---------------------------------------------------------------------- main
+
+
+def parse() -> argparse.Namespace:
+    options = Options(__doc__, quick="2 s runs, 1 round, a short framing pass")
+    options.add("--clients", type=int, default=50, help="WebSocket clients")
+    options.add("--firehose", type=int, default=1, help="messages in flight per client")
+    options.add_window()
+    options.add_contenders(
+        KINDS, ",".join(DEFAULT_SERVERS), flag="--servers", what="server",
+        help=f"comma-separated, from: {', '.join(KINDS)} (default: all but the deflate ones; "
+        "empty: framing only)",
+    )  # fmt: skip
+    options.add_mode(
+        "--framing-messages", full=20000, quick=4000, type=int,
+        help="messages per framing pass (0: skip)",
+    )  # fmt: skip
+    options.add_plot(RESULTS / "websocket.png")
+    args = options.parse()
+    if args.clients < 1 or args.firehose < 1 or args.framing_messages < 0:
+        options.error("--clients and --firehose must be at least 1, --framing-messages >= 0")
+    return args
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clients", type=int, default=50, help="WebSocket clients")
-    parser.add_argument("--firehose", type=int, default=1, help="messages in flight per client")
-    parser.add_argument("--duration", type=float, help="timed seconds per run (default 10)")
-    parser.add_argument("--warmup", type=float, help="seconds before timing (default 2)")
-    parser.add_argument("--rounds", type=int, help="interleaved rounds per server (default 3)")
-    parser.add_argument(
-        "--servers",
-        default=",".join(DEFAULT_SERVERS),
-        help=f"comma-separated, from: {', '.join(KINDS)} (default: all but the deflate ones; "
-        "empty: framing only)",
-    )
-    parser.add_argument(
-        "--framing-messages", type=int, help="messages per framing pass (default 20000; 0: skip)"
-    )
-    parser.add_argument("--plot", type=Path, default=HERE / "results" / "websocket.png")
-    parser.add_argument("--quick", action="store_true", help="2 s runs, 1 round")
-    args = parser.parse_args()
-    # --quick: 2 s runs, 1 round, a short framing pass; explicit flags win.
-    quick = {"warmup": 0.5, "duration": 2.0, "rounds": 1, "framing_messages": 4000}
-    full = {"warmup": 2.0, "duration": 10.0, "rounds": 3, "framing_messages": 20000}
-    for name, value in (quick if args.quick else full).items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
-    if args.clients < 1 or args.firehose < 1 or args.duration <= 0 or args.warmup < 0:
-        parser.error("--clients, --firehose and --duration must be positive, --warmup >= 0")
-    if args.rounds < 1 or args.framing_messages < 0:
-        parser.error("--rounds must be at least 1, --framing-messages >= 0")
-    kinds = [k for k in args.servers.split(",") if k]
-    for kind in kinds:
-        if kind not in KINDS:
-            parser.error(f"unknown server {kind!r}: choose from {', '.join(KINDS)}")
-    if not two_cpus():
-        print("one CPU: processes are not pinned", file=sys.stderr)
-
-    load_before = os.getloadavg()[0]
+    args = parse()
+    machine = Machine(", servers pinned to CPU 0, the load generator to CPU 1", WAITING)
     framing = measure_framing(args.framing_messages, 5) if args.framing_messages else []
-    results = interleaved_rounds(kinds, args) if kinds else {}
+    results = interleaved_rounds(args.kinds, args.rounds, partial(run_echo, args), show)
 
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    pinning = ", servers pinned to CPU 0, the load generator to CPU 1" if two_cpus() else ""
-    print(
-        f"\n{cpus} CPU(s){pinning}; 1-minute load average {load_before:.2f} before, "
-        f"{os.getloadavg()[0]:.2f} after (a busy machine shows in the 'waiting' figures)"
-    )
+    machine.report()
     if results:
         print_table(results, args)
     if framing:
         print_framing(framing)
     if results:
         plot(results, framing, args)
-        print(f"\nplot written to {args.plot}")
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ nitpick_ignore = [
     # Private classes that appear in the signatures of public ones (an internal constructor's
     # argument, what a broker hub's hooks take), on purpose not documented.
     ("py:class", "strands_trio._host.Target"),
-    ("py:class", "strands_trio.broker._hub._Client"),
+    ("py:class", "strands_trio.broker._roster.ClientEntry"),
     # A broker's cluster node: in strands_trio.broker.cluster, imported only with Redis (and
     # so for typing only in BrokerAddress).
     ("py:class", "ClusterNode"),
@@ -55,6 +55,9 @@ nitpick_ignore = [
     # Third-party types with no inventory to link to: prometheus_client has no Sphinx docs,
     # and PyJWT's do not document these (imported for typing only, so unqualified here).
     ("py:class", "CollectorRegistry"),
+    # attrs' protocol of attrs instances (what StrandsApp sends as a typed message): attrs'
+    # docs mention it but do not document it as an object.
+    ("py:class", "attr.AttrsInstance"),
     ("py:class", "AllowedPublicKeys"),
     ("py:class", "PyJWK"),
 ]

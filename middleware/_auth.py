@@ -216,12 +216,34 @@ class Auth:
         elif (
             kind is _MESSAGE and not self._anonymous and self._key_name not in ctx.context.metadata
         ):
-            # DEBUG: a client flooding without an identity must not flood the log too.
-            self._unauthenticated += 1
-            logger.debug("dropped a message from client %s: no identity", ctx.client_id)
-            await ctx.send_error("unauthenticated", "sign in first")
+            await self._refuse_message(ctx)
         else:
             await call_next(ctx)
+
+    def wrap_next(self, call_next: CallNext) -> CallNext:
+        """This layer's step in a pipeline (see :class:`~strands_trio.FastMiddleware`): for a
+        message with an identity, or an event that is neither a message nor a connection
+        request, the rest of the chain itself."""
+        anonymous, key_name = self._anonymous, self._key_name
+        authenticate, refuse = self._authenticate, self._refuse_message
+
+        def step(ctx: ExecutionContext) -> Awaitable[None]:
+            kind = ctx.get_type()
+            if kind is _MESSAGE:
+                if anonymous or key_name in ctx.context.metadata:
+                    return call_next(ctx)
+                return refuse(ctx)
+            if kind is _CONNECTION_REQUEST:
+                return authenticate(ctx, call_next)
+            return call_next(ctx)
+
+        return step
+
+    async def _refuse_message(self, ctx: ExecutionContext) -> None:
+        # DEBUG: a client flooding without an identity must not flood the log too.
+        self._unauthenticated += 1
+        logger.debug("dropped a message from client %s: no identity", ctx.client_id)
+        await ctx.send_error("unauthenticated", "sign in first")
 
     async def _authenticate(self, ctx: ExecutionContext, call_next: CallNext) -> None:
         view = ctx.switch_to_connection_request()

@@ -38,7 +38,7 @@ about the event is known yet, and whatever cancelled it logs its own reason.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Awaitable, Collection, Mapping, Sequence
 from typing import Any, Final
 
 import attrs
@@ -222,6 +222,21 @@ class Logging:
         if not self._is_enabled(self._level):
             await call_next(ctx)
             return
+        await self._logged(ctx, call_next)
+
+    def wrap_next(self, call_next: CallNext) -> CallNext:
+        """This layer's step in a pipeline (see :class:`~strands_trio.FastMiddleware`): while
+        the level is disabled, the rest of the chain itself, at the cost of one check."""
+        is_enabled, level, logged = self._is_enabled, self._level, self._logged
+
+        def step(ctx: ExecutionContext) -> Awaitable[None]:
+            if not is_enabled(level):
+                return call_next(ctx)
+            return logged(ctx, call_next)
+
+        return step
+
+    async def _logged(self, ctx: ExecutionContext, call_next: CallNext) -> None:
         start = _now()
         try:
             await call_next(ctx)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Literal
 
 import attrs
@@ -329,6 +329,38 @@ class RateLimit:
                         return
                     self._allowed += 1
         await call_next(ctx)
+
+    def wrap_next(self, call_next: CallNext) -> CallNext:
+        """This layer's step in a pipeline (see :class:`~strands_trio.FastMiddleware`): for a
+        message under its rate, counted by a store with a synchronous fast path, or an event
+        the limits do not concern, the rest of the chain itself."""
+        rate, delay_nowait, message_key = self._messages, self._delay_nowait, self._message_key
+        limit = self._limit_message
+        try:  # the run's clock, looked up once: trio.current_time() finds it on every call
+            now = trio.lowlevel.current_clock().current_time
+        except RuntimeError:  # built outside trio.run: look it up per event
+            now = trio.current_time
+
+        def step(ctx: ExecutionContext) -> Awaitable[None]:
+            kind = ctx.get_type()
+            if kind is _MESSAGE:
+                if rate is None:
+                    return call_next(ctx)
+                if delay_nowait is None:
+                    return self(ctx, call_next)
+                key = message_key(ctx)
+                if key is None:
+                    return call_next(ctx)
+                delay = delay_nowait("m:" + key, rate, now())
+                if delay:
+                    return limit(ctx, delay)
+                self._allowed += 1
+                return call_next(ctx)
+            if kind is _CONNECTION_REQUEST:
+                return self(ctx, call_next)
+            return call_next(ctx)
+
+        return step
 
     async def _limit_message(self, ctx: ExecutionContext, retry_after: float) -> None:
         self._messages_limited += 1

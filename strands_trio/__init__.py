@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from ._parts import (
         CallNext,
         ExceptionHandler,
+        FastMiddleware,
         ForbiddenHook,
         Guard,
         Middleware,
@@ -87,6 +88,7 @@ _HOMES: dict[str, str] = {
     "error_message": "._host",
     "CallNext": "._parts",
     "ExceptionHandler": "._parts",
+    "FastMiddleware": "._parts",
     "ForbiddenHook": "._parts",
     "Guard": "._parts",
     "Middleware": "._parts",
@@ -121,6 +123,7 @@ __all__ = [
     "EventTypeError",
     "ExceptionHandler",
     "ExecutionContext",
+    "FastMiddleware",
     "ForbiddenHook",
     "Guard",
     "HostContext",

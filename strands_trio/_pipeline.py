@@ -147,6 +147,10 @@ def make_jobs(
 
 
 def _bind(middleware: Middleware, call_next: CallNext) -> CallNext:
+    wrap_next = getattr(middleware, "wrap_next", None)
+    if wrap_next is not None:  # the middleware makes its own step (see FastMiddleware)
+        step: CallNext = wrap_next(call_next)
+        return step
     # An object's bound __call__ is taken once: calling the object itself would look it up on
     # every event (~0.1 µs a layer).
     call = middleware
@@ -154,10 +158,10 @@ def _bind(middleware: Middleware, call_next: CallNext) -> CallNext:
         call = middleware.__call__  # type: ignore[operator]
 
     # A plain function returning the middleware's coroutine: no extra coroutine per layer.
-    def step(ctx: ExecutionContext) -> Awaitable[None]:
+    def call_step(ctx: ExecutionContext) -> Awaitable[None]:
         return call(ctx, call_next)
 
-    return step
+    return call_step
 
 
 def _owning_class(handler: Any) -> type | None:

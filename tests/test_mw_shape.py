@@ -35,6 +35,7 @@ from strands_trio.middleware import (
     TimeoutConfig,
     by_identity,
     by_room,
+    from_header,
     from_query,
 )
 from strands_trio.testing import MiddlewareHarness
@@ -197,3 +198,63 @@ def test_presence_fields_are_a_read_only_copy() -> None:
     with pytest.raises(TypeError):
         config.fields["user"] = by_identity  # type: ignore[index]
     assert attrs.evolve(config, heal=False).fields == config.fields
+
+
+class _Plain:
+    """A middleware's ``__call__`` alone: hides its ``wrap_next``, so the pipeline calls it."""
+
+    def __init__(self, middleware: Any) -> None:
+        self.middleware = middleware
+
+    async def __call__(self, ctx: Any, call_next: Any) -> None:
+        await self.middleware(ctx, call_next)
+
+
+async def _scenario(middleware: Any, plain: bool) -> list[Any]:
+    """The same events through one middleware: what reached the handler, what was sent."""
+    harness = MiddlewareHarness([_Plain(middleware) if plain else middleware])
+    seen: list[Any] = []
+    identity = {"identity": {"subject": "ann", "roles": [], "claims": {}}}
+    seen.append((await harness.connection_request(headers={"X-Api-Key": "k-1"})).accepted)
+    seen.append((await harness.connection_request(headers={"X-Api-Key": "bad"})).accepted)
+    seen.append((await harness.connection_request()).accepted)
+    for n in range(4):
+        seen.append((await harness.message(f"m{n}", metadata=identity)).reached)
+    seen.append((await harness.message("anonymous")).reached)
+    seen.append((await harness.new_connection(metadata=identity)).reached)
+    seen.append((await harness.disconnect()).reached)
+    seen.append(list(harness.sent))
+    seen.append(middleware.statistics())
+    return seen
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Logging("test.fast", level=logging.DEBUG),
+        lambda: Logging("test.fast.off", level=logging.DEBUG),
+        lambda: Auth(
+            verifier=APIKeyVerifier(keys={"k-1": "ann"}), source=from_header("X-Api-Key", None)
+        ),
+        lambda: Auth(
+            verifier=APIKeyVerifier(keys={"k-1": "ann"}),
+            source=from_header("X-Api-Key", None),
+            anonymous=True,
+        ),
+        lambda: RateLimit(
+            messages=Rate(burst=2, per_second=1), connections=Rate(burst=2, per_second=1)
+        ),
+        lambda: RateLimit(connections=Rate(burst=1, per_second=1)),
+    ],
+    ids=["logging-on", "logging-off", "auth", "auth-anonymous", "ratelimit", "ratelimit-conn"],
+)
+async def test_the_fast_step_does_what_the_middleware_does(
+    make: Callable[[], Any], autojump_clock: trio.abc.Clock
+) -> None:
+    """A built-in middleware's wrap_next step (its fast path in a pipeline) and its __call__
+    give the same outcomes, the same frames sent and the same counts, event for event."""
+    logging.getLogger("test.fast.off").setLevel(logging.WARNING)
+    logging.getLogger("test.fast").setLevel(logging.DEBUG)
+    fast = await _scenario(make(), plain=False)
+    slow = await _scenario(make(), plain=True)
+    assert fast == slow

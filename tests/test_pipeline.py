@@ -461,3 +461,34 @@ async def test_rejecting_middleware_end_to_end(broker: FakeBroker) -> None:
             await broker.connect()
         await trio.testing.wait_all_tasks_blocked()
         assert app.statistics().requests_rejected == 1
+
+
+async def test_a_middleware_with_wrap_next_builds_its_own_step() -> None:
+    """wrap_next(call_next) is called once, when the chain is built, and its step runs for
+    every event instead of __call__; returning call_next(ctx) passes the event on."""
+    calls: list[str] = []
+
+    class Fast:
+        async def __call__(self, ctx: Any, call_next: Any) -> None:
+            calls.append("call")
+            await call_next(ctx)
+
+        def wrap_next(self, call_next: Any) -> Any:
+            calls.append("wrap")
+
+            def step(ctx: Any) -> Any:
+                calls.append("step")
+                if ctx.switch_to_message().get_message() == "stop":
+                    return trio.lowlevel.checkpoint()  # dropped: the chain stops here
+                return call_next(ctx)
+
+            return step
+
+    harness = MiddlewareHarness([Fast()])
+    wraps = calls.count("wrap")
+    assert wraps >= 1  # once per handler's chain, when built
+    assert (await harness.message("go")).reached
+    assert not (await harness.message("stop")).reached
+    assert calls.count("wrap") == wraps
+    assert calls.count("step") == 2
+    assert "call" not in calls

@@ -3,7 +3,7 @@
 It admits a client whose token (``Authorization: Bearer <token>``, else ``?token=<token>``) is
 known, puts it in the room named by its path (``/ws/<room>``), greets it, tells the room who
 joined and left, echoes messages to the room and broadcasts ``/all <text>`` to everyone.
-docs/examples/migrate_trio.py is the same backend in strands-trio; tests/test_migration.py
+docs/examples/migrate_trio.py is the same backend in strands-trio; tests/e2e/test_migration.py
 runs both against strands-trio's broker and checks that they behave the same.
 """
 

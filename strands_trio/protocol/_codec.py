@@ -82,7 +82,7 @@ _STRUCTURERS = {role: _structurers(role) for role in Role}
 # budget per event; these hand-written twins of its hooks ~1.3 us, most of it building the
 # attrs objects (benchmarks/codec.py, docs/dependencies.md). They accept only what is plainly
 # valid and return None otherwise; the converter then decides, so they never accept what it refuses
-# (tests/test_codec.py checks that both agree on generated data).
+# (tests/protocol/test_codec.py checks that both agree on generated data).
 
 
 _F = TypeVar("_F")
@@ -373,7 +373,7 @@ def encode(frame: Frame) -> bytes:
 # one small str: with replies held until the writer joins them, orjson.dumps costs ~1.6 us per
 # reply (its 1 KiB initial buffer per call goes through malloc), this ~0.4 us
 # (benchmarks/codec.py).
-# tests/test_codec.py checks that both encodings decode to the same frames.
+# tests/protocol/test_codec.py checks that both encodings decode to the same frames.
 
 
 def encode_message_to_room(request_id: str, room_id: str, message: str) -> bytes:

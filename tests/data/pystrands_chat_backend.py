@@ -1,5 +1,5 @@
 """A chat backend written for the reference broker with the asyncio pystrands client from
-PyPI, run in a subprocess by tests/test_broker_e2e.py: ``python this.py PORT``.
+PyPI, run in a subprocess by tests/e2e/test_broker.py: ``python this.py PORT``.
 
 It admits "Bearer good" into the room named by the path, echoes messages to the room, sends
 "private:<id>:<text>" to one client and "all:<text>" to everyone.

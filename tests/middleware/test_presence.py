@@ -30,7 +30,7 @@ from strands_trio.redis import Backoff, LiveRedis, open_live_redis, serve_live_r
 from strands_trio.testing import FakeBroker, MiddlewareHarness, open_fake_broker
 
 if TYPE_CHECKING:
-    from ._redis import RedisServer
+    from .._redis import RedisServer
 
 pytest_plugins = ["tests._redis"]
 

@@ -30,7 +30,7 @@ from strands_trio.redis import (
 from strands_trio.redis._link import NOT_ENOUGH, Link, new_reader
 
 if TYPE_CHECKING:
-    from ._redis import RedisServer
+    from .._redis import RedisServer
 
 #: Real redis-servers: redis_url (the session's, emptied), redis_session_server,
 #: redis_server and redis_tls_server (a test's own).
@@ -382,7 +382,7 @@ async def test_auth_with_user_and_refusals(
 
 async def test_connection_refused() -> None:
     """Nothing listening: RedisConnectionError, the OSError as its cause."""
-    from ._redis import free_port  # after pytest_plugins has loaded it
+    from .._redis import free_port  # after pytest_plugins has loaded it
 
     with trio.fail_after(DEADLINE):
         with pytest.raises(RedisConnectionError, match="cannot connect") as info:

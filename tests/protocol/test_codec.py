@@ -38,7 +38,7 @@ from strands_trio.protocol import (
 )
 from strands_trio.protocol._codec import _DETAILED, _FAST_PATHS
 
-TRANSCRIPT = Path(__file__).parent / "data" / "reference-broker-transcript.txt"
+TRANSCRIPT = Path(__file__).parent.parent / "data" / "reference-broker-transcript.txt"
 
 
 def transcript(direction: str) -> list[bytes]:

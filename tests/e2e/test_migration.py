@@ -19,9 +19,9 @@ from docs.examples import migrate_trio
 from docs.examples.migrate_pystrands import name_of
 from strands_trio.broker import BrokerAddress, BrokerConfig, serve_broker
 
-from ._net import open_client, reap
+from .._net import open_client, reap
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
 
 #: How each backend is started as a process, from docs/examples, given the broker's TCP port.
 COMMANDS = {

@@ -25,7 +25,7 @@ from strands_trio.broker._front import Route, WebSocketFront
 from strands_trio.broker._handshake import client_address, origin_allowed, shape_handshake
 from strands_trio.broker._output import Output
 
-from ._net import Changes, self_signed_certificate
+from .._net import Changes, self_signed_certificate
 
 ACCEPT = Admission(accepted=True, client_id="c1", room_id="room")
 #: A bound on every test; the timeouts under test are a fraction of it.

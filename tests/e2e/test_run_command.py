@@ -18,9 +18,9 @@ from strands_trio.__main__ import main
 from strands_trio._run import TargetError, load_target, prepare
 from strands_trio.broker import BrokerAddress, BrokerConfig, serve_broker
 
-from ._net import read_all, reap
+from .._net import read_all, reap
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SECRET = "a-secret-of-16+-characters"
 
 

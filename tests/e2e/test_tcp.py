@@ -16,9 +16,9 @@ import trio.testing
 from strands_trio import ConnectionRequestContext, StrandsClient
 from strands_trio.testing import FakeBroker
 
-from .conftest import Recording
+from ..conftest import Recording
 
-TRANSCRIPT = Path(__file__).parent / "data" / "reference-broker-transcript.txt"
+TRANSCRIPT = Path(__file__).parent.parent / "data" / "reference-broker-transcript.txt"
 
 
 async def test_conversation_over_tcp(broker: FakeBroker, nursery: trio.Nursery) -> None:

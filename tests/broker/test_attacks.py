@@ -30,8 +30,8 @@ from strands_trio.broker import (
 )
 from strands_trio.broker._connection import WebSocketConnection, text_frame
 
-from ._net import Changes
-from ._wsclient import Refused, WSClient, open_socket, raw_exchange, read_to_end
+from .._net import Changes
+from .._wsclient import Refused, WSClient, open_socket, raw_exchange, read_to_end
 
 #: A bound on every test; what each test waits for takes a fraction of it.
 DEADLINE = 10

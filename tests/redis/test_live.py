@@ -20,7 +20,7 @@ from strands_trio.redis import (
 )
 
 if TYPE_CHECKING:
-    from ._redis import RedisServer
+    from .._redis import RedisServer
 
 pytest_plugins = ["tests._redis"]
 

@@ -16,7 +16,7 @@ import pytest
 
 import strands_trio
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 API = DOCS / "api"
 EXCLUDED = {"_build", "examples", "_inventories"}  # conf.py's exclude_patterns
 TOCTREE = re.compile(r"```\{toctree\}\n(.*?)```", re.DOTALL)

@@ -33,10 +33,10 @@ from strands_trio.middleware._ratelimit_store import QUANTUM
 from strands_trio.redis import Backoff, LiveRedis, open_live_redis
 from strands_trio.testing import MiddlewareHarness
 
-from .test_mw_ratelimit_store import AWKWARD, CLOCKS, clocks, rates
+from .test_ratelimit_store import AWKWARD, CLOCKS, clocks, rates
 
 if TYPE_CHECKING:
-    from ._redis import RedisServer
+    from .._redis import RedisServer
 
 #: Real redis-servers: redis_url (the session's, emptied), redis_session_server, redis_server.
 pytest_plugins = ["tests._redis"]

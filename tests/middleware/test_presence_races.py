@@ -14,7 +14,7 @@ import trio
 from strands_trio.middleware import MemoryPresence, RedisPresence
 from strands_trio.redis import serve_live_redis
 
-from .test_mw_presence import QUICK, names, start_instance
+from .test_presence import QUICK, names, start_instance
 
 pytest_plugins = ["tests._redis"]
 

@@ -18,7 +18,7 @@ from strands_trio.broker import BrokerConfig, Hub, serve_broker
 from strands_trio.protocol import NO_BACKEND
 from strands_trio.testing import ConnectionRejected, FakeWebSocket, open_fake_broker
 
-from ._wsclient import Closed, Refused, WSClient
+from .._wsclient import Closed, Refused, WSClient
 
 #: A bound on every test; what each scenario waits for takes a fraction of it.
 DEADLINE = 10

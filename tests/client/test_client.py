@@ -26,7 +26,7 @@ from strands_trio import (
 from strands_trio.protocol import Authenticate, Broadcast, CloseConnection
 from strands_trio.testing import ConnectionRejected, FakeBroker, open_fake_broker
 
-from .conftest import EXACT, Recording
+from ..conftest import EXACT, Recording
 
 
 async def test_start_returns_once_connected(broker: FakeBroker, nursery: trio.Nursery) -> None:

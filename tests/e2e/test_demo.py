@@ -14,7 +14,7 @@ from trio_websocket import ConnectionRejected, WebSocketConnection
 from strands_trio._demo_chat import serve_demo
 from strands_trio.broker import BrokerAddress
 
-from ._net import http_get, open_client
+from .._net import http_get, open_client
 
 
 async def sign_in(

@@ -23,10 +23,10 @@ from strands_trio import ConnectionRequestContext, Context, StrandsApp
 from strands_trio.broker import BrokerAddress, BrokerConfig, serve_broker
 from strands_trio.broker._keepalive import enable_keepalive
 
-from ._net import http_get, open_client
-from .test_broker_websocket import tls_contexts
+from .._net import http_get, open_client
+from ..broker.test_websocket import tls_contexts
 
-PYSTRANDS_BACKEND = Path(__file__).parent / "data" / "pystrands_chat_backend.py"
+PYSTRANDS_BACKEND = Path(__file__).parent.parent / "data" / "pystrands_chat_backend.py"
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import trio
 from strands_trio.__main__ import build_parser, main
 from strands_trio.broker._cli import config_from_args
 
-from ._net import read_all, reap
+from .._net import read_all, reap
 
 
 def parse(*argv: str) -> object:

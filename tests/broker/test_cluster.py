@@ -40,10 +40,10 @@ from strands_trio.protocol import (
 from strands_trio.redis import LivePubSub, LiveRedis, RedisError
 from strands_trio.testing import open_fake_broker
 
-from ._net import http_get, open_client, reap
+from .._net import http_get, open_client, reap
 
 if TYPE_CHECKING:
-    from ._redis import RedisServer
+    from .._redis import RedisServer
 
 pytest_plugins = ["tests._redis"]
 

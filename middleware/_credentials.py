@@ -15,7 +15,6 @@ An :class:`AuthError` carries a short reason that is safe to send to the client 
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 import inspect
@@ -282,13 +281,11 @@ def as_verifier(obj: Verifier | Callable[[str], Awaitable[Identity]]) -> Verifie
 
 
 def _is_async_callable(fn: object) -> bool:
-    """Whether calling *fn* returns a coroutine: an ``async def`` function or method, a
-    ``functools.partial`` of one, or an object whose ``__call__`` is ``async def``."""
-    while isinstance(fn, functools.partial):
-        fn = fn.func
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None)  # noqa: B004 - looking for an async __call__
-    )
+    """Whether calling *fn* returns a coroutine: an ``async def`` function or method (or a
+    ``functools.partial`` of one: :func:`inspect.iscoroutinefunction` looks through it), or
+    an object whose ``__call__`` is ``async def``."""
+    call = getattr(fn, "__call__", None)  # noqa: B004 - looking for an async __call__
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
 
 
 def _identities(keys: Mapping[str, Identity | str]) -> dict[str, Identity]:

@@ -40,12 +40,15 @@ STALL_LIMIT = 60.0  # seconds without a reply before a run is abandoned
 ACCEPT_TIMEOUT = 30.0  # seconds for the backend to connect
 
 
-def frame_block(*, identity: bool = False) -> bytes:
-    """BLOCK ``new_message`` frames, 10 from each client. With *identity*, each connection's
-    metadata also holds what the Auth middleware leaves there: the identity it verified."""
+def frame_block(
+    *, identity: bool = False, size: int = 0, count: int = BLOCK, clients: int = CLIENTS
+) -> bytes:
+    """*count* ``new_message`` frames, from *clients* clients in turn. With *identity*, each
+    connection's metadata also holds what the Auth middleware leaves there: the identity it
+    verified. With *size*, each message is that many bytes (``"message number N"`` otherwise)."""
     lines = []
-    for i in range(BLOCK):
-        client = f"client-{i % CLIENTS}"
+    for i in range(count):
+        client = f"client-{i % clients}"
         inner: dict[str, object] = {"user": client, "role": "member"}
         if identity:
             inner["identity"] = {"subject": client, "roles": ["member"], "claims": {}}
@@ -62,7 +65,10 @@ def frame_block(*, identity: bool = False) -> bytes:
         frame = {
             "request_id": f"00000000-0000-4000-8000-{i:012d}",
             "action": "new_message",
-            "params": {"context": context, "message": f"message number {i}"},
+            "params": {
+                "context": context,
+                "message": "x" * size if size else f"message number {i}",
+            },
         }
         lines.append(orjson.dumps(frame, option=orjson.OPT_APPEND_NEWLINE))
     return b"".join(lines)
@@ -83,10 +89,10 @@ class FakeBroker:
         self.conn, _ = self.listener.accept()
         self.conn.settimeout(STALL_LIMIT)
 
-    def replay(self, block: bytes, blocks: int, label: str = "") -> float:
-        """Send *blocks* blocks, wait for every reply; return the seconds it took (with a
-        progress line on stderr if *label*)."""
-        expected = blocks * BLOCK
+    def replay(self, block: bytes, blocks: int, label: str = "", per_block: int = BLOCK) -> float:
+        """Send *blocks* blocks of *per_block* frames, wait for every reply; return the seconds
+        it took (with a progress line on stderr if *label*)."""
+        expected = blocks * per_block
         failure: list[BaseException] = []
 
         def send() -> None:
@@ -178,14 +184,16 @@ def run_rounds(args: argparse.Namespace, block: bytes) -> dict[str, list[float]]
     return interleaved_rounds(args.kinds, args.rounds, run, show)
 
 
-def flood(block: bytes, events: int, sleep: float) -> tuple[float, float, float]:
+def flood(
+    block: bytes, events: int, sleep: float, per_block: int = BLOCK
+) -> tuple[float, float, float]:
     """(idle MB, peak MB, seconds) of the resident memory of a backend whose handler sleeps
-    *sleep* seconds, under a flood of *events*."""
+    *sleep* seconds, under a flood of *events* (*block* holds *per_block* of them)."""
     broker = FakeBroker("flood", str(sleep))
     try:
-        broker.replay(block, 1)
+        broker.replay(frame_block(count=1), 1, per_block=1)  # warm-up, small
         idle = broker.peak_mb()
-        seconds = broker.replay(block, events // BLOCK, label="flood")
+        seconds = broker.replay(block, events // per_block, label="flood", per_block=per_block)
     finally:
         peak = broker.close()
     return idle, peak, seconds

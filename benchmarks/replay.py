@@ -10,8 +10,11 @@ distinct clients (with the reference broker's nested metadata) and times until N
 is reported, with ratios, because the machine is shared and noisy. The broker side is pinned to
 CPU 0 and the backend to CPU 1 when there are two CPUs, so each backend is measured on one core.
 
-Then a flood: 1,000,000 events at a strands-trio backend whose handler sleeps 1 ms before
-replying; the backend's peak resident memory (VmHWM) shows that backpressure bounds it.
+Then two floods at a strands-trio backend whose handler sleeps before replying: 1,000,000
+small events (1 ms each), and 1,100 events of 512 KiB from one client (10 ms each, one at a
+time: ``--large-flood-*``). The
+backend's peak resident memory (VmHWM) shows that backpressure bounds it, in events and in
+bytes (``ClientConfig.max_pending_events``, ``max_pending_bytes``).
 
 Prints a table and writes a PNG plot (``--plot``).
 """
@@ -79,6 +82,21 @@ def parse() -> argparse.Namespace:
     add_options(options, LABELS, "raw,strands,pystrands")
     add_events(options, "--flood-events", full=1_000_000, quick=50_000, help="0 skips the flood")
     options.add("--flood-sleep", type=float, default=0.001, help="handler sleep (s)")
+    options.add_mode(
+        "--large-flood-events",
+        full=1_100,
+        quick=110,
+        type=int,
+        help="events of the large flood, a multiple of 10 (0 skips it)",
+    )
+    options.add("--large-flood-size", type=int, default=512 << 10, help="their size (bytes)")
+    options.add("--large-flood-sleep", type=float, default=0.01, help="handler sleep (s)")
+    options.add(
+        "--large-flood-clients",
+        type=int,
+        default=1,
+        help="clients sending them (one client's events are handled one at a time)",
+    )
     options.add_plot(RESULTS / "replay.png")
     return options.parse()
 
@@ -87,9 +105,14 @@ def main() -> None:
     args = parse()
     block = frame_block()
     results = run_rounds(args, block)
-    flood_result = None
+    flood_result = large = None
     if args.flood_events:
         flood_result = flood(block, args.flood_events, args.flood_sleep)
+    if args.large_flood_events:
+        large_block = frame_block(
+            size=args.large_flood_size, count=10, clients=args.large_flood_clients
+        )
+        large = flood(large_block, args.large_flood_events, args.large_flood_sleep, per_block=10)
     print_table(results, args)
     if flood_result:
         idle, peak, seconds = flood_result
@@ -98,6 +121,15 @@ def main() -> None:
             f"handler sleeps {args.flood_sleep * 1000:g} ms: "
             f"peak RSS {peak:.1f} MB (idle {idle:.1f} MB), {seconds:.1f} s, "
             f"{args.flood_events / seconds:,.0f} events/s"
+        )
+    if large:
+        idle, peak, seconds = large
+        print(
+            f"Large flood: {args.large_flood_events:,} events of "
+            f"{args.large_flood_size / 1024:,.0f} KiB from {args.large_flood_clients} "
+            f"client(s), handler sleeps "
+            f"{args.large_flood_sleep * 1000:g} ms: peak RSS {peak:.1f} MB "
+            f"(idle {idle:.1f} MB, growth {peak - idle:.1f} MB), {seconds:.1f} s"
         )
     plot(results, flood_result, args)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TypeVar
 
 import attrs
@@ -220,22 +221,20 @@ class Auth:
         else:
             await call_next(ctx)
 
-    def wrap_next(self, call_next: CallNext) -> CallNext:
+    def wrap_next(self, call_next: CallNext, kind: EventType) -> CallNext:
         """This layer's step in a pipeline (see :class:`~strands_trio.FastMiddleware`): for a
-        message with an identity, or an event that is neither a message nor a connection
-        request, the rest of the chain itself."""
-        anonymous, key_name = self._anonymous, self._key_name
-        authenticate, refuse = self._authenticate, self._refuse_message
+        message with an identity, the rest of the chain itself; for events other than
+        messages and connection requests, no step at all."""
+        if kind is _CONNECTION_REQUEST:
+            return partial(self._authenticate, call_next=call_next)
+        if kind is not _MESSAGE or self._anonymous:
+            return call_next
+        key_name, refuse = self._key_name, self._refuse_message
 
         def step(ctx: ExecutionContext) -> Awaitable[None]:
-            kind = ctx.get_type()
-            if kind is _MESSAGE:
-                if anonymous or key_name in ctx.context.metadata:
-                    return call_next(ctx)
-                return refuse(ctx)
-            if kind is _CONNECTION_REQUEST:
-                return authenticate(ctx, call_next)
-            return call_next(ctx)
+            if key_name in ctx.context.metadata:
+                return call_next(ctx)
+            return refuse(ctx)
 
         return step
 

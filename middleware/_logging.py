@@ -224,7 +224,7 @@ class Logging:
             return
         await self._logged(ctx, call_next)
 
-    def wrap_next(self, call_next: CallNext) -> CallNext:
+    def wrap_next(self, call_next: CallNext, kind: EventType) -> CallNext:
         """This layer's step in a pipeline (see :class:`~strands_trio.FastMiddleware`): while
         the level is disabled, the rest of the chain itself, at the cost of one check."""
         is_enabled, level, logged = self._is_enabled, self._level, self._logged

@@ -30,6 +30,7 @@ import contextlib
 import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Literal
 
 import attrs
@@ -330,34 +331,31 @@ class RateLimit:
                     self._allowed += 1
         await call_next(ctx)
 
-    def wrap_next(self, call_next: CallNext) -> CallNext:
+    def wrap_next(self, call_next: CallNext, kind: EventType) -> CallNext:
         """This layer's step in a pipeline (see :class:`~strands_trio.FastMiddleware`): for a
-        message under its rate, counted by a store with a synchronous fast path, or an event
-        the limits do not concern, the rest of the chain itself."""
-        rate, delay_nowait, message_key = self._messages, self._delay_nowait, self._message_key
-        limit = self._limit_message
+        message under its rate, counted by a store with a synchronous fast path, the rest of
+        the chain itself; for events the limits do not concern, no step at all."""
+        rate, delay_nowait = self._messages, self._delay_nowait
+        if kind is _CONNECTION_REQUEST:
+            return partial(self.__call__, call_next=call_next)
+        if kind is not _MESSAGE or rate is None:
+            return call_next
+        if delay_nowait is None:  # a store that needs I/O: the full middleware
+            return partial(self.__call__, call_next=call_next)
+        message_key, limit = self._message_key, self._limit_message
         try:  # the run's clock, looked up once: trio.current_time() finds it on every call
             now = trio.lowlevel.current_clock().current_time
         except RuntimeError:  # built outside trio.run: look it up per event
             now = trio.current_time
 
         def step(ctx: ExecutionContext) -> Awaitable[None]:
-            kind = ctx.get_type()
-            if kind is _MESSAGE:
-                if rate is None:
-                    return call_next(ctx)
-                if delay_nowait is None:
-                    return self(ctx, call_next)
-                key = message_key(ctx)
-                if key is None:
-                    return call_next(ctx)
-                delay = delay_nowait("m:" + key, rate, now())
-                if delay:
-                    return limit(ctx, delay)
-                self._allowed += 1
+            key = message_key(ctx)
+            if key is None:
                 return call_next(ctx)
-            if kind is _CONNECTION_REQUEST:
-                return self(ctx, call_next)
+            delay = delay_nowait("m:" + key, rate, now())
+            if delay:
+                return limit(ctx, delay)
+            self._allowed += 1
             return call_next(ctx)
 
         return step

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 import attrs
 
 from ._handlers import ARITY, check_arity, is_async_callable
-from ._host import ExecutionContext
+from ._host import EventType, ExecutionContext
 from ._reflect import EXCEPTION_HANDLERS_KEY, GUARDS_KEY, MIDDLEWARE_KEY, reflector
 
 __all__ = [
@@ -44,25 +44,28 @@ ForbiddenHook = Callable[[ExecutionContext, Any], Awaitable[None]]
 class FastMiddleware(Protocol):
     """A middleware that also builds its own step of the chain, for speed.
 
-    The pipeline calls ``wrap_next(call_next)`` once, when the client starts, and calls what
-    it returns for every event instead of ``middleware(ctx, call_next)``. The step must do
-    exactly what ``await middleware(ctx, call_next)`` does; what it gains is that, on its
-    common path, it can return ``call_next(ctx)`` itself (the rest of the chain's awaitable),
-    so the layer costs a function call instead of a coroutine. The built-in middleware do
-    this for the events they let through untouched (a message with an identity, under its
-    rate, with logging off)::
+    The pipeline builds one chain per handler, each for one kind of event, when the client
+    starts. For each chain it calls ``wrap_next(call_next, kind)`` once and then calls what
+    that returns for every event instead of ``middleware(ctx, call_next)``. The step must do
+    exactly what ``await middleware(ctx, call_next)`` does for events of *kind*; what it gains
+    is that, on its common path, it can return ``call_next(ctx)`` itself (the rest of the
+    chain's awaitable), so the layer costs a function call instead of a coroutine; and where
+    it has nothing to do for *kind* at all, ``wrap_next`` can return ``call_next`` and the
+    layer costs nothing::
 
-        def wrap_next(self, call_next):
+        def wrap_next(self, call_next, kind):
+            if kind is not EventType.MESSAGE:
+                return call_next  # this layer does nothing for other events
             def step(ctx):
-                if ctx.get_type() is not EventType.MESSAGE:
-                    return call_next(ctx)  # nothing to do: no coroutine of ours
+                if self.allowed(ctx):
+                    return call_next(ctx)  # no coroutine of ours
                 return self(ctx, call_next)  # the full middleware
             return step
     """
 
     async def __call__(self, ctx: ExecutionContext, call_next: CallNext) -> None: ...
 
-    def wrap_next(self, call_next: CallNext) -> CallNext: ...
+    def wrap_next(self, call_next: CallNext, kind: EventType) -> CallNext: ...
 
 
 class Guard(Protocol):

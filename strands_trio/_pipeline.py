@@ -146,10 +146,10 @@ def make_jobs(
     return pipeline.jobs()
 
 
-def _bind(middleware: Middleware, call_next: CallNext) -> CallNext:
+def _bind(middleware: Middleware, call_next: CallNext, kind: EventType) -> CallNext:
     wrap_next = getattr(middleware, "wrap_next", None)
     if wrap_next is not None:  # the middleware makes its own step (see FastMiddleware)
-        step: CallNext = wrap_next(call_next)
+        step: CallNext = wrap_next(call_next, kind)
         return step
     # An object's bound __call__ is taken once: calling the object itself would look it up on
     # every event (~0.1 µs a layer).
@@ -217,24 +217,34 @@ class Pipeline:
         self._on_error = as_async(callbacks["on_error"], limiter)
         self._router = router if router is not None and router.routes else None
 
-        self.request = self._build(callbacks["on_connection_request"], self._call_request)
-        self.new_connection = self._build(callbacks["on_new_connection"], self._call_context)
-        self.disconnect = self._build(callbacks["on_disconnect"], self._call_context)
-        self.error = self._build(callbacks["on_error"], self._call_error)
-        self.message = self._build(callbacks["on_message"], self._call_message)
+        # One chain per handler, each for one kind of event.
+        self.request = self._build(
+            callbacks["on_connection_request"], self._call_request, _CONNECTION_REQUEST
+        )
+        self.new_connection = self._build(
+            callbacks["on_new_connection"], self._call_context, EventType.NEW_CONNECTION
+        )
+        self.disconnect = self._build(
+            callbacks["on_disconnect"], self._call_context, EventType.DISCONNECT
+        )
+        self.error = self._build(callbacks["on_error"], self._call_error, _ERROR)
+        self.message = self._build(callbacks["on_message"], self._call_message, _MESSAGE)
         self.routes: dict[str, Chain] = {}
         if self._router is not None:
             if not message_fallback:
-                self.message = self._build(_unrouted_message, self._call_unrouted)
+                self.message = self._build(_unrouted_message, self._call_unrouted, _MESSAGE)
             for kind, route in self._router.routes.items():
-                self.routes[kind] = self._build(route.handler, partial(self._call_typed, route))
+                typed = partial(self._call_typed, route)
+                self.routes[kind] = self._build(route.handler, typed, _MESSAGE)
 
     def _build(
         self,
         handler: Callable[..., Any],
         call: Callable[[Callable[..., Awaitable[Any]], ExecutionContext], Awaitable[None]],
+        kind: EventType,
     ) -> Chain:
-        """One handler's chain: the app's middleware, the handler's, the guards, the call."""
+        """One handler's chain, for events of *kind*: the app's middleware, the handler's, the
+        guards, the call."""
         fn = as_async(handler, self._limiter)
         guards = self._guards + tuple(as_check(g) for g in reflector.get(GUARDS_KEY, handler, ()))
         middleware = self._middleware + tuple(
@@ -250,7 +260,7 @@ class Pipeline:
         if guards:
             run = partial(self._guarded, guards, endpoint)
         for layer in reversed(middleware):
-            run = _bind(layer, run)
+            run = _bind(layer, run, kind)
         return Chain(
             app=self._app,
             client=self._client,

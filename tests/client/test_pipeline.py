@@ -473,8 +473,10 @@ async def test_a_middleware_with_wrap_next_builds_its_own_step() -> None:
             calls.append("call")
             await call_next(ctx)
 
-        def wrap_next(self, call_next: Any) -> Any:
+        def wrap_next(self, call_next: Any, kind: EventType) -> Any:
             calls.append("wrap")
+            if kind is not EventType.MESSAGE:
+                return call_next  # nothing to do: the layer is not in that chain
 
             async def drop(ctx: Any) -> None:
                 pass
@@ -489,9 +491,11 @@ async def test_a_middleware_with_wrap_next_builds_its_own_step() -> None:
 
     harness = MiddlewareHarness([Fast()])
     wraps = calls.count("wrap")
-    assert wraps >= 1  # once per handler's chain, when built
+    assert wraps == 5  # once per handler's chain, when built
     assert (await harness.message("go")).reached
     assert not (await harness.message("stop")).reached
     assert calls.count("wrap") == wraps
     assert calls.count("step") == 2
+    assert (await harness.new_connection()).reached
+    assert calls.count("step") == 2  # not in the new_connection chain at all
     assert "call" not in calls

@@ -58,6 +58,7 @@ from ._outbox import Outbox
 from ._replies import Replies
 from ._requests import PendingRequest, answer_request
 from ._statistics import ClientStatistics, Counters
+from ._util import collapse_single_exception
 from .context import Context
 from .protocol import (
     Authenticate,
@@ -272,19 +273,23 @@ class Engine:
         )
         failure: BrokerConnectionError | None = None
         try:
-            async with trio.open_nursery() as guard:
-                guard.start_soon(self._watch_for_cancellation)
-                with trio.CancelScope(shield=True) as self._services:
-                    async with trio.open_nursery() as services:
-                        await services.start(dispatcher.run)
-                        try:
-                            await self._connection_loop(task_status)
-                        except BrokerConnectionError as exc:
-                            failure = exc
-                            self._begin_shutdown()
-                        finally:
-                            dispatcher.close()
-                guard.cancel_scope.cancel()
+            # The nurseries here are ours, not the caller's: what comes out of them alone (a
+            # KeyboardInterrupt delivered to a task blocked in them, an error) reaches the
+            # caller as itself, not wrapped in one exception group per nursery.
+            with collapse_single_exception():
+                async with trio.open_nursery() as guard:
+                    guard.start_soon(self._watch_for_cancellation)
+                    with trio.CancelScope(shield=True) as self._services:
+                        async with trio.open_nursery() as services:
+                            await services.start(dispatcher.run)
+                            try:
+                                await self._connection_loop(task_status)
+                            except BrokerConnectionError as exc:
+                                failure = exc
+                                self._begin_shutdown()
+                            finally:
+                                dispatcher.close()
+                    guard.cancel_scope.cancel()
         finally:
             self._running = False
             self._services = self._input_scope = None
@@ -380,23 +385,26 @@ class Engine:
 
         counters = self.counters
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(write)
-                if self.config.broker_secret is not None:  # before anything else
-                    outbox.send_nowait(
-                        encode(Authenticate(request_id="auth", secret=self.config.broker_secret))
-                    )
-                self._outbox = outbox
-                counters.connections += 1
-                self._connected.set()
-                logger.info("connected to the broker at %s", self._where)
-                task_status.started()
-                reason = await self._read_loop(stream, outbox, input_scope)
-                if self._stopping and not write_failure:
-                    assert self._dispatcher is not None
-                    await self._dispatcher.wait_drained()
-                    await outbox.flush()
-                nursery.cancel_scope.cancel()
+            with collapse_single_exception():  # a lone KeyboardInterrupt as itself
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(write)
+                    if self.config.broker_secret is not None:  # before anything else
+                        outbox.send_nowait(
+                            encode(
+                                Authenticate(request_id="auth", secret=self.config.broker_secret)
+                            )
+                        )
+                    self._outbox = outbox
+                    counters.connections += 1
+                    self._connected.set()
+                    logger.info("connected to the broker at %s", self._where)
+                    task_status.started()
+                    reason = await self._read_loop(stream, outbox, input_scope)
+                    if self._stopping and not write_failure:
+                        assert self._dispatcher is not None
+                        await self._dispatcher.wait_drained()
+                        await outbox.flush()
+                    nursery.cancel_scope.cancel()
         finally:
             self._outbox = None
             self._connected = trio.Event()

@@ -5,12 +5,22 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 import trio
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument error is one line on stderr (the usage is a ``--help`` away), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from ._cliutil import add_log_options, host_arg, port_arg
+
+    parser = _Parser(
         prog="strands-trio",
         description="Trio-native backends for the PyStrands real-time broker.",
         epilog="Run 'strands-trio COMMAND --help' for a command's options.",
@@ -28,14 +38,22 @@ def build_parser() -> argparse.ArgumentParser:
             "conversation against an in-memory broker, printed, then exit."
         ),
     )
-    demo.add_argument("--host", default="127.0.0.1", help="interface (default: %(default)s)")
     demo.add_argument(
-        "--ws-port", type=int, default=8080, help="page and WebSocket port (default: %(default)s)"
+        "--host", type=host_arg, default="127.0.0.1", help="interface (default: %(default)s)"
     )
-    demo.add_argument("--tcp-port", type=int, default=0, help="backend port (default: a free one)")
+    demo.add_argument(
+        "--ws-port",
+        type=port_arg,
+        default=8080,
+        help="page and WebSocket port (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--tcp-port", type=port_arg, default=0, help="backend port (default: a free one)"
+    )
     demo.add_argument(
         "--script", action="store_true", help="play the scripted conversation and exit"
     )
+    add_log_options(demo)
     from ._run import add_run_command
     from .broker._cli import add_broker_command
 
@@ -81,15 +99,22 @@ def _demo_server(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    import errno
-
+    from ._cliutil import configure_logging
     from ._demo_chat import run_demo_server
+    from .broker._cli import listen_error_words
 
+    if args.ws_port == args.tcp_port != 0:
+        print(
+            f"strands-trio demo: cannot listen: --ws-port and --tcp-port are both "
+            f"{args.ws_port}; give them different ports",
+            file=sys.stderr,
+        )
+        return 1
+    configure_logging(args)  # before the demo's own basicConfig, which then does nothing
     try:
         run_demo_server(args.host, args.ws_port, args.tcp_port)
     except OSError as exc:
-        what = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or exc
-        print(f"strands-trio demo: cannot listen: {what}", file=sys.stderr)
+        print(f"strands-trio demo: {listen_error_words(exc)}", file=sys.stderr)
         return 1
     return 0
 

@@ -334,10 +334,16 @@ class Engine:
         delays = config.reconnect_delays()
         first_attempt = True
         connected_once = False
+        failures = 0  # of this outage: the first is a warning, the rest are DEBUG
         while not self._stopping:
             if not first_attempt:
                 delay = next(delays)
-                logger.info("reconnecting to the broker at %s in %.2f s", self._where, delay)
+                logger.log(
+                    logging.INFO if failures <= 1 else logging.DEBUG,
+                    "reconnecting to the broker at %s in %.2f s",
+                    self._where,
+                    delay,
+                )
                 with self._input():
                     await trio.sleep(delay)
                 if self._stop_requested():
@@ -349,13 +355,24 @@ class Engine:
                     stream = await self._connect()
                 except OSError as exc:
                     self.counters.connect_failures += 1
-                    logger.warning("cannot connect to the broker at %s: %s", self._where, exc)
                     if not config.reconnect or not (connected_once or config.wait_for_broker):
+                        # Said once, by the exception (not also by a warning).
                         raise BrokerConnectionError(
                             f"cannot connect to the broker at {self._where}: {exc}"
                         ) from exc
+                    failures += 1
+                    logger.log(
+                        logging.WARNING if failures == 1 else logging.DEBUG,
+                        "cannot connect to the broker at %s: %s%s",
+                        self._where,
+                        exc,
+                        "; retrying with backoff (further attempts are logged at DEBUG)"
+                        if failures == 1
+                        else "",
+                    )
             if stream is None:
                 continue
+            failures = 0  # the connection's INFO line says it is back
             connected_once = True
             delays = config.reconnect_delays()
             reason = await self._run_connection(stream, task_status)

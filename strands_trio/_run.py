@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import logging
 import os
 import sys
@@ -16,6 +17,7 @@ import trio
 
 from ._app import StrandsApp
 from ._client import StrandsClient
+from ._cliutil import add_log_options, configure_logging, host_arg, port_arg
 from ._config import SECRET_VARIABLE
 from ._errors import BrokerConnectionError
 from ._util import serve_until_signal
@@ -40,9 +42,11 @@ def add_run_command(commands: Any) -> None:
         help="run your StrandsApp or StrandsClient against a broker",
         description=(
             "Import TARGET (module:attribute, as uvicorn does), a StrandsApp, a StrandsClient "
-            "subclass or instance, connect it to the broker at HOST:PORT and serve until "
+            "subclass or instance (with --factory: a function that takes no arguments and "
+            "returns one of those), connect it to the broker at HOST:PORT and serve until "
             "Ctrl-C or SIGTERM, then shut down gracefully. The broker must be reachable at "
-            "start; after that, a lost connection is made again with backoff."
+            "start; after that, a lost connection is made again with backoff (the first "
+            "failed attempt of an outage is logged, the next ones only at DEBUG)."
         ),
         epilog=(
             f"Environment: {SECRET_VARIABLE}, the secret of a strands-trio broker started with "
@@ -52,28 +56,34 @@ def add_run_command(commands: Any) -> None:
     )
     parser.add_argument("target", metavar="TARGET", help="module:attribute, e.g. chat:app")
     parser.add_argument(
+        "--factory",
+        action="store_true",
+        help="TARGET is a function (plain, not async) that takes no arguments and builds the "
+        "StrandsApp or StrandsClient; it is called once, before the event loop starts",
+    )
+    parser.add_argument(
         "--host",
+        type=host_arg,
         help=f"broker host (default: {DEFAULT_HOST}, or a StrandsClient instance's own)",
     )
     parser.add_argument(
         "--port",
-        type=int,
+        type=port_arg,
         help=f"broker's backend port (default: {DEFAULT_PORT}, or a StrandsClient instance's own)",
     )
-    parser.add_argument(
-        "--log-level",
-        default="INFO",
-        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-        help="how much to log to stderr (default: %(default)s)",
-    )
+    add_log_options(parser)
 
 
-def load_target(target: str) -> StrandsApp | StrandsClient | type[StrandsClient]:
-    """Import ``module:attribute`` (the current directory first on the path).
+def load_target(
+    target: str, *, factory: bool = False
+) -> StrandsApp | StrandsClient | type[StrandsClient]:
+    """Import ``module:attribute`` (the current directory first on the path); with *factory*,
+    call it (a plain function of no arguments) and take what it returns.
 
     Raises:
-        TargetError: not ``module:attribute``, the import fails, the attribute is missing, or
-            it is not a StrandsApp, a StrandsClient subclass or instance.
+        TargetError: not ``module:attribute``, the import fails, the attribute is missing, the
+            factory is not a plain callable or raises, or the result is not a StrandsApp, a
+            StrandsClient subclass or instance.
     """
     module_name, sep, attribute = target.partition(":")
     if not sep or not module_name or not attribute:
@@ -90,21 +100,38 @@ def load_target(target: str) -> StrandsApp | StrandsClient | type[StrandsClient]
             value = getattr(value, part)
     except AttributeError:
         raise TargetError(f"{module_name!r} has no attribute {attribute!r}") from None
+    if factory:
+        value = _call_factory(target, value)
     if isinstance(value, StrandsApp | StrandsClient) or (
         isinstance(value, type) and issubclass(value, StrandsClient)
     ):
         return value
-    raise TargetError(f"{target} is a {type(value).__name__}, not a StrandsApp or StrandsClient")
+    made = " returned" if factory else " is"
+    raise TargetError(
+        f"{target}{made} a {type(value).__name__}, not a StrandsApp or StrandsClient"
+        + ("" if factory or not callable(value) else " (a factory? add --factory)")
+    )
+
+
+def _call_factory(target: str, factory: Any) -> Any:
+    """What the ``--factory`` function returns (it runs before ``trio.run``, so it is a plain
+    function: an async one could not be awaited here, and is refused rather than guessed)."""
+    if not callable(factory) or isinstance(factory, type):
+        raise TargetError(f"--factory: {target} is not a function")
+    if inspect.iscoroutinefunction(factory):
+        raise TargetError(f"--factory: {target} is async; make it a plain function")
+    try:
+        return factory()
+    except Exception as exc:
+        raise TargetError(f"--factory: {target}() raised {type(exc).__name__}: {exc}") from exc
 
 
 def run_command(args: argparse.Namespace) -> int:
     """Run the target until SIGINT or SIGTERM; return the exit status."""
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args)
     host, port = args.host, args.port
     try:
-        client_or_app = prepare(load_target(args.target), host, port)
+        client_or_app = prepare(load_target(args.target, factory=args.factory), host, port)
         if isinstance(client_or_app, StrandsClient):
             host, port = client_or_app.host, client_or_app.port
         else:

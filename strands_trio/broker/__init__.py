@@ -20,7 +20,7 @@ from ._ports import (
     Delivery,
     Owner,
 )
-from ._server import BrokerAddress, BrokerStatistics, serve_broker
+from ._server import BrokerAddress, BrokerStatistics, ListenError, serve_broker
 
 __all__ = [
     "Admission",
@@ -38,6 +38,7 @@ __all__ = [
     "Hub",
     "HubStatistics",
     "LimitStatistics",
+    "ListenError",
     "Owner",
     "serve_broker",
 ]

@@ -13,12 +13,13 @@ from typing import Any
 
 import trio
 
+from .._cliutil import add_log_options, configure_logging, host_arg, port_arg
 from .._config import SECRET_VARIABLE
 from .._util import serve_until_signal
 from ._config import BrokerConfig
-from ._server import BrokerAddress, serve_broker
+from ._server import BrokerAddress, ListenError, serve_broker
 
-__all__ = ["add_broker_command", "run_broker_command"]
+__all__ = ["add_broker_command", "listen_error_words", "run_broker_command"]
 
 logger = logging.getLogger("strands_trio.broker")
 
@@ -47,12 +48,12 @@ def add_broker_command(commands: Any) -> None:
     add = parser.add_argument
     add(
         "--ws-port",
-        type=int,
+        type=port_arg,
         help=f"WebSocket/HTTP port (default: $PYSTRAND_WS_PORT or {defaults.ws_port})",
     )
     add(
         "--tcp-port",
-        type=int,
+        type=port_arg,
         help=f"backends' port (default: $PYSTRAND_TCP_PORT or {defaults.tcp_port})",
     )
     add(
@@ -63,11 +64,13 @@ def add_broker_command(commands: Any) -> None:
     )
     add(
         "--ws-host",
+        type=host_arg,
         default=defaults.ws_host,
         help="interface for WebSocket clients (default: %(default)s, all)",
     )
     add(
         "--backend-host",
+        type=host_arg,
         default=defaults.backend_host,
         help="interface for backends (default: %(default)s: anyone reaching this port can "
         "act as a backend)",
@@ -161,12 +164,7 @@ def add_broker_command(commands: Any) -> None:
     add("--keyfile", help="TLS private key (PEM) for --certfile")
     add("--backend-certfile", help="TLS certificate (PEM) for the backend port")
     add("--backend-keyfile", help="TLS private key (PEM) for --backend-certfile")
-    add(
-        "--log-level",
-        default="INFO",
-        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-        help="how much to log to stderr (default: %(default)s)",
-    )
+    add_log_options(parser)
 
 
 def _server_tls(certfile: str | None, keyfile: str | None, what: str) -> ssl.SSLContext | None:
@@ -223,17 +221,30 @@ def config_from_args(args: argparse.Namespace) -> BrokerConfig:
 
 def run_broker_command(args: argparse.Namespace) -> int:
     """Run the broker until SIGINT or SIGTERM; return the exit status."""
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args)
     config = config_from_args(args)
+    if config.ws_port == config.tcp_port != 0:
+        print(
+            f"strands-trio broker: cannot listen: the WebSocket port and the backends' port are "
+            f"both {config.ws_port}; give them different ports (--ws-port, --tcp-port)",
+            file=sys.stderr,
+        )
+        return 1
     try:
         trio.run(partial(_serve_until_signal, config))
     except OSError as exc:
-        what = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or exc
-        print(f"strands-trio broker: cannot listen: {what}", file=sys.stderr)
+        print(f"strands-trio broker: {listen_error_words(exc)}", file=sys.stderr)
         return 1
     return 0
+
+
+def listen_error_words(exc: OSError) -> str:
+    """One line for a port that cannot be bound: :class:`ListenError` names the listener and
+    its address; a bare :class:`OSError` (none should reach here) says what it can."""
+    if isinstance(exc, ListenError):
+        return str(exc)
+    what = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or exc
+    return f"cannot listen: {what}"
 
 
 async def _serve_until_signal(config: BrokerConfig) -> None:

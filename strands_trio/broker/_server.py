@@ -25,8 +25,10 @@ Without ``redis_url`` the Redis client is never imported.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -42,7 +44,40 @@ from ._prometheus import render
 if TYPE_CHECKING:
     from .cluster import ClusterNode
 
-__all__ = ["BrokerAddress", "BrokerStatistics", "serve_broker"]
+__all__ = ["BrokerAddress", "BrokerStatistics", "ListenError", "serve_broker"]
+
+
+class ListenError(OSError):
+    """A broker's port cannot be bound: an :class:`OSError` (same ``errno``) that says which
+    listener, on which address, and why, e.g. ``cannot listen for backends on
+    127.0.0.1:8081: address already in use``.
+
+    Attributes:
+        listener: ``"WebSocket"`` or ``"backends"``.
+        host: The interface it was to listen on.
+        port: The port (``0``: a free one was asked for).
+    """
+
+    def __init__(self, listener: str, host: str, port: int, cause: OSError) -> None:
+        why = "address already in use" if cause.errno == errno.EADDRINUSE else cause.strerror
+        what = "WebSocket clients" if listener == "WebSocket" else listener
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        super().__init__(cause.errno, f"cannot listen for {what} on {address}: {why or cause}")
+        self.listener, self.host, self.port = listener, host, port
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+@contextlib.contextmanager
+def _naming(listener: str, host: str, port: int) -> Iterator[None]:
+    """Turn an :class:`OSError` from binding *listener*'s port into a :class:`ListenError`."""
+    try:
+        yield
+    except OSError as exc:
+        if isinstance(exc, ListenError):
+            raise
+        raise ListenError(listener, host, port, exc) from exc
 
 
 @attrs.frozen(kw_only=True)
@@ -139,7 +174,7 @@ async def serve_broker(
     and bounded (see the module's theory of operation), then ``Cancelled`` propagates.
 
     Raises:
-        OSError: a port cannot be bound.
+        ListenError: a port cannot be bound (an :class:`OSError` naming the listener).
     """
     config = config or BrokerConfig()
     hub = Hub(config)
@@ -172,9 +207,11 @@ async def serve_broker(
                 if cluster is not None:
                     await cluster_nursery.start(cluster.serve)
                 async with trio.open_nursery() as backend_nursery:
-                    tcp_port = await backend_nursery.start(backends.serve)
+                    with _naming("backends", config.backend_host, config.tcp_port):
+                        tcp_port = await backend_nursery.start(backends.serve)
                     async with trio.open_nursery() as front_nursery:
-                        ws_port = await front_nursery.start(front.serve)
+                        with _naming("WebSocket", config.ws_host, config.ws_port):
+                            ws_port = await front_nursery.start(front.serve)
                         task_status.started(BrokerAddress(ws_port, tcp_port, hub, parts=parts))
                         await stop.wait()
                         services.deadline = trio.current_time() + config.shutdown_timeout

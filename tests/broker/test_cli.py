@@ -38,8 +38,8 @@ def test_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_bad_values_are_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     """A bad flag value or environment variable exits with one line, not a traceback."""
-    with pytest.raises(SystemExit, match="'ws_port' must be <= 65535"):
-        config_from_args(parse("--ws-port", "70000"))  # type: ignore[arg-type]
+    with pytest.raises(SystemExit, match="'queue_size' must be"):
+        config_from_args(parse("--queue-size", "-1"))  # type: ignore[arg-type]
     with pytest.raises(SystemExit, match="trusted_proxies"):
         config_from_args(parse("--trusted-proxy", "nonsense"))  # type: ignore[arg-type]
     with pytest.raises(SystemExit, match="shutdown_timeout"):
@@ -52,17 +52,56 @@ def test_bad_values_are_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     assert build_parser().parse_args(["demo"]).command == "demo"  # other commands unaffected
 
 
-def test_port_in_use(capsys: pytest.CaptureFixture[str]) -> None:
-    """A port already in use is one line on stderr and exit status 1."""
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (["--ws-port", "70000"], "argument --ws-port: port 70000 is out of range (0 to 65535)"),
+        (["--tcp-port", "-1"], "argument --tcp-port: port -1 is out of range (0 to 65535)"),
+        (["--tcp-port", "eighty"], "argument --tcp-port: not a port number: 'eighty'"),
+        (["--ws-host", "ws://example.com"], "argument --ws-host: not a host name or address"),
+        (["--backend-host", "localhost:8081"], "give the port with its own option"),
+        (["--ws-host", ""], "argument --ws-host: not a host name or address: ''"),
+    ],
+)
+def test_bad_port_or_host_is_one_line(
+    capsys: pytest.CaptureFixture[str], argv: list[str], error: str
+) -> None:
+    """A bad port or host is refused by the parser in one line, exit status 2, no usage."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["broker", *argv])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("strands-trio broker: error: ")
+    assert error in err
+    assert err.endswith("(see strands-trio broker --help)\n")
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("listener", ["ws", "tcp"])
+def test_port_in_use_names_the_listener(capsys: pytest.CaptureFixture[str], listener: str) -> None:
+    """A port already in use is one line naming the listener and its address, exit 1."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        status = main(
-            ["broker", "--ws-host", "127.0.0.1", "--ws-port", str(port), "--tcp-port", "0"]
-        )
+        ports = {"ws": "0", "tcp": "0", listener: str(port)}
+        argv = ["--ws-host", "127.0.0.1", "--ws-port", ports["ws"], "--tcp-port", ports["tcp"]]
+        status = main(["broker", *argv])
     assert status == 1
-    assert capsys.readouterr().err == "strands-trio broker: cannot listen: address already in use\n"
+    what = "WebSocket clients" if listener == "ws" else "backends"
+    assert capsys.readouterr().err == (
+        f"strands-trio broker: cannot listen for {what} on 127.0.0.1:{port}: "
+        "address already in use\n"
+    )
+
+
+def test_same_port_twice(capsys: pytest.CaptureFixture[str]) -> None:
+    """The same port for both listeners is refused before binding, saying so."""
+    assert main(["broker", "--ws-port", "8090", "--tcp-port", "8090"]) == 1
+    assert capsys.readouterr().err == (
+        "strands-trio broker: cannot listen: the WebSocket port and the backends' port are "
+        "both 8090; give them different ports (--ws-port, --tcp-port)\n"
+    )
 
 
 async def test_sigint_stops_the_broker_gracefully() -> None:

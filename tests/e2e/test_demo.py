@@ -96,4 +96,7 @@ def test_demo_port_in_use(capsys: pytest.CaptureFixture[str]) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         assert main(["demo", "--ws-port", str(port)]) == 1
-    assert capsys.readouterr().err == "strands-trio demo: cannot listen: address already in use\n"
+    assert capsys.readouterr().err == (
+        f"strands-trio demo: cannot listen for WebSocket clients on 127.0.0.1:{port}: "
+        "address already in use\n"
+    )

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from strands_trio import ClientConfig, StrandsApp, StrandsClient
 from strands_trio.__main__ import main
@@ -99,3 +100,67 @@ async def test_run_against_our_broker_until_sigint(nursery: trio.Nursery) -> Non
             assert b"Traceback" not in errors
     finally:
         await reap(process)
+
+
+def test_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--factory calls a plain function for the app; an async one, a non-function, one that
+    raises, or one that returns something else is a one-line TargetError; a factory given
+    without --factory gets a hint."""
+    (tmp_path / "factories.py").write_text(
+        "from strands_trio import StrandsApp\n"
+        "def make(): return StrandsApp()\n"
+        "async def amake(): return StrandsApp()\n"
+        "def broken(): raise RuntimeError('no config')\n"
+        "def wrong(): return 42\n"
+        "value = 3\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert isinstance(load_target("factories:make", factory=True), StrandsApp)
+    for target, message in [
+        ("factories:amake", "factories:amake is async; make it a plain function"),
+        ("factories:value", "factories:value is not a function"),
+        ("factories:broken", r"factories:broken\(\) raised RuntimeError: no config"),
+        ("factories:wrong", "factories:wrong returned a int, not a StrandsApp"),
+    ]:
+        with pytest.raises(TargetError, match=message):
+            load_target(target, factory=True)
+    with pytest.raises(TargetError, match=r"a function, not a StrandsApp .*add --factory"):
+        load_target("factories:make")
+
+
+def test_bad_port_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """run and demo refuse a bad port in one line, exit status 2 (demo --ws-port 99999)."""
+    for argv in (["demo", "--ws-port", "99999"], ["run", "x:app", "--port", "99999"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert "port 99999 is out of range (0 to 65535)" in err
+        assert err.count("\n") == 1
+
+
+def test_demo_same_port_twice(capsys: pytest.CaptureFixture[str]) -> None:
+    """The demo given one port for both listeners says so instead of binding."""
+    assert main(["demo", "--ws-port", "8090", "--tcp-port", "8090"]) == 1
+    assert "--ws-port and --tcp-port are both 8090" in capsys.readouterr().err
+
+
+async def test_unreachable_is_said_once_then_quiet(
+    caplog: pytest.LogCaptureFixture, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A backend that keeps retrying says "cannot connect" once per outage (the next attempts
+    at DEBUG), and "reconnecting" once."""
+
+    async def refuse() -> trio.abc.Stream:
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    client = StrandsClient(connect=refuse, config=ClientConfig(reconnect_jitter=0))
+    caplog.set_level("DEBUG", "strands_trio")
+    with trio.move_on_after(60):
+        await client.run()
+    attempts = [r for r in caplog.records if "cannot connect to the broker" in r.getMessage()]
+    assert len(attempts) >= 3
+    assert [r.levelname for r in attempts[:2]] == ["WARNING", "DEBUG"]
+    assert {r.levelname for r in attempts[1:]} == {"DEBUG"}
+    waits = [r for r in caplog.records if "reconnecting to the broker" in r.getMessage()]
+    assert [r.levelname for r in waits[:2]] == ["INFO", "DEBUG"]

@@ -9,7 +9,9 @@ emits one record at the configured level, with the event's facts as attributes o
 ``client_id``       the WebSocket client's id (for a request, the one it will get)
 ``room_id``         its room, with any query string replaced by ``?[redacted]``
 ``remote_addr``     the client's ``"ip:port"`` for a connection request, else ``None``
-``outcome``         ``"ok"``; ``"accepted"`` / ``"rejected"`` for a request; ``"error"``
+``outcome``         ``"ok"`` (it reached its handler); ``"accepted"`` / ``"refused"`` for a
+                    request; ``"forbidden"``, ``"rate_limited"``, ``"invalid"`` for an event
+                    a layer stopped; ``"error"`` (see ``_outcome.py``)
 ``duration_ms``     time spent in the rest of the chain, from :func:`trio.current_time`
 ``headers``         a request's headers, name to value (several joined by ``", "``), the
                     values of the configured names replaced by ``"[redacted]"``; else ``None``
@@ -20,7 +22,7 @@ emits one record at the configured level, with the event's facts as attributes o
 and a short message for people, with lazy ``%``-style arguments::
 
     new_message client=ann room=lobby ok 0.12 ms (42 chars)
-    connection_request client=ann room=/ws/lobby from=10.0.0.7:5123 rejected 0.31 ms
+    connection_request client=ann room=/ws/lobby from=10.0.0.7:5123 refused 0.31 ms
 
 Secrets. Header values under a redacted name, the text of a message (it may carry a token),
 the broker's error text and an exception's message (it may quote its input) never reach a

@@ -325,6 +325,7 @@ class RateLimit:
                 if key is not None:
                     if not (await self._store.hit("c:" + key, rate)).allowed:
                         self._connections_limited += 1
+                        ctx.outcome = "rate_limited"
                         logger.debug("rejected a connection request over the limit of %s", key)
                         ctx.switch_to_connection_request().reject()
                         return
@@ -362,6 +363,7 @@ class RateLimit:
 
     async def _limit_message(self, ctx: ExecutionContext, retry_after: float) -> None:
         self._messages_limited += 1
+        ctx.outcome = "rate_limited"
         logger.debug("dropped a message from client %s: over its limit", ctx.client_id)
         if self._error_frame:
             reason = f"too many messages: retry in {retry_after:.3g} s"

@@ -20,7 +20,7 @@ import trio
 
 from ._config import ClientConfig
 from ._engine import Engine, StreamFactory
-from ._handlers import HANDLER_NAMES, Jobs
+from ._handlers import HANDLER_NAMES, Jobs, default_handler
 from ._parts import (
     ExceptionHandler,
     ForbiddenHook,
@@ -132,6 +132,7 @@ class StrandsClient:
     async def on_disconnect(self, context: Context) -> None:
         """A client left. The default does nothing."""
 
+    @default_handler
     async def on_error(self, error: str, context: Context | ConnectionRequestContext) -> None:
         """The broker reported *error*. *context* is a :class:`ConnectionRequestContext` when
         it is about a request that came while no backend was connected. The default logs it.

@@ -15,13 +15,15 @@ import functools
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import trio
 
 from .context import ConnectionRequestContext, Context
 from .protocol import ConnectionRequest, Disconnected, ErrorEvent, NewConnection, NewMessage
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 __all__ = [
     "ARITY",
@@ -59,6 +61,21 @@ async def _ignore_message(message: str, context: Context) -> None:
     pass
 
 
+def default_handler(fn: F) -> F:
+    """Mark *fn* as a handler the library provides when the app gives none (see
+    :func:`is_default_handler`)."""
+    fn.__strands_default__ = True  # type: ignore[attr-defined]
+    return fn
+
+
+def is_default_handler(fn: Callable[..., Any]) -> bool:
+    """Whether *fn* (a function or a bound method) is one the library provides by default:
+    the client's invalid-message report skips the default ``on_error``, whose words are about
+    the broker's errors."""
+    return getattr(fn, "__strands_default__", False) is True
+
+
+@default_handler
 async def _log_error(error: str, context: Context | ConnectionRequestContext) -> None:
     logger.warning("broker reported an error: %s", error)
 

@@ -166,6 +166,19 @@ class HostContext:
         self._extras()["answered"] = value
 
     @property
+    def outcome(self) -> str | None:
+        """What the layer that stopped the event made of it, in one word, for logs and
+        metrics: ``"forbidden"`` (a guard refused a message), ``"rate_limited"``,
+        ``"invalid"`` (a typed message that failed validation or matched no route), or
+        ``None`` if nothing stopped it. A middleware that drops an event without calling
+        ``call_next`` should set it."""
+        return None if self._extra is None else self._extra.get("outcome")
+
+    @outcome.setter
+    def outcome(self, value: str | None) -> None:
+        self._extras()["outcome"] = value
+
+    @property
     def payload(self) -> Any:
         """A routed message's decoded JSON object, before validation; ``None`` otherwise."""
         return None if self._extra is None else self._extra.get("payload")

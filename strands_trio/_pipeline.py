@@ -45,7 +45,7 @@ from typing import Any
 import attrs
 import trio
 
-from ._handlers import Jobs, as_async, direct_jobs
+from ._handlers import Jobs, as_async, direct_jobs, is_default_handler
 from ._host import EventType, ExecutionContext, Target
 from ._parts import (
     CallNext,
@@ -82,13 +82,18 @@ async def default_on_forbidden(ctx: ExecutionContext, guard: Any) -> None:
         "%s refused a message from client %s to %s",
         _name(guard),
         ctx.client_id,
-        getattr(ctx.get_handler(), "__qualname__", ctx.get_handler()),
+        _name(ctx.get_handler()),
     )
     await ctx.send_error("forbidden", "you are not allowed to do that")
 
 
 def _name(obj: Any) -> str:
-    return getattr(obj, "__qualname__", None) or type(obj).__qualname__
+    """A function's or an object's name as its author wrote it: ``__qualname__`` without the
+    ``Outer.__init__.<locals>.`` of a function defined inside another, so a handler made in a
+    constructor is ``announce``, a method ``Chat.on_message``, a partial its function's."""
+    obj = getattr(obj, "func", obj)  # functools.partial
+    name = getattr(obj, "__qualname__", None) or type(obj).__qualname__
+    return str(name).rpartition("<locals>.")[2]
 
 
 # ---------------------------------------------------------------------- the pipeline
@@ -215,6 +220,7 @@ class Pipeline:
         self._catchers = tuple(as_catcher(h) for h in exception_handlers)
         self._on_forbidden = as_async(on_forbidden or default_on_forbidden, limiter)
         self._on_error = as_async(callbacks["on_error"], limiter)
+        self._report_invalid = not is_default_handler(callbacks["on_error"])
         self._router = router if router is not None and router.routes else None
 
         # One chain per handler, each for one kind of event.
@@ -317,6 +323,7 @@ class Pipeline:
             ctx.switch_to_connection_request().reject()
             logger.info("%s rejected the connection request from %s", _name(guard), _remote(ctx))
         elif kind is _MESSAGE:
+            ctx.outcome = "forbidden"
             await self._on_forbidden(ctx, guard)
         else:
             logger.debug(
@@ -402,9 +409,11 @@ class Pipeline:
         except ValueError as exc:
             self._counters.messages_invalid += 1
             reason = f"invalid {route.type!r} message: {exc}"
+            ctx.outcome = "invalid"
             logger.info("client %s sent an %s", context.client_id, reason)
             await ctx.send_error("invalid_message", reason)
-            await self._on_error(reason, context)
+            if self._report_invalid:  # the default on_error would call it the broker's
+                await self._on_error(reason, context)
             return
         await fn(payload, context)
 
@@ -415,6 +424,7 @@ class Pipeline:
         _, message, context = ctx.get_args()
         self._counters.messages_unrouted += 1
         reason = self._router.why_unrouted(message)
+        ctx.outcome = "invalid"
         logger.info("client %s sent a message no route matches: %s", context.client_id, reason)
         await ctx.send_error("unknown_type", reason)
         del fn

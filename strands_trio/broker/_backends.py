@@ -119,6 +119,7 @@ class BackendServer:
         self._changed = trio.Event()
         self._connected = self._refused = self._stalled = self._bad_frames = 0
         self._events_lost = 0
+        self._stopping = False
 
     # ------------------------------------------------------------------ serving
 
@@ -213,7 +214,18 @@ class BackendServer:
         link.scope.cancel()
         if lost:
             self._events_lost += lost
-            logger.warning("%d event(s) for backend %s were lost with it", lost, link.name)
+            if self._stopping:
+                # Counted, but no loss to warn about: what a backend leaves unread while the
+                # broker stops is the news of its own shutdown (clients closed with 1001), for
+                # a backend that is going too (the demo stops both at once).
+                logger.info(
+                    "%d event(s) for backend %s were not delivered: it left while the broker "
+                    "was stopping",
+                    lost,
+                    link.name,
+                )
+            else:
+                logger.warning("%d event(s) for backend %s were lost with it", lost, link.name)
 
     def _drop(self, link: BackendLink, why: str) -> None:
         if not link.alive:
@@ -314,6 +326,11 @@ class BackendServer:
         """Close every backend connection at once, as a broker that goes away does."""
         for link in list(self._links):
             self._end(link)
+
+    def begin_stop(self) -> None:
+        """The broker is stopping (called before its clients are closed): events a backend
+        leaves unread from now on are logged at INFO, not warned about as a loss."""
+        self._stopping = True
 
     def close(self) -> None:
         """Stop reading from every backend: each link writes what is queued, and closes."""

@@ -215,6 +215,7 @@ async def serve_broker(
                         task_status.started(BrokerAddress(ws_port, tcp_port, hub, parts=parts))
                         await stop.wait()
                         services.deadline = trio.current_time() + config.shutdown_timeout
+                        backends.begin_stop()
                         front_nursery.cancel_scope.cancel()  # closes every client with 1001
                     backends.close()  # each link flushes its disconnected events, closes
                     await backends.wait_closed()

@@ -163,9 +163,9 @@ async def test_headers_of_the_request_are_left_alone(events: pytest.LogCaptureFi
     assert events.records[0].headers["Authorization"] == "[redacted]"  # type: ignore[attr-defined]
 
 
-async def test_rejected_requests(events: pytest.LogCaptureFixture) -> None:
+async def test_refused_requests(events: pytest.LogCaptureFixture) -> None:
     """A request the handler refuses, or that a middleware stopped without answering, is
-    logged as rejected."""
+    logged as refused."""
 
     async def refuse(request: ConnectionRequestContext) -> bool:
         return False
@@ -177,7 +177,7 @@ async def test_rejected_requests(events: pytest.LogCaptureFixture) -> None:
     stopped = MiddlewareHarness([Logging(), stop])
     assert (await refused.connection_request()).accepted is False
     assert (await stopped.connection_request()).accepted is False
-    assert [r.outcome for r in events.records] == ["rejected", "rejected"]  # type: ignore[attr-defined]
+    assert [r.outcome for r in events.records] == ["refused", "refused"]  # type: ignore[attr-defined]
 
 
 async def test_an_exception_is_logged_as_error_and_reraised_unchanged(

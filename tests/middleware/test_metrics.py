@@ -80,12 +80,24 @@ async def test_every_series_exists_from_the_start() -> None:
             assert count(registry, kind.value, outcome) == 0
         assert registry.get_sample_value(f"{DURATION}_count", {"event_type": kind.value}) == 0
     assert count(registry, "new_message", "accepted") is None
-    assert set(OUTCOMES[EventType.CONNECTION_REQUEST]) == {"accepted", "rejected", "error"}
+    assert set(OUTCOMES[EventType.CONNECTION_REQUEST]) == {
+        "accepted",
+        "refused",
+        "rate_limited",
+        "error",
+    }
+    assert set(OUTCOMES[EventType.MESSAGE]) == {
+        "ok",
+        "forbidden",
+        "rate_limited",
+        "invalid",
+        "error",
+    }
 
 
 async def test_connection_request_outcomes() -> None:
-    """Requests are counted as accepted or rejected from their final answer, unanswered ones
-    as rejected, and as errors when an exception passed through."""
+    """Requests are counted as accepted or refused from their final answer, unanswered ones
+    as refused, and as errors when an exception passed through."""
 
     async def admit(request: ConnectionRequestContext) -> bool:
         if request.url == "/ws/boom":
@@ -106,7 +118,7 @@ async def test_connection_request_outcomes() -> None:
         await harness.connection_request("/ws/boom")
     assert counts(registry) == {
         ("connection_request", "accepted"): 1,
-        ("connection_request", "rejected"): 2,
+        ("connection_request", "refused"): 2,
         ("connection_request", "error"): 1,
     }
     assert metrics.statistics() == MetricsStatistics(events=4, errors=1)

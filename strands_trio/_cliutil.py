@@ -75,11 +75,12 @@ def add_log_options(parser: argparse.ArgumentParser) -> None:
 
 def configure_logging(args: argparse.Namespace) -> None:
     """Send the root logger's records at ``args.log_level`` and above to stderr, formatted
-    as ``args.log_format`` asks."""
+    as ``args.log_format`` asks; as :func:`logging.basicConfig`, nothing is changed if the
+    root logger has handlers already (a host program's, or pytest's)."""
     handler = logging.StreamHandler(sys.stderr)
     json_format = getattr(args, "log_format", "text") == "json"
     handler.setFormatter(JsonFormatter() if json_format else logging.Formatter(TEXT_FORMAT))
-    logging.basicConfig(level=getattr(args, "log_level", "INFO"), handlers=[handler], force=True)
+    logging.basicConfig(level=getattr(args, "log_level", "INFO"), handlers=[handler])
 
 
 class JsonFormatter(logging.Formatter):

@@ -3,6 +3,8 @@ on SIGINT in a real process."""
 
 from __future__ import annotations
 
+import json
+import logging
 import signal
 import socket
 import subprocess
@@ -12,6 +14,7 @@ import pytest
 import trio
 
 from strands_trio.__main__ import build_parser, main
+from strands_trio._cliutil import JsonFormatter
 from strands_trio.broker._cli import config_from_args
 
 from .._net import read_all, reap
@@ -128,3 +131,60 @@ async def test_sigint_stops_the_broker_gracefully() -> None:
             assert b"SIGINT received: shutting down" in errors
     finally:
         await reap(process)
+
+
+async def test_log_format_json() -> None:
+    """--log-format json writes one JSON object per line on stderr, with time, level, logger
+    and message."""
+    command = [sys.executable, "-m", "strands_trio", "broker", "--ws-host", "127.0.0.1"]
+    command += ["--ws-port", "0", "--tcp-port", "0", "--log-format", "json"]
+    process = await trio.lowlevel.open_process(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        with trio.fail_after(20):
+            assert process.stdout is not None
+            assert process.stderr is not None
+            banner = b""
+            while b"\n" not in banner:
+                chunk = await process.stdout.receive_some()
+                assert chunk, banner
+                banner += chunk
+            process.send_signal(signal.SIGINT)
+            errors = (await read_all(process.stderr)).decode()
+            assert await process.wait() == 0
+    finally:
+        await reap(process)
+    lines = [json.loads(line) for line in errors.splitlines()]
+    assert lines
+    assert {"time", "level", "logger", "message"} <= set(lines[0])
+    assert {
+        "level": "INFO",
+        "logger": "strands_trio.broker",
+        "message": "SIGINT received: shutting down",
+    }.items() <= lines[0].items()
+    assert lines[0]["time"].endswith("+00:00")
+
+
+def test_json_formatter_fields() -> None:
+    """Fields given with extra= (the Logging middleware's) and an exception's traceback go
+    into the object; a value JSON cannot hold is written as its repr."""
+    formatter = JsonFormatter()
+    record = logging.LogRecord(
+        "strands_trio.events", logging.INFO, "x.py", 1, "%s ok", ("m",), None
+    )
+    record.outcome = "rate_limited"
+    record.duration_ms = 0.5
+    record.odd = {1, 2}
+    entry = json.loads(formatter.format(record))
+    assert entry["message"] == "m ok"
+    assert (entry["outcome"], entry["duration_ms"], entry["odd"]) == ("rate_limited", 0.5, "{1, 2}")
+    assert "args" not in entry
+    assert "msg" not in entry
+    try:
+        raise ValueError("bad")
+    except ValueError:
+        record = logging.LogRecord("x", logging.ERROR, "x.py", 1, "failed", (), sys.exc_info())
+    entry = json.loads(formatter.format(record))
+    assert entry["exception"].endswith("ValueError: bad")
+    assert "\n" not in formatter.format(record)

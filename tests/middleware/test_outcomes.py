@@ -12,8 +12,7 @@ import attrs
 import pytest
 import trio
 
-from strands_trio import ConnectionRequestContext, Context, StrandsApp
-from strands_trio._reflect import use_guards
+from strands_trio import ConnectionRequestContext, Context, StrandsApp, use_guards
 from strands_trio.middleware import Logging, Rate, RateLimit
 from strands_trio.testing import ConnectionRejected, open_fake_broker
 

@@ -339,7 +339,7 @@ class Engine:
             if not first_attempt:
                 delay = next(delays)
                 logger.log(
-                    logging.INFO if failures <= 1 else logging.DEBUG,
+                    logging.INFO if failures == 0 else logging.DEBUG,
                     "reconnecting to the broker at %s in %.2f s",
                     self._where,
                     delay,

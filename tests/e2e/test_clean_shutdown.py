@@ -23,6 +23,8 @@ async def test_broker_and_backend_stopped_together_warn_about_nothing(
     from docs.examples.chat_app import app
 
     caplog.set_level(logging.INFO, "strands_trio")
+    # shutdown_timeout=1: the test's clients keep their TCP connections open after the
+    # closing handshake (a browser closes its own), so the broker waits out its deadline.
     config = BrokerConfig(
         ws_host="127.0.0.1", ws_port=0, tcp_port=0, heartbeat_interval=None, shutdown_timeout=1
     )

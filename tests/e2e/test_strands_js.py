@@ -274,3 +274,207 @@ def test_queue_bound_and_close_against_a_dead_port(browser: Browser, stack: Brok
         assert close["willReconnect"] is False
     finally:
         page.context.close()
+
+
+# ---------------------------------------------------------------- unit tests in the page
+
+
+@pytest.mark.timeout(60)
+def test_pure_logic(browser: Browser, stack: BrokerAddress) -> None:
+    """backoffDelay doubles from minDelay up to maxDelay, jittered down by at most `jitter`;
+    buildUrl turns paths and http(s) into ws(s) and puts the token in the query; the
+    subprotocol mode offers "strands" and "bearer.<token>"; bad options are TypeErrors."""
+    page = open_test_page(browser, stack.ws_port)
+    try:
+        result = page.evaluate("""() => {
+            const s = strands;
+            const opts = {minDelay: 250, maxDelay: 2000, factor: 2, jitter: 0.5};
+            const error = (fn) => { try { fn(); return null; } catch (e) { return e.name; } };
+            return {
+                top: [1, 2, 3, 4, 5, 9].map((n) => s.backoffDelay(n, opts, () => 0)),
+                bottom: [1, 4].map((n) => s.backoffDelay(n, opts, () => 0.9999999)),
+                flat: s.backoffDelay(3, {...opts, jitter: 0}, () => 0.7),
+                urls: [
+                    s.buildUrl("/ws/lobby", {}, "http://h:8080/app/page"),
+                    s.buildUrl("ws/room", {token: "a b&c"}, "https://h/app/"),
+                    s.buildUrl("ws://x:1/ws/a?k=1", {token: "t", tokenParam: "jwt"}),
+                    s.buildUrl("/ws/a", {token: "t", tokenIn: "subprotocol"}, "http://h/"),
+                    s.buildUrl("http://h/ws/a", {token: null}),
+                ],
+                protocols: [s.subprotocols("t.k", "subprotocol"), s.subprotocols(null, "subprotocol"),
+                            s.subprotocols("t", "query")],
+                errors: [
+                    error(() => s.buildUrl("ftp://x/ws/a", {})),
+                    error(() => new s.StrandsClient("/ws/a", {tokenIn: "header"})),
+                    error(() => new s.StrandsClient("/ws/a", {maxQueue: -1})),
+                    error(() => new s.StrandsClient("/ws/a", {reconnect: {factor: 0.5}})),
+                    error(() => new s.StrandsClient("ftp://x/ws/a")),
+                ],
+                refusals: s.REFUSAL_CODES,
+            };
+        }""")
+        assert result["top"] == [250, 500, 1000, 2000, 2000, 2000]
+        assert result["bottom"] == [125, 1000]
+        assert result["flat"] == 1000
+        assert result["urls"] == [
+            "ws://h:8080/ws/lobby",
+            "wss://h/app/ws/room?token=a+b%26c",
+            "ws://x:1/ws/a?k=1&jwt=t",
+            "ws://h/ws/a",
+            "ws://h/ws/a",
+        ]
+        assert result["protocols"] == [["strands", "bearer.t.k"], None, None]
+        assert result["errors"] == ["TypeError"] * 5
+        assert result["refusals"] == [4401, 4403, 4429, 4503, 4504]
+    finally:
+        page.context.close()
+
+
+@pytest.mark.timeout(60)
+def test_explain_close(browser: Browser, stack: BrokerAddress) -> None:
+    """explainClose has words for the standard codes, the refusal codes and the ranges, and
+    appends the reason when there is one."""
+    page = open_test_page(browser, stack.ws_port)
+    try:
+        words = page.evaluate("""() => Object.fromEntries(
+            [1000, 1001, 1006, 1008, 1009, 1011, 4401, 4403, 4429, 4503, 4504, 4000, 3001, 1234]
+                .map((code) => [code, strands.explainClose(code, "")]))""")
+        assert words == {
+            "1000": "closed normally",
+            "1001": "going away: the broker is shutting down or restarting",
+            "1006": "could not connect or the connection was cut (the broker may be down, "
+            "unreachable, full, or refused the handshake)",
+            "1008": "policy violation (for instance a client too slow to read its messages)",
+            "1009": "message too big",
+            "1011": "server error",
+            "4401": "not authenticated: the token is missing, expired or invalid",
+            "4403": "refused by the backend",
+            "4429": "too many requests or connections: slow down",
+            "4503": "no backend is connected to the broker",
+            "4504": "the backend did not answer in time",
+            "4000": "closed by the application (code 4000)",
+            "3001": "closed by a library or framework (code 3001)",
+            "1234": "closed with code 1234",
+        }
+        with_reason = page.evaluate("() => strands.explainClose(4403, 'banned')")
+        assert with_reason == "refused by the backend: banned"
+    finally:
+        page.context.close()
+
+
+@pytest.mark.timeout(60)
+def test_auth_refusals_and_stops(browser: Browser, stack: BrokerAddress) -> None:
+    """With a fake WebSocket: an auth refusal (4403/4401) stops when the token provider gives
+    the same token again, and reconnects at once with a new token when it gives one; other
+    refusals (4503) reconnect; a normal close by the server (1000) and a replaced connection
+    stop; the queue is flushed in order before "open", and subprotocol mode offers the token."""
+    page = open_test_page(browser, stack.ws_port)
+    try:
+        result = page.evaluate("""async () => {
+            const sockets = installFakeWebSocket();
+            const out = {};
+            const tokens = ["same", "same", "old", "new", "x", "y", "z", "w"];
+            let calls = 0;
+            const make = (name) => {
+                const c = new strands.StrandsClient("/ws/fake", {
+                    token: () => tokens[calls++], tokenIn: "subprotocol",
+                    reconnect: {minDelay: 10, maxDelay: 10},
+                });
+                track(c, ["open", "close", "refused", "reconnecting"]);
+                return c;
+            };
+            const last = () => sockets[sockets.length - 1];
+            const names = () => events.map((e) => e[0]);
+
+            // 1. the same token again after 4403: stop, "close" then "refused".
+            let c = make();
+            await until(() => sockets.length === 1);
+            out.protocols = last().protocols;
+            last().open();
+            last().drop(4403, "banned");
+            await until(() => c.state === "closed");
+            out.sameToken = {calls, events: events.map((e) => [e[0], e[1]?.code ?? null,
+                e[1]?.willReconnect ?? null])};
+            out.refused = events.find((e) => e[0] === "refused")[1];
+
+            // 2. a new token after 4401: reconnect with it, without asking again.
+            events.length = 0;
+            c = make();
+            await until(() => sockets.length === 2);
+            c.send("echo", {text: "queued 1"}); c.sendRaw("queued 2");
+            c.on("open", () => { out.sentAtOpen ??= [...last().sent]; });
+            last().open();
+            out.afterOpen = last().sent;
+            last().drop(4401, "expired");
+            await until(() => sockets.length === 3);
+            out.newToken = {calls, protocols: last().protocols, events: names()};
+
+            // 3. 4503: reconnect (asking for a token), with a "refused" event.
+            events.length = 0;
+            last().drop(4503, "");
+            await until(() => sockets.length === 4);
+            out.noBackend = {calls, events: names()};
+
+            // 4. 1000 from the server, and a replaced connection: stop.
+            events.length = 0;
+            last().open();
+            last().drop(1000, "bye");
+            out.normal = {state: c.state, events: names()};
+            c = make();
+            await until(() => sockets.length === 5);
+            last().open();
+            last().drop(1008, "replaced by a new connection with the same client id");
+            out.replaced = {state: c.state};
+            return out;
+        }""")
+        assert result["protocols"] == ["strands", "bearer.same"]
+        assert result["sameToken"] == {
+            "calls": 2,
+            "events": [["open", None, None], ["close", 4403, False], ["refused", 4403, None]],
+        }
+        assert result["refused"] == {
+            "code": 4403,
+            "reason": "banned",
+            "explanation": "refused by the backend: banned",
+        }
+        assert result["sentAtOpen"] == ['{"text":"queued 1","type":"echo"}', "queued 2"]
+        assert result["afterOpen"] == result["sentAtOpen"]
+        assert result["newToken"] == {
+            "calls": 4,
+            "protocols": ["strands", "bearer.new"],
+            "events": ["open", "close", "refused", "reconnecting"],
+        }
+        assert result["noBackend"] == {"calls": 5, "events": ["close", "refused", "reconnecting"]}
+        assert result["normal"] == {"state": "closed", "events": ["open", "close"]}
+        assert result["replaced"] == {"state": "closed"}
+    finally:
+        page.context.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_throwing_listener_does_not_stop_the_others(
+    browser: Browser, stack: BrokerAddress
+) -> None:
+    """A listener that throws is reported (reportError) and the next listeners still run;
+    off() removes a listener; typed messages named like lifecycle events are not emitted as
+    those events."""
+    page = open_test_page(browser, stack.ws_port)
+    try:
+        result = page.evaluate("""async () => {
+            const sockets = installFakeWebSocket();
+            const seen = [];
+            const c = new strands.StrandsClient("/ws/fake");
+            await until(() => sockets.length === 1);
+            const removed = () => seen.push("removed");
+            c.on("said", () => { throw new Error("a bug"); });
+            c.on("said", (m) => seen.push(m.text));
+            c.on("said", removed).off("said", removed);
+            c.on("open", (e) => seen.push(["open", e]));
+            sockets[0].open();
+            sockets[0].onmessage({data: '{"type": "said", "text": "still delivered"}'});
+            sockets[0].onmessage({data: '{"type": "open", "text": "not an open"}'});
+            return seen;
+        }""")
+        assert result == [["open", {}], "still delivered"]
+    finally:
+        page.context.close()

@@ -248,13 +248,13 @@ class RedisPresence:
         """
         # The changes not written when the question is sent: the writer may finish writing
         # them before this task reads the answer, which Redis gave before their write.
-        before = {**self._inflight, **self._dirty}
+        before, drops = {**self._inflight, **self._dirty}, dict(self._drops)
         values = await self._query(self._scripts.members, room)
         found: dict[str, Member] = {}
         for value in values:
             member = self._decode(value)
             if member is not None:
-                drop = self._drops.get(member.broker)
+                drop = drops.get(member.broker)
                 if drop is None or member.broker_instance == drop:  # else: a drop to run
                     found[member.client_id] = member
         # The latest change of each client decides, read against the state now.

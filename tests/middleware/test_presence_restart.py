@@ -140,7 +140,8 @@ async def test_a_fake_broker_restart_empties_the_list_and_a_reconnection_does_no
             await ann.send("?")
             assert (await ann.receive()).startswith("here: ")
             first = app.broker_link
-            assert first is not None and first.identity is not None
+            assert first is not None
+            assert first.identity is not None
             assert first.identity.instance == broker.instance
             assert await presence.count(ann.room_id) == 2
 
@@ -155,7 +156,8 @@ async def test_a_fake_broker_restart_empties_the_list_and_a_reconnection_does_no
             await broker.wait_backends(1)
             await bob.send("?")  # heals bob: the only member learnt through the new one
             assert await bob.receive() == f"here: {bob.client_id}"
-            assert app.broker_link is not None and app.broker_link.identity is not None
+            assert app.broker_link is not None
+            assert app.broker_link.identity is not None
             assert app.broker_link.identity.instance == broker.instance != old
     assert presence.statistics().dropped == 2
     assert presence.statistics().restarts == 1
@@ -178,7 +180,8 @@ async def test_the_reference_fake_broker_sends_no_hello_and_a_new_link_drops_mem
             ann, bob = await broker.connect(), await broker.connect()
             await ann.send("?")
             assert len((await ann.receive()).split(",")) == 2
-            assert app.broker_link is not None and app.broker_link.identity is None
+            assert app.broker_link is not None
+            assert app.broker_link.identity is None
             await broker.drop_backends()
             await broker.wait_backends(1)
             await bob.send("?")
@@ -247,4 +250,5 @@ async def test_redis_replicas_drop_a_restarted_brokers_members_once(
         assert (sa.statistics().members, sb.statistics().members) == (1, 1)  # dan; cy
         dan = (await b.members("lobby"))[1]
         assert (dan.broker, dan.broker_instance) == ("B", "i2")
-    assert a.statistics().dropped == 1 and b.statistics().dropped == 1
+    assert a.statistics().dropped == 1
+    assert b.statistics().dropped == 1

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._app import StrandsApp
     from ._backoff import Backoff
-    from ._brokers import BrokerIdentity, BrokerLink
+    from ._brokers import BrokerIdentity, BrokerLink, BrokerLinkListener
     from ._client import StrandsClient
     from ._config import ClientConfig
     from ._errors import (
@@ -107,6 +107,7 @@ _HOMES: dict[str, str] = {
     "ClientStatistics": "._statistics",
     "BrokerIdentity": "._brokers",
     "BrokerLink": "._brokers",
+    "BrokerLinkListener": "._brokers",
     "ConnectionRequestContext": ".context",
     "Context": ".context",
 }
@@ -116,6 +117,7 @@ __all__ = [
     "BrokerConnectionError",
     "BrokerIdentity",
     "BrokerLink",
+    "BrokerLinkListener",
     "CallNext",
     "ClientConfig",
     "ClientStatistics",

@@ -292,7 +292,7 @@ class StrandsApp:
 
     @property
     def broker_link(self) -> BrokerLink | None:
-        """The link to the broker up now: see :attr:`StrandsClient.broker_link`."""
+        """The link to the broker up now, as :attr:`StrandsClient.broker_link` says."""
         return None if self._engine is None else self._engine.link
 
     def statistics(self) -> ClientStatistics:

@@ -249,7 +249,10 @@ class FakeBroker:
         #: Lines from backends that were not valid frames (skipped, as the reference does).
         self.bad_frames: list[BadFrame] = []
         self._backends = BackendServer(
-            _Recorder(self.hub, self.actions), self.config, on_bad_frame=self.bad_frames.append
+            _Recorder(self.hub, self.actions),
+            self.config,
+            on_bad_frame=self.bad_frames.append,
+            hello=not reference,  # the reference broker says nothing of itself
         )
         #: While true, new backend connections are refused (``ConnectionRefusedError``).
         self.refuse_backends = False
@@ -425,6 +428,19 @@ class FakeBroker:
         """Close every backend connection, as a broker that goes away does."""
         self._backends.disconnect_all()  # each link's task then closes its stream
         await trio.lowlevel.checkpoint()
+
+    @property
+    def instance(self) -> str:
+        """The instance id in the ``hello`` frame that opens each backend link (none is sent
+        in reference mode)."""
+        return self._backends.instance
+
+    async def restart(self) -> None:
+        """Act as a broker that was killed and started again: every backend connection is
+        closed at once, and the next ones get a ``hello`` with a new :attr:`instance`. (The
+        WebSocket clients of this fake stay; a real restart loses them.)"""
+        self._backends.new_instance()
+        await self.drop_backends()
 
 
 @contextlib.asynccontextmanager

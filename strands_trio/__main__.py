@@ -94,7 +94,6 @@ def _demo_server(args: argparse.Namespace) -> int:
         )
         return 1
     import errno
-
     import os
 
     from ._demo_chat import SECRET_VARIABLE, run_demo_server

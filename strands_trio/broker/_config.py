@@ -126,6 +126,8 @@ class BrokerConfig:
             among the nodes), and in presence replies; a random one by default.
         cluster_prefix: What every Redis key and channel of the cluster starts with, so that
             several clusters (or other programs) can share one Redis.
+        serve_strands_js: Serve the browser client, ``strands.js``, at ``GET /strands.js``
+            on the WebSocket port (on by default; ``docs/javascript-client.md``).
         node_ttl: Seconds after its last sign of life when a node that stopped (crashed,
             or cut off from Redis) no longer counts: its clients leave presence and the
             registry. Each node renews its own every third of it.
@@ -160,6 +162,7 @@ class BrokerConfig:
     node_id: str | None = attrs.field(default=None, validator=_node_id)
     cluster_prefix: str = "strands:"
     node_ttl: float = attrs.field(default=10.0, validator=POSITIVE)
+    serve_strands_js: bool = True
 
     @backend_secret.validator
     def _check_secret(self, _: attrs.Attribute[Any], value: str | None) -> None:

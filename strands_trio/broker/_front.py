@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -65,13 +65,17 @@ if TYPE_CHECKING:
     from ._hub import Hub
     from ._ports import Admission
 
-__all__ = ["REFUSAL_REASONS", "FrontStatistics", "Route", "WebSocketFront"]
+__all__ = ["REFUSAL_REASONS", "FrontStatistics", "Route", "RouteAnswer", "WebSocketFront"]
 
 logger = logging.getLogger("strands_trio.broker")
 
+#: What a route answers: ``(status, content type, body)``, or the same with extra response
+#: headers, ``(status, content type, body, [(name, value), ...])``.
+RouteAnswer = tuple[int, str, bytes] | tuple[int, str, bytes, Sequence[tuple[str, str]]]
+
 #: An extra HTTP route: called for each ``GET`` with the raw query string (no ``?``),
-#: returns ``(status, content type, body)``.
-Route = Callable[[str], tuple[int, str, bytes]]
+#: returns a :data:`RouteAnswer`.
+Route = Callable[[str], RouteAnswer]
 
 #: Why connections are refused or dropped before the upgrade (the ``reason`` label).
 REFUSAL_REASONS = ("origin", "full", "per_ip", "timeout", "bad_request", "backend")
@@ -394,12 +398,16 @@ class WebSocketFront:
         elif request.method != "GET":
             conn.respond(405, b"method not allowed\n", headers=[("Allow", "GET")])
         else:
+            headers: Sequence[tuple[str, str]] = ()
             try:
-                status, content_type, body = route(query)
+                answer = route(query)
+                status, content_type, body = answer[:3]
+                if len(answer) == 4:
+                    headers = answer[3]
             except Exception:
                 logger.exception("HTTP route %s failed", path)
                 status, content_type, body = 500, "text/plain", b"internal error\n"
-            conn.respond(status, body, content_type)
+            conn.respond(status, body, content_type, headers)
 
 
 async def _refuse_at_once(stream: trio.abc.Stream, answer: bytes) -> None:

@@ -108,6 +108,12 @@ def _demo_server(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    if secret is not None and len(secret.encode()) < 32:
+        print(
+            f"strands-trio demo: ${SECRET_VARIABLE} is too short: 32 bytes at least",
+            file=sys.stderr,
+        )
+        return 1
     if part == "backend" and args.tcp_port == 0:
         print("strands-trio demo: --backend-only needs --tcp-port, the broker's", file=sys.stderr)
         return 1

@@ -88,6 +88,15 @@ function connect(mine) {
   let retrying = false; // the last close will be retried: a refusal then is not final
   chat.on("close", (event) => {
     retrying = event.willReconnect;
+    if (mine.forged && !event.wasOpen && event.code === 1006) {
+      // A broker that refuses the handshake with an HTTP status (no close code) looks like a
+      // broker that is down; this session's token is known to be forged, so say so and stop.
+      retrying = false;
+      chat.close();
+      status(`refused: the forged token was not accepted (${event.explanation})`, "error");
+      show("refused at connect time: the forged token was not accepted", "error");
+      return;
+    }
     if (event.willReconnect && !outage) {
       outage = true;
       show(`connection lost: ${event.explanation}`, "notice");
@@ -96,6 +105,7 @@ function connect(mine) {
     }
   });
   chat.on("reconnecting", (event) => {
+    if (chat.state === "closed") return; // closed by this page meanwhile
     status(`reconnecting in ${(event.delay / 1000).toFixed(1)} s (attempt ${event.attempt})`, "waiting");
   });
   chat.on("refused", (event) => {

@@ -104,14 +104,19 @@ async def test_members_on_every_join_and_leave(demo: BrokerAddress, nursery: tri
 def test_split_demo_needs_a_shared_secret(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``--broker-only`` and ``--backend-only`` refuse to start without $STRANDS_DEMO_SECRET,
-    and ``--backend-only`` without the broker's port, each in one line."""
+    """``--broker-only`` and ``--backend-only`` refuse to start without $STRANDS_DEMO_SECRET or
+    with a short one, and ``--backend-only`` without the broker's port, each in one line."""
     from strands_trio.__main__ import main
 
     monkeypatch.delenv("STRANDS_DEMO_SECRET", raising=False)
     assert main(["demo", "--broker-only"]) == 1
     assert "--broker-only needs $STRANDS_DEMO_SECRET" in capsys.readouterr().err
     monkeypatch.setenv("STRANDS_DEMO_SECRET", "s3cr3t")
+    assert main(["demo", "--backend-only", "--tcp-port", "8081"]) == 1
+    assert capsys.readouterr().err == (
+        "strands-trio demo: $STRANDS_DEMO_SECRET is too short: 32 bytes at least\n"
+    )
+    monkeypatch.setenv("STRANDS_DEMO_SECRET", "s3cr3t" * 6)
     assert main(["demo", "--backend-only"]) == 1
     assert capsys.readouterr().err == (
         "strands-trio demo: --backend-only needs --tcp-port, the broker's\n"

@@ -1,7 +1,6 @@
 // The demo page, on strands.js: sign in (GET /token), then one StrandsClient on /ws/<room>.
 // strands.js reconnects (within 1.5 s of the broker being back), asks for a fresh token before
 // every connection, and keeps what is sent meanwhile; this file only shows what happens.
-"use strict";
 
 const $ = (id) => document.getElementById(id);
 let client = null;

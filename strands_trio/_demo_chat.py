@@ -63,9 +63,9 @@ TOKEN_SECONDS = 600
 #: ``--backend-only`` processes (the broker issues tokens, the backend verifies them).
 SECRET_VARIABLE = "STRANDS_DEMO_SECRET"
 
-#: The backend retries a lost broker quickly (0.25 s, then at most every second), so that a
+#: The backend retries a lost broker quickly (0.25 s, then every half second), so that a
 #: restarted broker has its backend back well within the page's 2 s.
-BACKEND_CONFIG = ClientConfig(reconnect_delay=0.25, max_reconnect_delay=1.0)
+BACKEND_CONFIG = ClientConfig(reconnect_delay=0.25, max_reconnect_delay=0.5)
 
 #: What the page is made of: (path, file in ``_demo_static``, content type).
 STATIC_FILES = (
@@ -251,7 +251,7 @@ async def serve_demo_backend(
 ) -> None:
     """Run *chat*'s backend against the broker at *broker_host*:*tcp_port* until cancelled
     (``demo --backend-only``), waiting for the broker and reconnecting to it (within a
-    second) when it restarts; with ``nursery.start``, returns once connected."""
+    half second) when it restarts; with ``nursery.start``, returns once connected."""
     await chat.app.serve(broker_host, tcp_port, task_status=task_status)
 
 

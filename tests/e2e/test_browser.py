@@ -4,10 +4,10 @@ in words where the user looks; a flood meets the rate limit; a message typed whi
 is down is delivered once it is back; the page fits a phone and wraps long words. All against
 ``strands-trio demo`` in subprocesses (broker and backend apart for the restart).
 
-The browser is Debian's ``chromium`` (``apt-get install chromium``), never a Playwright
-download; ``STRANDS_BROWSER`` names another Chromium executable. Without one, these tests are
-skipped. ``STRANDS_SCREENSHOT=docs/images/demo-chat.png`` also saves the chat as the docs'
-screenshot, and the phone-width one next to it (``demo-chat-phone.png``).
+The browser comes from the ``browser`` fixture (``conftest.py``, ``_chromium.py``): Debian's
+Chromium, or ``STRANDS_BROWSER``; without one, these tests are skipped.
+``STRANDS_SCREENSHOT=docs/images/demo-chat.png`` also saves the chat as the docs' screenshot,
+and the phone-width one next to it (``demo-chat-phone.png``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import contextlib
 import os
 import re
 import select
-import shutil
 import subprocess
 import sys
 import time
@@ -26,48 +25,15 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from ._chromium import WAIT_MS
+
 try:
-    from playwright.sync_api import Browser, Page, expect, sync_playwright
+    from playwright.sync_api import Browser, Page, expect
 except ImportError:  # pragma: no cover - the test extra installs it
     pytest.skip("playwright is not installed: pip install -e '.[test]'", allow_module_level=True)
 
-#: Debian's Chromium, unless STRANDS_BROWSER names another executable.
-DEFAULT_BROWSER = "/usr/bin/chromium"
-
-#: As root, in a sandbox, on a closed network: no setuid sandbox, no GPU, no calls home.
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-#: How long (ms) the page may take to show what a step expects: everything is on loopback.
-WAIT_MS = 10_000
-
 #: How long (s) the demo may take to print its URL.
 DEMO_START_SECONDS = 15
-
-
-def chromium_executable() -> str:
-    """The Chromium to drive: $STRANDS_BROWSER, or Debian's; skips the test when neither is
-    there, fails when $STRANDS_BROWSER names something that is not an executable."""
-    override = os.environ.get("STRANDS_BROWSER")
-    if override:
-        found = shutil.which(override)
-        if found is None:
-            pytest.fail(f"STRANDS_BROWSER={override} is not an executable")
-        return found
-    found = shutil.which(DEFAULT_BROWSER)
-    if found is None:
-        pytest.skip(
-            f"no browser: {DEFAULT_BROWSER} is missing; install it with "
-            "`apt-get install chromium` (Debian), or set STRANDS_BROWSER to a Chromium"
-        )
-    return found
 
 
 def read_banner(process: subprocess.Popen[bytes], stderr_log: Path, pattern: str) -> re.Match[str]:
@@ -135,20 +101,6 @@ def demo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One demo on free ports for the module's tests."""
     with running_demo(tmp_path_factory.mktemp("demo") / "stderr.log") as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """A headless Chromium for this module's tests, each of which opens its own contexts."""
-    executable = chromium_executable()
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=executable, args=CHROMIUM_FLAGS, timeout=30_000
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def open_page(browser: Browser, url: str, width: int = 1000, height: int = 650) -> Page:

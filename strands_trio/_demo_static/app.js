@@ -81,8 +81,6 @@ function connect(mine) {
     status(`connected as ${mine.name} in ${mine.room}`, "ok");
     if (outage) show("reconnected", "notice");
     outage = false;
-    // The queued lines are on their way: the room's echo of each replaces its pending line.
-    for (const line of document.querySelectorAll("#log li.pending")) line.remove();
   });
   let retrying = false; // the last close will be retried: a refusal then is not final
   chat.on("close", (event) => {
@@ -118,7 +116,14 @@ function connect(mine) {
     if (event.source === "server") show(text, "error");
     sayError(text);
   });
-  chat.on("said", (message) => show(`${message.name}: ${message.text}`));
+  chat.on("said", (message) => {
+    // A line of ours that was queued is delivered: the room's echo replaces its pending line.
+    if (message.name === mine.name) {
+      const line = [...document.querySelectorAll("#log li.pending")].find((item) => item.dataset.text === message.text);
+      if (line) line.remove();
+    }
+    show(`${message.name}: ${message.text}`);
+  });
   chat.on("joined", (message) => show(`${message.name} joined`, "notice"));
   chat.on("left", (message) => show(`${message.name} left`, "notice"));
   chat.on("announcement", (message) => show(`📣 ${message.name}: ${message.text}`, "announcement"));
@@ -138,7 +143,9 @@ function send(type, text) {
   sayError("");
   const before = client.queued;
   client.send(type, {text});
-  if (client.queued > before && type === "chat.say") show(`${session.name}: ${text}`, "pending");
+  if (client.queued > before && type === "chat.say") {
+    show(`${session.name}: ${text}`, "pending").dataset.text = text; // until the room echoes it
+  }
   return client.queued > before || client.state === "open";
 }
 

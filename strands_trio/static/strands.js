@@ -176,6 +176,9 @@ export class StrandsClient {
     buildUrl(url, {}); // a bad URL fails here, not in a later attempt
     this._listeners = new Map();
     this._queue = [];
+    // What was written on the current socket before the server said anything on it: a
+    // refusal then means no backend read it, so it goes back to the queue (see _closedSocket).
+    this._unheard = null;
     this._ws = null;
     this._timer = null;
     this._attempt = 0;
@@ -256,6 +259,11 @@ export class StrandsClient {
     const ws = this._ws;
     if (this.state === "open" && ws && ws.readyState === WebSocket.OPEN) {
       ws.send(String(text));
+      if (this._unheard) {
+        // A refusal comes at once; this many writes without a word means we were accepted.
+        if (this._unheard.length < this._maxQueue) this._unheard.push(String(text));
+        else this._unheard = null;
+      }
       return true;
     }
     if (this._queue.length >= this._maxQueue) {
@@ -331,12 +339,25 @@ export class StrandsClient {
       this.state = "open";
       const queued = this._queue;
       this._queue = [];
+      this._unheard = [...queued];
       for (const text of queued) ws.send(text);
       this._emit("open", {});
     };
-    ws.onmessage = (event) => this._receive(event.data);
+    ws.onmessage = (event) => {
+      if (this._ws === ws) this._unheard = null; // the server has spoken: it accepted us
+      this._receive(event.data);
+    };
     ws.onclose = (event) => {
-      if (this._ws === ws) this._ws = null;
+      if (this._ws === ws) {
+        this._ws = null;
+        const unheard = this._unheard;
+        this._unheard = null;
+        // A refusal comes before anything else on a socket, and means no backend accepted
+        // it: whatever the page wrote on it was never read, so it is sent again, first.
+        if (unheard?.length && REFUSAL_CODES.includes(event.code)) {
+          this._queue = [...unheard, ...this._queue];
+        }
+      }
       this._closedSocket(event, opened);
     };
   }

@@ -5,10 +5,11 @@ token source, has its verifier check it, and either rejects the request (no toke
 :class:`AuthError`; with code ``401`` and the error's safe reason, which strands-trio's broker
 shows the client as close code 4401) or stores the verified :class:`Identity` with
 ``ctx.set_state(IDENTITY, ...)``. The pipeline writes that state into the connection's
-``metadata``, which the broker carries in every later event, so later events need no token: they read the identity back from
-metadata (``ctx.get_state(IDENTITY)``). On those events :class:`Auth` only checks that an
-identity is there (a dictionary lookup) and drops messages from connections without one, which
-a broker only sends if some other backend accepted the client.
+``metadata``, which the broker carries in every later event, so later events need no token: they
+read the identity back from metadata (``ctx.get_state(IDENTITY)``). On those events
+:class:`Auth` only checks that an identity is there (a dictionary lookup) and drops messages
+from connections without one, which a broker only sends if some other backend accepted the
+client.
 
 :func:`roles` marks a handler with the roles it needs and puts :class:`RoleGuard` on it; the
 guard compares them with the identity's roles. Reasons from verifiers are safe to log and to

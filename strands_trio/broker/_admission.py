@@ -2,16 +2,16 @@
 
 Theory of operation. :meth:`Admissions.ask` sends a ``connection_request`` to the backend the
 hub picked and waits for the ``response`` with the same ``request_id``, at most
-``request_timeout`` seconds (``None``: forever, as the reference broker). The answer comes
-from the backend link's reader through :meth:`Admissions.answer`; a backend that leaves
-refuses what it had not answered (:meth:`Admissions.backend_gone`), at once. The verdict is an
+``request_timeout`` seconds (``None``: forever, as the reference broker). The answer comes from
+the backend link's reader through :meth:`Admissions.answer`; a backend that leaves refuses what
+it had not answered (:meth:`Admissions.backend_gone`), at once. The verdict is an
 :class:`~._ports.Admission`: accepted with the client's id, room and metadata, or refused with
-the HTTP status and the close code to refuse the handshake with (``_refusals.py``), and why:
-the backend's own ``reason`` and ``code`` when it gave them. Only strands-trio's broker sends
-the ``query`` field (``send_query``); ``FakeBroker``'s reference mode does not. As in the
-reference broker, only a ``response`` whose ``accepted`` is JSON ``false`` rejects (the codec
-reads it so); an acceptance without ``client_id`` and ``room_id``, which the reference leaves open and silent,
-is refused here and counted.
+the HTTP status and the close code to refuse the handshake with (``_refusals.py``), and why: the
+backend's own ``reason`` and ``code`` when it gave them. Only strands-trio's broker sends the
+``query`` field (``send_query``); ``FakeBroker``'s reference mode does not. As in the reference
+broker, only a ``response`` whose ``accepted`` is JSON ``false`` rejects (the codec reads it
+so); an acceptance without ``client_id`` and ``room_id``, which the reference leaves open and
+silent, is refused here and counted.
 """
 
 from __future__ import annotations

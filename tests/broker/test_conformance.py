@@ -167,7 +167,8 @@ class RealDriver:
             return Rejected(exc.status)
         async with ws.stream:
             closed, discarded = await ws.wait_closed()
-        assert closed.framed and discarded == 0
+        assert closed.framed
+        assert discarded == 0
         return Rejected(None, closed.code, closed.reason)
 
 

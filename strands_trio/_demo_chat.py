@@ -107,7 +107,7 @@ class DemoChat:
 
         @app.on_connection_request
         async def place(request: ConnectionRequestContext) -> bool:
-            room = request.url.partition("?")[0].removeprefix("/ws/").strip("/") or "lobby"
+            room = request.path.removeprefix("/ws/").strip("/") or "lobby"
             identity = IDENTITY.get(request)
             request.context.room_id = room
             request.context.metadata["name"] = identity.subject if identity else "?"
@@ -178,7 +178,7 @@ async def serve_demo(
     """Run the broker, the demo chat backend and the page until cancelled; with
     ``nursery.start``, returns the broker's address once the backend is connected."""
     chat = DemoChat()
-    config = BrokerConfig(ws_host=host, ws_port=ws_port, tcp_port=tcp_port, pass_query_string=True)
+    config = BrokerConfig(ws_host=host, ws_port=ws_port, tcp_port=tcp_port)
     async with trio.open_nursery() as nursery:
         address: BrokerAddress = await nursery.start(
             lambda task_status: serve_broker(

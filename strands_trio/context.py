@@ -110,8 +110,8 @@ class ConnectionRequestContext:
 
     @property
     def query_params(self) -> dict[str, list[str]]:
-        """The query string parsed: parameter name to its values, in order (blank values kept,
-        ``+`` and ``%xx`` decoded). From :attr:`query`, or from a query glued to :attr:`url`.
+        """Each query parameter's values, in order, by name (blank values kept, ``+`` and
+        ``%xx`` decoded), parsed from :attr:`query`, or from a query glued to :attr:`url`.
 
         >>> ConnectionRequestContext(query="tag=a&tag=b&debug").query_params
         {'tag': ['a', 'b'], 'debug': ['']}

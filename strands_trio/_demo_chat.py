@@ -178,7 +178,9 @@ async def serve_demo(
     """Run the broker, the demo chat backend and the page until cancelled; with
     ``nursery.start``, returns the broker's address once the backend is connected."""
     chat = DemoChat()
-    config = BrokerConfig(ws_host=host, ws_port=ws_port, tcp_port=tcp_port)
+    # refuse_with="http" until the page reads close codes (it is being rebuilt on strands.js):
+    # it takes a handshake refused before the upgrade (1006) for the forged-token case.
+    config = BrokerConfig(ws_host=host, ws_port=ws_port, tcp_port=tcp_port, refuse_with="http")
     async with trio.open_nursery() as nursery:
         address: BrokerAddress = await nursery.start(
             lambda task_status: serve_broker(

@@ -25,7 +25,7 @@ import trio
 from ..protocol import ConnectionRequest, Response, encode
 from ._handshake import Handshake
 from ._ports import Admission, BackendPort
-from ._refusals import BAD_ANSWER, NO_BACKEND, TIMED_OUT, close_code_for, http_status_for
+from ._refusals import BAD_ANSWER, NO_BACKEND, TIMED_OUT, close_code_for
 
 __all__ = ["Admissions"]
 
@@ -117,7 +117,7 @@ class Admissions:
             counts["rejected"] += 1
             return Admission(
                 accepted=False,
-                status=http_status_for(response.code),
+                status=403,
                 close_code=close_code_for(response.code),
                 reason=response.reason or "refused by the backend",
             )

@@ -137,7 +137,7 @@ class BrokerConfig:
             ``"close"`` (the default) completes the upgrade and closes at once with a close
             code a browser can read (4401, 4403, 4503, 4504; ``docs/browser-clients.md``),
             with the reason as close reason; ``"http"`` answers the handshake with an HTTP
-            status (401, 403, 503), which a browser sees as close code 1006 with no words.
+            status (403, 503), which a browser sees as close code 1006 with no words.
         max_connections: Connections to the WebSocket port at once, counted from the moment
             they are accepted (handshakes as well as open WebSockets); more are refused
             (503). Lowered at start if the open-file limit cannot hold them.

@@ -107,7 +107,7 @@ class Admission:
     Attributes:
         accepted: Whether the client may connect.
         status: When refused: the HTTP status to answer the handshake with: 403 (rejected by
-            the backend, or the status it gave), 503 (no backend, timeout, backend gone).
+            the backend), 503 (no backend, timeout, backend gone).
         close_code: When refused: the close code to close the upgraded socket with
             (``_refusals.py``: 4401, 4403, 4503, 4504...), the default way to refuse.
         client_id: The id the backend gave the client (when accepted).

@@ -9,17 +9,19 @@ reason the page can read (``CloseEvent.code``, ``CloseEvent.reason``):
 ========  ==============================================  ===========
 code      cause                                           HTTP status
 ========  ==============================================  ===========
-4401      the backend refused a missing or bad credential 401
+4401      the backend refused a missing or bad credential 403
           (``code=401``: the ``Auth`` middleware)
 4403      the backend refused (no code, or ``code=403``)  403
-4000+N    the backend refused with ``code=N`` (400-599)   N
+4000+N    the backend refused with ``code=N`` (400-599)   403
 4500      the backend accepted without client or room id  403
 4503      no backend connected, or it left before         503
           answering
 4504      the backend did not answer in time              503
 ========  ==============================================  ===========
 
-(``refuse_with="http"`` answers the HTTP status before the upgrade instead, as before.)
+(``refuse_with="http"`` answers the HTTP status before the upgrade instead, as before: 403
+for every refusal by a backend, since a 401 would need a ``WWW-Authenticate`` challenge that
+no WebSocket client answers.)
 Refusals that protect the broker stay HTTP statuses before the upgrade whatever the setting
 (429 from one address, 503 full or shutting down, 4xx bad handshakes, 403 origin): a refused
 client must cost nothing, and an upgrade costs a slot for the closing handshake.
@@ -38,7 +40,6 @@ __all__ = [
     "UNAUTHENTICATED",
     "close_code_for",
     "close_reason",
-    "http_status_for",
 ]
 
 #: The backend refused a missing or bad credential (``code=401``).
@@ -66,17 +67,6 @@ def close_code_for(code: int | None) -> int:
         if 4000 <= code <= 4999:
             return code
     return REFUSED
-
-
-def http_status_for(code: int | None) -> int:
-    """The HTTP status for a backend's refusal with ``code`` (``refuse_with="http"``): *code*
-    when it is 400 to 599, ``code - 4000`` when that is, else 403."""
-    if type(code) is int:
-        if 400 <= code <= 599:
-            return code
-        if 4400 <= code <= 4599:
-            return code - 4000
-    return 403
 
 
 def close_reason(text: str) -> str:

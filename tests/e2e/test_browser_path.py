@@ -9,7 +9,7 @@ from functools import partial
 
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
+from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from strands_trio import Context, StrandsApp
 from strands_trio.broker import BrokerAddress, BrokerConfig, serve_broker
@@ -56,18 +56,7 @@ async def refusal(
 async def _open(
     nursery: trio.Nursery, port: int, target: str, subprotocols: Sequence[str]
 ) -> WebSocketConnection:
-    if not subprotocols:
-        return await open_client(nursery, port, target)
-
-    async def run(task_status: trio.TaskStatus[WebSocketConnection]) -> None:
-        async with open_websocket(
-            "127.0.0.1", port, target, use_ssl=False, subprotocols=list(subprotocols)
-        ) as ws:
-            task_status.started(ws)
-            await trio.sleep_forever()
-
-    ws: WebSocketConnection = await nursery.start(run)
-    return ws
+    return await open_client(nursery, port, target, subprotocols=subprotocols)
 
 
 async def test_a_query_token_through_the_default_broker(

@@ -62,6 +62,7 @@ from ._metrics import DURATION_BUCKETS, Metrics, MetricsConfig, MetricsStatistic
 from ._presence import Presence, PresenceConfig, PresenceStatistics
 from ._presence_redis import RedisPresence, RedisPresenceStatistics
 from ._presence_store import (
+    BrokerAwareStore,
     Member,
     MemoryPresence,
     MemoryPresenceStatistics,
@@ -119,6 +120,7 @@ __all__ = [
     "AuthConfig",
     "AuthError",
     "AuthStatistics",
+    "BrokerAwareStore",
     "Decision",
     "HandlerTimeout",
     "Identity",

@@ -117,7 +117,7 @@ def add_broker_command(commands: Any) -> None:
         choices=("close", "http"),
         default="close",
         help="tell a client refused by a backend with a close code after the upgrade "
-        "(4401/4403/4503/4504, readable by browsers; the default) or an HTTP status",
+        "(4401/4403, readable by browsers; the default) or HTTP 403",
     )
     add(
         "--max-connections",

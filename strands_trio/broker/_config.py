@@ -135,9 +135,10 @@ class BrokerConfig:
             none of these gets no subprotocol (and is not refused).
         refuse_with: How a client refused by a backend (or for want of one) is told:
             ``"close"`` (the default) completes the upgrade and closes at once with a close
-            code a browser can read (4401, 4403, 4503, 4504; ``docs/browser-clients.md``),
-            with the reason as close reason; ``"http"`` answers the handshake with an HTTP
-            status (403, 503), which a browser sees as close code 1006 with no words.
+            code a browser can read (4401, 4403, 4000+N; ``docs/browser-clients.md``),
+            with the reason as close reason; ``"http"`` answers the handshake with 403, which
+            a browser sees as close code 1006 with no words. No backend, or no answer in
+            time, is HTTP 503 before the upgrade either way (transient: the client retries).
         max_connections: Connections to the WebSocket port at once, counted from the moment
             they are accepted (handshakes as well as open WebSockets); more are refused
             (503). Lowered at start if the open-file limit cannot hold them.
@@ -154,6 +155,8 @@ class BrokerConfig:
             among the nodes), and in presence replies; a random one by default.
         cluster_prefix: What every Redis key and channel of the cluster starts with, so that
             several clusters (or other programs) can share one Redis.
+        serve_strands_js: Serve the browser client, ``strands.js``, at ``GET /strands.js``
+            on the WebSocket port (on by default; ``docs/javascript-client.md``).
         node_ttl: Seconds after its last sign of life when a node that stopped (crashed,
             or cut off from Redis) no longer counts: its clients leave presence and the
             registry. Each node renews its own every third of it.
@@ -192,6 +195,7 @@ class BrokerConfig:
     node_id: str | None = attrs.field(default=None, validator=_node_id)
     cluster_prefix: str = "strands:"
     node_ttl: float = attrs.field(default=10.0, validator=POSITIVE)
+    serve_strands_js: bool = True
 
     @backend_secret.validator
     def _check_secret(self, _: attrs.Attribute[Any], value: str | None) -> None:

@@ -20,12 +20,13 @@ which goes through these steps, each bounded:
    ``Host``, the ``Origin`` (403) and, behind a trusted proxy, the client's own address
    (429): one parser decides, so exactly the handshakes that can be upgraded reach a backend.
 5. **Admission**: ``hub.admit`` asks a backend (bounded by ``request_timeout``). A refusal
-   (the backend's, or no backend, or no answer in time) is by default told in words a
-   browser can read: the ``101`` is sent and the socket closed at once with a close code
-   (4401, 4403, 4503, 4504...) and the reason (``_refusals.py``); with ``refuse_with="http"``
-   it is answered with its HTTP status before any upgrade. Refusals that protect the broker
-   (steps 1 to 4) are HTTP statuses before the upgrade whatever the setting: a refused
-   client must cost nothing.
+   by the backend is by default told in words a browser can read: the ``101`` is sent and the
+   socket closed at once with a close code (4401, 4403, 4000+N...) and the reason
+   (``_refusals.py``); with ``refuse_with="http"`` it is answered with 403 before any
+   upgrade. No backend, or no answer in time, is 503 before the upgrade either way (a
+   client retries; one that flushed queued sends on ``open`` would lose them otherwise).
+   Refusals that protect the broker (steps 1 to 4) are HTTP statuses before the upgrade
+   whatever the setting: a refused client must cost nothing.
 6. **The session**: the ``101`` is sent, the client is ``hub.connect``-ed, and
    :meth:`~._connection.WebSocketConnection.serve` hands its messages to ``hub.message``
    inline, pausing when the hub says (flow control toward the backend). When the session
@@ -44,7 +45,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -71,13 +72,17 @@ if TYPE_CHECKING:
     from ._hub import Hub
     from ._ports import Admission
 
-__all__ = ["REFUSAL_REASONS", "FrontStatistics", "Route", "WebSocketFront"]
+__all__ = ["REFUSAL_REASONS", "FrontStatistics", "Route", "RouteAnswer", "WebSocketFront"]
 
 logger = logging.getLogger("strands_trio.broker")
 
+#: What a route answers: ``(status, content type, body)``, or the same with extra response
+#: headers, ``(status, content type, body, [(name, value), ...])``.
+RouteAnswer = tuple[int, str, bytes] | tuple[int, str, bytes, Sequence[tuple[str, str]]]
+
 #: An extra HTTP route: called for each ``GET`` with the raw query string (no ``?``),
-#: returns ``(status, content type, body)``.
-Route = Callable[[str], tuple[int, str, bytes]]
+#: returns a :data:`RouteAnswer`.
+Route = Callable[[str], RouteAnswer]
 
 #: Why connections are refused or dropped before the upgrade, or at once after it for a
 #: backend's refusal (the ``reason`` label).
@@ -394,7 +399,10 @@ class WebSocketFront:
             pass_query_string=config.pass_query_string,
         )  # fmt: skip
         admission = await self._hub.admit(handshake)
-        if not admission.accepted and config.refuse_with == "http":
+        # A transient refusal (no backend, no answer in time: status 503) stays an HTTP answer:
+        # a client that writes its queued sends on "open" would lose them into a socket closed
+        # at once, and retrying after a 1006 costs it nothing.
+        if not admission.accepted and (config.refuse_with == "http" or admission.status == 503):
             self._refuse(conn, "backend", admission.status, admission.reason)
             return None
         return admission, response
@@ -409,12 +417,16 @@ class WebSocketFront:
         elif request.method != "GET":
             conn.respond(405, b"method not allowed\n", headers=[("Allow", "GET")])
         else:
+            headers: Sequence[tuple[str, str]] = ()
             try:
-                status, content_type, body = route(query)
+                answer = route(query)
+                status, content_type, body = answer[:3]
+                if len(answer) == 4:
+                    headers = answer[3]
             except Exception:
                 logger.exception("HTTP route %s failed", path)
                 status, content_type, body = 500, "text/plain", b"internal error\n"
-            conn.respond(status, body, content_type)
+            conn.respond(status, body, content_type, headers)
 
 
 async def _refuse_at_once(stream: trio.abc.Stream, answer: bytes) -> None:

@@ -14,10 +14,14 @@ code      cause                                           HTTP status
 4403      the backend refused (no code, or ``code=403``)  403
 4000+N    the backend refused with ``code=N`` (400-599)   403
 4500      the backend accepted without client or room id  403
-4503      no backend connected, or it left before         503
-          answering
-4504      the backend did not answer in time              503
 ========  ==============================================  ===========
+
+No backend connected (or it left before answering), or no answer within ``request_timeout``,
+is answered with HTTP 503 before the upgrade whatever the setting (the page sees 1006): such
+a refusal is transient, the client should retry, and a client that writes its queued sends
+as soon as the socket opens (``strands.js`` does) would lose them into a socket closed at
+once. :data:`NO_BACKEND` (4503) and :data:`TIMED_OUT` (4504) name them all the same (for
+logs, ``FakeBroker``, and clients of other brokers).
 
 (``refuse_with="http"`` answers the HTTP status before the upgrade instead, as before: 403
 for every refusal by a backend, since a 401 would need a ``WWW-Authenticate`` challenge that

@@ -30,6 +30,7 @@ __all__ = [
     "Event",
     "Frame",
     "Heartbeat",
+    "Hello",
     "MessageToConnection",
     "MessageToRoom",
     "NewConnection",
@@ -110,6 +111,28 @@ class Heartbeat:
 
     ACTION: ClassVar[str] = "heartbeat"
     request_id: str = "heartbeat"
+
+
+@attrs.frozen(kw_only=True)
+class Hello:
+    """Who the broker is: strands-trio's broker sends it first on every backend link (after
+    the ``authenticate`` exchange, when it has a secret). An extension: the reference broker
+    sends none, and the asyncio ``pystrands`` client ignores it (an unknown action).
+
+    Attributes:
+        broker: The broker's stable name: its cluster ``node_id`` when one was set, else
+            ``host:tcp_port`` of its backends' port. The same after a restart.
+        instance: A random id, new at every start of the broker: a backend that sees another
+            one under the same name knows that the broker restarted, and that the clients it
+            had are gone.
+        version: The broker's strands-trio version (``""`` if it did not say).
+    """
+
+    ACTION: ClassVar[str] = "hello"
+    request_id: str = "hello"
+    broker: str
+    instance: str
+    version: str = ""
 
 
 # ---------------------------------------------------------------- backend to broker (actions)
@@ -259,7 +282,8 @@ class BadFrame:
     line: bytes
 
 
-#: A frame the broker sends to a backend (:class:`PresenceReply` is strands-trio's extension).
+#: A frame the broker sends to a backend (:class:`PresenceReply` and :class:`Hello` are
+#: strands-trio's extensions).
 Event = (
     ConnectionRequest
     | NewConnection
@@ -268,6 +292,7 @@ Event = (
     | ErrorEvent
     | Heartbeat
     | PresenceReply
+    | Hello
 )
 #: A frame a backend sends to the broker (:class:`CloseConnection`, :class:`Authenticate` and
 #: :class:`PresenceRequest` are strands-trio's extensions).
@@ -291,6 +316,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     ErrorEvent,
     Heartbeat,
     PresenceReply,
+    Hello,
 )
 ACTION_TYPES: tuple[type[Action], ...] = (
     Response,

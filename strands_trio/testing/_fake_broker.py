@@ -68,10 +68,11 @@ class ConnectionRejected(Exception):
     Attributes:
         status: The HTTP status the handshake is answered with, or ``None`` when the socket
             was upgraded and then closed (see :attr:`close_code`). strands-trio's broker
-            upgrades and closes by default; with ``refuse_with="http"``, 401/403/503... In
+            upgrades and closes for a backend's refusal by default (403 with
+            ``refuse_with="http"``), and answers 503 with no backend or no answer in time. In
             reference mode, 200 with no backend, ``None`` for a rejection.
         close_code: The close code a browser sees when the socket was upgraded and closed:
-            4401, 4403, 4503, 4504... from strands-trio's broker (``docs/browser-clients.md``),
+            4401, 4403, 4000+N... from strands-trio's broker (``docs/browser-clients.md``),
             1006 from the reference (it closes without a close frame); ``None`` when the
             handshake was answered with an HTTP status (a browser sees 1006 then too).
     """
@@ -267,7 +268,10 @@ class FakeBroker:
         #: Lines from backends that were not valid frames (skipped, as the reference does).
         self.bad_frames: list[BadFrame] = []
         self._backends = BackendServer(
-            _Recorder(self.hub, self.actions), self.config, on_bad_frame=self.bad_frames.append
+            _Recorder(self.hub, self.actions),
+            self.config,
+            on_bad_frame=self.bad_frames.append,
+            hello=not reference,  # the reference broker says nothing of itself
         )
         #: While true, new backend connections are refused (``ConnectionRefusedError``).
         self.refuse_backends = False
@@ -435,7 +439,7 @@ class FakeBroker:
                     admission.reason, 200 if self.hub.backend_count == 0 else 503
                 )
             return ConnectionRejected(admission.reason, None, 1006)
-        if self.config.refuse_with == "http":
+        if self.config.refuse_with == "http" or admission.status == 503:  # as _front.py
             return ConnectionRejected(admission.reason, admission.status)
         return ConnectionRejected(close_reason(admission.reason), None, admission.close_code)
 
@@ -458,6 +462,19 @@ class FakeBroker:
         """Close every backend connection, as a broker that goes away does."""
         self._backends.disconnect_all()  # each link's task then closes its stream
         await trio.lowlevel.checkpoint()
+
+    @property
+    def instance(self) -> str:
+        """The instance id in the ``hello`` frame that opens each backend link (none is sent
+        in reference mode)."""
+        return self._backends.instance
+
+    async def restart(self) -> None:
+        """Act as a broker that was killed and started again: every backend connection is
+        closed at once, and the next ones get a ``hello`` with a new :attr:`instance`. (The
+        WebSocket clients of this fake stay; a real restart loses them.)"""
+        self._backends.new_instance()
+        await self.drop_backends()
 
 
 @contextlib.asynccontextmanager

@@ -688,7 +688,7 @@ class RawBackend:
         self._buffer = b""
 
     async def event(self) -> dict[str, Any]:
-        """The next event that is not a heartbeat."""
+        """The next event that is not a heartbeat (nor the broker's hello)."""
         while True:
             while b"\n" not in self._buffer:
                 chunk = await self.stream.receive_some()
@@ -696,7 +696,7 @@ class RawBackend:
                 self._buffer += chunk
             line, self._buffer = self._buffer.split(b"\n", 1)
             event: dict[str, Any] = json.loads(line)
-            if event["action"] != "heartbeat":
+            if event["action"] not in ("heartbeat", "hello"):
                 return event
 
     async def send(self, frame: dict[str, Any]) -> None:

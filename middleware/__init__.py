@@ -53,6 +53,7 @@ from ._credentials import (
     from_cookie,
     from_header,
     from_query,
+    from_subprotocol,
 )
 from ._jwks import JWKSKeys, JWKSStatistics
 from ._jwt import JWTVerifier
@@ -168,6 +169,7 @@ __all__ = [
     "from_cookie",
     "from_header",
     "from_query",
+    "from_subprotocol",
     "gcra",
     "roles",
 ]

@@ -161,7 +161,7 @@ class DemoChat:
 
         @app.on_connection_request
         async def place(request: ConnectionRequestContext) -> bool:
-            room = request.url.partition("?")[0].removeprefix("/ws/").strip("/") or "lobby"
+            room = request.path.removeprefix("/ws/").strip("/") or "lobby"
             identity = IDENTITY.get(request)
             request.context.room_id = room
             request.context.metadata["name"] = identity.subject if identity else "?"
@@ -222,7 +222,7 @@ class DemoChat:
 
 def broker_config(host: str, ws_port: int, tcp_port: int) -> BrokerConfig:
     """The demo broker's settings: the query string reaches the backend (the page's token)."""
-    return BrokerConfig(ws_host=host, ws_port=ws_port, tcp_port=tcp_port, pass_query_string=True)
+    return BrokerConfig(ws_host=host, ws_port=ws_port, tcp_port=tcp_port)
 
 
 async def serve_demo_broker(

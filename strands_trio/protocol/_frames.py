@@ -46,13 +46,20 @@ __all__ = [
 @attrs.frozen(kw_only=True)
 class ConnectionRequest:
     """A WebSocket client asks to connect; the backend must answer with a :class:`Response`
-    carrying the same ``request_id``."""
+    carrying the same ``request_id``.
+
+    ``query`` is an extension of strands-trio's broker: the raw query string of the handshake
+    (without ``?``; ``""`` when there is none). ``None`` when the broker did not send it (the
+    reference never does; the field is then left out on the wire); a value that is not a
+    string is read as ``None``, without losing the request.
+    """
 
     ACTION: ClassVar[str] = "connection_request"
     request_id: str
     headers: dict[str, list[str]]
     url: str
     remote_addr: str
+    query: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -137,6 +144,11 @@ class Response:
 
     When ``accepted``, ``client_id`` and ``room_id`` are required (the reference broker drops
     the client otherwise) and ``metadata`` is what later events carry in their context.
+
+    When refused, two extensions of strands-trio's broker (the reference ignores them) say why
+    to the client: ``reason`` (words safe to show it, the WebSocket close reason) and ``code``
+    (an HTTP-like status such as ``401``, or a close code from 4000 to 4999: the client sees
+    the socket closed with ``4000 + code``). Fields left ``None`` are not sent.
     """
 
     ACTION: ClassVar[str] = "response"
@@ -145,6 +157,8 @@ class Response:
     client_id: str | None = None
     room_id: str | None = None
     metadata: dict[str, Any] | None = None
+    reason: str | None = None
+    code: int | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -10,7 +10,6 @@ import queue
 import threading
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import attrs
 import trio
@@ -73,10 +72,9 @@ class Backend:
 
         @app.on_connection_request
         async def admit(request: ConnectionRequestContext) -> bool:
-            url = urlsplit(request.url)
-            token = (parse_qs(url.query).get("token") or [None])[0]
+            token = request.param("token")
             self.tokens.append(token)
-            request.context.room_id = url.path.removeprefix("/ws/")
+            request.context.room_id = request.path.removeprefix("/ws/")
             return token != "bad"
 
         @app.on_message("echo", model=Echo)
@@ -100,8 +98,7 @@ def running_stack(backend: Backend, ws_port: int = 0, tcp_port: int = 0) -> Iter
     """Our broker (serving the test page at ``/``) and *backend* in a Trio thread, until the
     block ends; the backend is connected when this yields."""
     config = BrokerConfig(
-        ws_host="127.0.0.1", ws_port=ws_port, tcp_port=tcp_port, pass_query_string=True,
-        shutdown_timeout=2,
+        ws_host="127.0.0.1", ws_port=ws_port, tcp_port=tcp_port, shutdown_timeout=2,
     )  # fmt: skip
     started: queue.Queue[Any] = queue.Queue()
     failure: list[BaseException] = []

@@ -216,28 +216,55 @@ def test_broker_restart_queue_tokens_and_reconnection(browser: Browser) -> None:
 
 @pytest.mark.timeout(60)
 def test_refused_by_the_backend(browser: Browser, stack: BrokerAddress) -> None:
-    """A backend refusing the connection (accepted: false) is explained in words: the broker
-    on this branch answers HTTP 403 before the upgrade, which the browser sees as 1006 ("could
-    not connect ..."); a broker that upgrades and closes with 4403 gives "refused by the
-    backend" and a "refused" event."""
+    """A backend refusing the connection (accepted: false) is explained in words: our broker
+    upgrades and closes with 4403, which gives "refused by the backend" and a "refused"
+    event; with the same token every time, the client stops."""
     page = open_test_page(browser, stack.ws_port)
     try:
         page.evaluate("""() => {
-            window.c = new strands.StrandsClient("/ws/refused", {token: "bad", reconnect: false});
+            window.c = new strands.StrandsClient("/ws/refused", {token: "bad"});
             track(c, ["open", "close", "refused"]);
         }""")
         close = wait_event(page, "e => e[0] === 'close'")[1]
         assert close["willReconnect"] is False
-        if close["code"] == 1006:
-            assert close["wasOpen"] is False
-            assert close["explanation"].startswith("could not connect or the connection was cut")
-        else:
-            assert close["code"] == 4403
-            assert close["explanation"].startswith("refused by the backend")
-            wait_event(page, "e => e[0] === 'refused' && e[1].code === 4403")
+        assert close["code"] == 4403
+        assert close["explanation"] == "refused by the backend: refused by the backend"
+        assert wait_event(page, "e => e[0] === 'refused'")[1]["code"] == 4403
         assert page.evaluate("() => c.state") == "closed"
     finally:
         page.context.close()
+
+
+@pytest.mark.timeout(60)
+def test_sends_on_a_refused_socket_are_sent_again(browser: Browser, backend: Backend) -> None:
+    """Sends queued before the first connection are written when its socket opens; that
+    socket is refused (4403: the token is bad), so none of them was read; the provider's next
+    token is accepted, and every send arrives once, in order."""
+    with running_stack(backend) as address:
+        page = open_test_page(browser, address.ws_port)
+        try:
+            page.evaluate("""() => {
+                const tokens = ["bad", "good"];
+                window.c = new strands.StrandsClient("/ws/requeue", {
+                    token: () => tokens.shift() ?? "good",
+                    reconnect: {minDelay: 10, maxDelay: 50},
+                });
+                track(c, ["open", "close", "refused", "error", "echoed"]);
+                for (const n of [1, 2, 3]) c.send("echo", {text: "again " + n});
+            }""")
+            wait_event(page, "e => e[0] === 'refused' && e[1].code === 4403")
+            for n in (1, 2, 3):
+                wait_event(page, f"e => e[0] === 'echoed' && e[1].text === 'again {n}'")
+            assert page.evaluate("() => c.queued") == 0
+            assert page.evaluate("() => events.filter(e => e[0] === 'error')") == []
+        finally:
+            page.context.close()
+    assert [text for text in backend.echoes if text.startswith("again")] == [
+        "again 1",
+        "again 2",
+        "again 3",
+    ]
+    assert backend.tokens[-2:] == ["bad", "good"]
 
 
 @pytest.mark.timeout(60)

@@ -1,7 +1,7 @@
 """``strands.js``, the browser client, in a real headless Chromium: served by our broker,
 driven against it and a small StrandsApp backend (``_stack.py``), and its pure logic and
-refusal handling unit-tested in the page (a fake ``WebSocket`` stands in for the close codes
-the broker does not send yet).
+refusal handling unit-tested in the page (a fake ``WebSocket`` gives the codes our broker
+does not send, such as 4401 with a provider that keeps its token, or a ``replaced`` 1008).
 """
 
 from __future__ import annotations

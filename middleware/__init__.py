@@ -53,6 +53,7 @@ from ._credentials import (
     from_cookie,
     from_header,
     from_query,
+    from_subprotocol,
 )
 from ._jwks import JWKSKeys, JWKSStatistics
 from ._jwt import JWTVerifier
@@ -61,6 +62,7 @@ from ._metrics import DURATION_BUCKETS, Metrics, MetricsConfig, MetricsStatistic
 from ._presence import Presence, PresenceConfig, PresenceStatistics
 from ._presence_redis import RedisPresence, RedisPresenceStatistics
 from ._presence_store import (
+    BrokerAwareStore,
     Member,
     MemoryPresence,
     MemoryPresenceStatistics,
@@ -118,6 +120,7 @@ __all__ = [
     "AuthConfig",
     "AuthError",
     "AuthStatistics",
+    "BrokerAwareStore",
     "Decision",
     "HandlerTimeout",
     "Identity",
@@ -166,6 +169,7 @@ __all__ = [
     "from_cookie",
     "from_header",
     "from_query",
+    "from_subprotocol",
     "gcra",
     "roles",
 ]

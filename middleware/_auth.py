@@ -2,12 +2,14 @@
 
 Theory of operation. :class:`Auth` acts at the ``connection_request``: it reads a token with its
 token source, has its verifier check it, and either rejects the request (no token, or an
-:class:`AuthError`) or stores the verified :class:`Identity` with ``ctx.set_state(IDENTITY,
-...)``. The pipeline writes that state into the connection's ``metadata``, which the broker
-carries in every later event, so later events need no token: they read the identity back from
-metadata (``ctx.get_state(IDENTITY)``). On those events :class:`Auth` only checks that an
-identity is there (a dictionary lookup) and drops messages from connections without one, which
-a broker only sends if some other backend accepted the client.
+:class:`AuthError`; with code ``401`` and the error's safe reason, which strands-trio's broker
+shows the client as close code 4401) or stores the verified :class:`Identity` with
+``ctx.set_state(IDENTITY, ...)``. The pipeline writes that state into the connection's
+``metadata``, which the broker carries in every later event, so later events need no token: they
+read the identity back from metadata (``ctx.get_state(IDENTITY)``). On those events
+:class:`Auth` only checks that an identity is there (a dictionary lookup) and drops messages
+from connections without one, which a broker only sends if some other backend accepted the
+client.
 
 :func:`roles` marks a handler with the roles it needs and puts :class:`RoleGuard` on it; the
 guard compares them with the identity's roles. Reasons from verifiers are safe to log and to
@@ -254,14 +256,14 @@ class Auth:
                 return
             self._missing += 1
             logger.info("rejected %s: no credentials", request.remote_addr)
-            view.reject()
+            view.reject("no credentials", code=401)
             return
         try:
             identity = await self._verify(token)
         except AuthError as exc:
             self._refused += 1
             logger.info("rejected %s: %s", request.remote_addr, exc)
-            view.reject()
+            view.reject(str(exc), code=401)  # an AuthError's message is safe to send
             return
         self._verified += 1
         if identity.claims and not self._keep_claims:

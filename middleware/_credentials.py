@@ -2,7 +2,8 @@
 client is, and the verifiers that decide.
 
 Theory of operation: authentication is split in two steps that the middleware composes. A
-*token source* (:func:`from_header`, :func:`from_query`, :func:`from_cookie`, :func:`first_of`)
+*token source* (:func:`from_header`, :func:`from_query`, :func:`from_cookie`,
+:func:`from_subprotocol`, :func:`first_of`)
 reads the credential from a :class:`~strands_trio.ConnectionRequestContext` and returns it, or
 ``None`` when the request carries none. A *verifier* (anything with ``async def verify(token) ->
 Identity``, see :class:`Verifier`) turns the token into an :class:`Identity` or raises
@@ -20,7 +21,6 @@ import hmac
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol, Self, TypeAlias, cast
-from urllib.parse import parse_qs, urlsplit
 
 import attrs
 import trio
@@ -41,6 +41,7 @@ __all__ = [
     "from_cookie",
     "from_header",
     "from_query",
+    "from_subprotocol",
 ]
 
 #: Reads a credential from a connection request; ``None`` when the request has none.
@@ -150,9 +151,25 @@ class _Query:
     param: str
 
     def __call__(self, request: ConnectionRequestContext) -> str | None:
-        query = urlsplit(request.url).query
-        values = parse_qs(query).get(self.param) if query else None
-        return values[0] if values else None
+        # query_params reads the broker's ``query`` field, or a query glued to the url.
+        for value in request.query_params.get(self.param, ()):
+            if value:
+                return value
+        return None
+
+
+@attrs.frozen
+class _Subprotocol:
+    prefix: str
+
+    def __call__(self, request: ConnectionRequestContext) -> str | None:
+        prefix = self.prefix
+        for header in _header_values(request, "Sec-WebSocket-Protocol"):
+            for offered in header.split(","):
+                offered = offered.strip()
+                if offered.startswith(prefix) and len(offered) > len(prefix):
+                    return offered[len(prefix) :]
+        return None
 
 
 @attrs.frozen
@@ -202,9 +219,12 @@ def from_header(name: str = "Authorization", scheme: str | None = "Bearer") -> T
 
 
 def from_query(param: str = "token") -> TokenSource:
-    """Read the token from query parameter *param* of the request URL (``/ws?token=...``).
+    """Read the token from query parameter *param* of the request URL (``/ws/x?token=...``).
 
-    The reference broker drops the query string; strands-trio's broker keeps it.
+    strands-trio's broker sends the query string in every connection request (the ``query``
+    extension field); the reference broker drops it, so this finds nothing there. A broker
+    that glues the query to the url (``pass_query_string``) works too. Query strings end up
+    in access logs and browser history: use short-lived tokens.
 
     Raises:
         ValueError: *param* is empty or has spaces.
@@ -219,6 +239,27 @@ def from_cookie(name: str) -> TokenSource:
         ValueError: *name* is empty or has spaces.
     """
     return _Cookie(_checked_name("cookie name", name))
+
+
+def from_subprotocol(prefix: str = "bearer.") -> TokenSource:
+    """Read the token from the ``Sec-WebSocket-Protocol`` header: the offered subprotocol that
+    starts with *prefix*, without it. A browser, which cannot set ``Authorization`` on a
+    WebSocket, offers it with ``new WebSocket(url, ["strands", "bearer." + token])``.
+
+    The broker must answer with a subprotocol the browser offered, or the browser fails the
+    connection: strands-trio's broker selects ``"strands"`` (``BrokerConfig.subprotocols``)
+    and never the one carrying the token. The reference broker selects none, so only clients
+    that offer no subprotocol can connect through it. A subprotocol is an HTTP token: a JWT
+    (base64url and dots) fits as it is; other tokens must avoid ``=``, ``/``, spaces and
+    commas.
+
+    Raises:
+        ValueError: *prefix* is empty or has spaces or commas.
+    """
+    _checked_name("subprotocol prefix", prefix)
+    if "," in prefix:
+        raise ValueError(f"subprotocol prefix must not contain a comma, got {prefix!r}")
+    return _Subprotocol(prefix)
 
 
 def first_of(*sources: TokenSource) -> TokenSource:

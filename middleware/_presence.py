@@ -14,7 +14,17 @@ through, unchanged:
   that client's ``new_connection``; its first message puts it back. Checking costs a dict
   lookup per message.
 
-Everything else (connection requests, broker errors) passes straight through. The store does
+Everything else (connection requests, broker errors) passes straight through.
+
+*When the broker restarts.* Its clients are gone, and no ``disconnected`` ever comes for them.
+:meth:`Presence.on_broker_link` hears each link that comes up (``_brokers.py``) and tells the
+store (:meth:`BrokerAwareStore.through`), which records every member with the link it was
+learnt through and drops the members learnt through the same broker name with another
+instance. A reconnection to the same instance keeps them (our broker keeps its clients while
+a backend reconnects). A broker that sends no ``hello`` (the reference) cannot say whether it
+restarted: each new link then counts as a new instance of a broker of this process's own, so
+the members learnt through the previous link are dropped, and live clients come back (heal)
+at their next message. The store does
 the recording synchronously, in memory, so the middleware never waits and never fails an
 event: a store that raises anyway is logged and counted, and the event goes on.
 
@@ -39,9 +49,9 @@ from typing import Final
 import attrs
 from attrs.validators import instance_of, optional
 
-from strands_trio import CallNext, EventType, ExecutionContext
+from strands_trio import BrokerLink, CallNext, EventType, ExecutionContext
 
-from ._presence_store import Member, MemoryPresence, PresenceStore
+from ._presence_store import BrokerAwareStore, Member, MemoryPresence, PresenceStore
 
 __all__ = ["Presence", "PresenceConfig", "PresenceStatistics"]
 
@@ -70,12 +80,18 @@ class PresenceStatistics:
         left: ``disconnected`` events recorded.
         healed: Messages from clients the store did not know, handed to it to record again.
         store_errors: Calls into the store that raised (logged; the event went on).
+        dropped: Members dropped because the broker they were learnt through restarted (or,
+            for a broker that sends no ``hello``, because the link they came through ended).
+        restarts: Links that came up to a broker instance other than the last one seen of
+            that name (or, without ``hello``, new links after the first).
     """
 
     joined: int
     left: int
     healed: int
     store_errors: int
+    dropped: int
+    restarts: int
 
 
 def _to_fields(value: Mapping[str, FieldFunction]) -> Mapping[str, FieldFunction]:
@@ -153,12 +169,15 @@ class Presence:
     """
 
     __slots__ = (
+        "_dropped",
         "_fields",
         "_heal",
         "_healed",
         "_joined",
         "_knows",
         "_left",
+        "_restarts",
+        "_seen",
         "_store",
         "_store_errors",
         "config",
@@ -195,6 +214,8 @@ class Presence:
         self._heal = config.heal
         self._knows = self._store.knows
         self._joined = self._left = self._healed = self._store_errors = 0
+        self._dropped = self._restarts = 0
+        self._seen: dict[str, str] = {}  # broker name -> the last instance seen
 
     def __repr__(self) -> str:
         return f"<Presence {self.config!r}>"
@@ -251,6 +272,38 @@ class Presence:
         except Exception:
             self._store_failed(ctx)
 
+    def on_broker_link(self, link: BrokerLink) -> None:
+        """Told by the app when a link to the broker comes up (or goes down: nothing to do):
+        the store drops the members of a broker instance that is gone (see the module
+        docstring). Logged at INFO with the count when any were dropped."""
+        if not link.up:
+            return
+        store = self._store
+        if not isinstance(store, BrokerAwareStore):
+            return
+        if link.identity is not None:
+            broker, instance = link.identity.name, link.identity.instance
+        else:  # no hello: only this process's own previous links can be known gone
+            broker, instance = f"{link.where} from {store.instance_id}", str(link.number)
+        previous = self._seen.get(broker)
+        self._seen[broker] = instance
+        try:
+            dropped = store.through(broker, instance)
+        except Exception:
+            self._store_errors += 1
+            logger.exception("presence: telling the store of the link to %s failed", broker)
+            return
+        if previous is not None and previous != instance:
+            self._restarts += 1
+        self._dropped += dropped
+        if dropped:
+            logger.info(
+                "presence: dropped %d member(s) learnt through broker %s before %s",
+                dropped,
+                broker,
+                "it restarted" if link.identity is not None else "its link was lost",
+            )
+
     def _store_failed(self, ctx: ExecutionContext) -> None:
         self._store_errors += 1
         logger.exception(
@@ -291,4 +344,6 @@ class Presence:
             left=self._left,
             healed=self._healed,
             store_errors=self._store_errors,
+            dropped=self._dropped,
+            restarts=self._restarts,
         )

@@ -24,6 +24,10 @@ memory (one entry per client at most) and are written when it is back; the outag
 once (an :class:`~strands_trio.redis.OutageLog`) and counted. Queries raise
 :class:`PresenceUnavailable` meanwhile.
 
+*When the broker restarts* (:meth:`RedisPresence.through`): this instance forgets its members
+learnt through it at once; the script ``DROP`` removes every replica's from Redis, atomically
+and idempotently (each replica that reconnects runs it; the later ones find nothing).
+
 It needs a standalone Redis (or one shard): the scripts compute key names from their
 arguments, which Redis Cluster forbids.
 """
@@ -31,18 +35,15 @@ arguments, which Redis Cluster forbids.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
-import attrs
 import trio
-from attrs import validators as v
 
+from ._presence_redis_config import RedisPresenceStatistics, Settings
 from ._presence_scripts import HEAL, JOIN, LEAVE, REPUBLISH, Change, apply_ops, scripts
 from ._presence_store import Member, PresenceUnavailable, _check_instance_id, _sort_key
-from ._validators import NON_EMPTY_STR, Validator, not_bool
 
 if TYPE_CHECKING:
     from strands_trio.redis import LiveRedis, Script
@@ -50,55 +51,6 @@ if TYPE_CHECKING:
 __all__ = ["RedisPresence", "RedisPresenceStatistics"]
 
 logger = logging.getLogger("strands_trio.middleware.presence")
-
-_TTL: list[Validator] = [not_bool("ttl"), v.instance_of((int, float)), v.ge(0.01), v.lt(math.inf)]
-_BATCH: list[Validator] = [not_bool("batch", "an int"), v.instance_of(int), v.ge(1)]
-
-
-@attrs.frozen(kw_only=True)
-class _Settings:
-    prefix: str = attrs.field(validator=NON_EMPTY_STR)
-    ttl: float = attrs.field(validator=_TTL)
-    batch: int = attrs.field(validator=_BATCH)
-
-
-@attrs.frozen(kw_only=True)
-class RedisPresenceStatistics:
-    """A snapshot of a :class:`RedisPresence` (:meth:`RedisPresence.statistics`).
-
-    Attributes:
-        available: Whether Redis is reachable now.
-        serving: Whether :meth:`RedisPresence.serve` is running.
-        members: Members this instance owns (recorded, or healed, and not removed).
-        pending: Changes recorded and not yet written to Redis.
-        written: Changes written to Redis.
-        refreshes: Liveness refreshes done.
-        lapses: Refreshes that found this instance's liveness key gone (Redis restarted, or
-            no refresh for ``ttl``): each was followed by a republish.
-        republished: Members written again after a lapse.
-        reaped: Entries of dead instances this instance deleted.
-        outages: Times Redis became unreachable (each logged once).
-        deferred: Changes recorded while Redis was unreachable (written when it came back).
-        query_failures: Queries that raised :class:`PresenceUnavailable`.
-        invalid: Entries in Redis that were not members (skipped).
-        superseded: Writes refused because the client had left since, as another instance
-            recorded (the member is forgotten here too).
-    """
-
-    available: bool
-    serving: bool
-    members: int
-    pending: int
-    written: int
-    refreshes: int
-    lapses: int
-    republished: int
-    reaped: int
-    outages: int
-    deferred: int
-    query_failures: int
-    invalid: int
-    superseded: int
 
 
 class RedisPresence:
@@ -150,7 +102,7 @@ class RedisPresence:
 
         if not callable(getattr(redis, "execute", None)):
             raise TypeError(f"redis must be a LiveRedis (from serve_live_redis), got {redis!r}")
-        _Settings(prefix=prefix, ttl=ttl, batch=batch)
+        Settings(prefix=prefix, ttl=ttl, batch=batch)
         self.ttl = float(ttl)
         self.instance_id = _check_instance_id(instance_id)
         self.prefix = prefix
@@ -170,6 +122,11 @@ class RedisPresence:
         self._warned_not_serving = False
         self._written = self._deferred = self._query_failures = self._invalid = 0
         self._superseded = 0
+        # Broker links: the one members are learnt through now, and the drops (broker name
+        # -> its new instance) not yet run in Redis.
+        self._via = ("", "")
+        self._drops: dict[str, str] = {}
+        self._dropped = self._drop_removed = 0
         who = f"presence {self.instance_id}"
         self._outage = OutageLog(
             logger,
@@ -234,6 +191,22 @@ class RedisPresence:
         confirmed = self._confirmed.get(client_id)
         return confirmed is not None and confirmed[0] == room and confirmed[1] > trio.current_time()
 
+    def through(self, broker: str, instance: str) -> int:
+        """See :meth:`~strands_trio.middleware.BrokerAwareStore.through`: forgotten here at
+        once, removed from Redis (every replica's) by the next write."""
+        self._via = (broker, instance)
+        self._drops[broker] = instance
+        gone = [c for c, (m, _) in self._owned.items() if _stale(m, broker, instance)]
+        gone += [c for c, m in self._healing.items() if _stale(m, broker, instance)]
+        for client_id in gone:
+            self._owned.pop(client_id, None)
+            self._healing.pop(client_id, None)
+            self._dirty.pop(client_id, None)
+        self._confirmed = {}  # trusted entries of others may be among the dropped
+        self._dropped += len(gone)
+        self._membership.wake()
+        return len(gone)
+
     def _member(self, client_id: str, room: str, fields: Mapping[str, str]) -> Member:
         return Member(
             client_id=client_id,
@@ -241,6 +214,8 @@ class RedisPresence:
             instance=self.instance_id,
             joined_at=time.time(),
             fields=dict(fields),
+            broker=self._via[0],
+            broker_instance=self._via[1],
         )
 
     def _mark(self, client_id: str, kind: str, room: str, when: float = 0.0) -> None:
@@ -273,13 +248,15 @@ class RedisPresence:
         """
         # The changes not written when the question is sent: the writer may finish writing
         # them before this task reads the answer, which Redis gave before their write.
-        before = {**self._inflight, **self._dirty}
+        before, drops = {**self._inflight, **self._dirty}, dict(self._drops)
         values = await self._query(self._scripts.members, room)
         found: dict[str, Member] = {}
         for value in values:
             member = self._decode(value)
             if member is not None:
-                found[member.client_id] = member
+                drop = drops.get(member.broker)
+                if drop is None or member.broker_instance == drop:  # else: a drop to run
+                    found[member.client_id] = member
         # The latest change of each client decides, read against the state now.
         for client_id, (kind, changed_room, _) in {
             **before,
@@ -406,7 +383,21 @@ class RedisPresence:
                 self._dirty[client_id] = (REPUBLISH, member.room, 0.0)
         return len(self._owned)
 
+    async def _drop(self) -> None:
+        broker, instance = next(iter(self._drops.items()))
+        args: list[str | int] = [self.prefix, self.instance_id, self._ttl_ms * 10, broker]
+        removed: int = await self._scripts.drop(self._redis, args=[*args, instance])
+        if self._drops.get(broker) == instance:  # not a newer instance meanwhile
+            del self._drops[broker]
+        self._drop_removed += removed
+        if removed:
+            logger.info("presence: removed %d entries of broker %s before it restarted",
+                        removed, broker)  # fmt: skip
+
     async def _flush(self) -> None:
+        if self._drops:  # before any write: what follows is learnt through the new instance
+            await self._drop()
+            return
         batch: dict[str, Change] = {}
         while self._dirty and len(batch) < self._batch:
             client_id = next(iter(self._dirty))
@@ -466,6 +457,8 @@ class RedisPresence:
             query_failures=self._query_failures,
             invalid=self._invalid,
             superseded=self._superseded,
+            dropped=self._dropped,
+            drop_removed=self._drop_removed,
         )
 
 
@@ -491,7 +484,13 @@ class _Rounds:
 
     @property
     def pending(self) -> bool:
-        return bool(self._store._dirty or self._store._inflight)
+        store = self._store
+        return bool(store._dirty or store._inflight or store._drops)
 
     async def flush(self) -> None:
         await self._store._flush()
+
+
+def _stale(member: Member, broker: str, instance: str) -> bool:
+    """Whether *member* was learnt through *broker* with an instance other than *instance*."""
+    return member.broker == broker and member.broker_instance != instance

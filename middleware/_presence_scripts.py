@@ -64,6 +64,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "APPLY",
+    "DROP",
     "HEAL",
     "JOIN",
     "LEAVE",
@@ -236,6 +237,39 @@ return reaped
 """
 )
 
+# ARGV: prefix, this instance, ms to keep removal notices, broker name, broker instance.
+# Removes every entry learnt through that broker name with another instance (the broker
+# restarted: those clients are gone), whoever owns it; the owner is told as by a leave.
+# Idempotent: run again (by every replica that reconnects), it finds nothing more.
+# Returns how many entries it removed.
+DROP: Final = """
+local p, me, keep, broker, instance = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local removed = 0
+for _, room in ipairs(redis.call("SMEMBERS", p .. "rooms")) do
+  local room_key = p .. "room:" .. room
+  local entries = redis.call("HGETALL", room_key)
+  for i = 1, #entries, 2 do
+    local cid, value = entries[i], entries[i + 1]
+    local ok, m = pcall(cjson.decode, value)
+    if ok and type(m) == "table" and m.broker == broker
+        and type(m.broker_instance) == "string" and m.broker_instance ~= instance then
+      redis.call("HDEL", room_key, cid)
+      removed = removed + 1
+      if type(m.instance) == "string" then
+        redis.call("HDEL", p .. "instance:" .. m.instance, cid)
+        if m.instance ~= me then
+          local key = p .. "removed:" .. m.instance
+          redis.call("RPUSH", key, value)
+          redis.call("PEXPIRE", key, keep)
+        end
+      end
+    end
+  end
+  if redis.call("HLEN", room_key) == 0 then redis.call("SREM", p .. "rooms", room) end
+end
+return removed
+"""
+
 # ARGV: prefix, room. The JSON of the room's members whose owner is alive.
 MEMBERS: Final = (
     _OWNER
@@ -268,6 +302,7 @@ class Scripts(NamedTuple):
     """The scripts as :class:`~strands_trio.redis.Script` objects."""
 
     apply: Script
+    drop: Script
     refresh: Script
     sweep: Script
     members: Script
@@ -281,6 +316,7 @@ def scripts() -> Scripts:
 
     return Scripts(
         apply=Script(APPLY),
+        drop=Script(DROP),
         refresh=Script(LIVENESS_LUA + REFRESH),
         sweep=Script(LIVENESS_LUA + SWEEP),
         members=Script(MEMBERS),

@@ -26,6 +26,7 @@ import trio
 from strands_trio import StrandsError
 
 __all__ = [
+    "BrokerAwareStore",
     "Member",
     "MemoryPresence",
     "MemoryPresenceStatistics",
@@ -63,6 +64,12 @@ class Member:
             (:func:`time.time`, comparable across machines with synchronised clocks). For a
             member put back by self-healing, when it was put back.
         fields: What the middleware's ``fields`` functions computed (the user's name ...).
+        broker: The name of the broker link it was learnt through (the broker's ``hello``
+            name, or a name of the backend's own for a broker that sent none); ``""`` if
+            none was announced.
+        broker_instance: Which instance of that broker (or which link to a broker that sent
+            no ``hello``): when a link comes up to the same broker with another instance,
+            the member is dropped (see :meth:`BrokerAwareStore.through`).
     """
 
     client_id: str
@@ -70,6 +77,8 @@ class Member:
     instance: str
     joined_at: float
     fields: Mapping[str, str] = attrs.field(factory=dict, hash=False)
+    broker: str = ""
+    broker_instance: str = ""
 
     def to_json(self) -> bytes:
         """The member as a JSON object (how :class:`RedisPresence` stores it)."""
@@ -80,6 +89,8 @@ class Member:
                 "instance": self.instance,
                 "joined_at": self.joined_at,
                 "fields": dict(self.fields),
+                "broker": self.broker,
+                "broker_instance": self.broker_instance,
             }
         )
 
@@ -105,7 +116,12 @@ class Member:
         fields = value.get("fields", {})
         if not isinstance(fields, dict) or not all(isinstance(v, str) for v in fields.values()):
             raise ValueError("a member's fields must map names to strings @ $.fields")
+        via = value.get("broker", ""), value.get("broker_instance", "")
+        if not isinstance(via[0], str) or not isinstance(via[1], str):
+            raise ValueError("a member's broker and broker_instance must be strings @ $.broker")
         return cls(
+            broker=via[0],
+            broker_instance=via[1],
             client_id=value["client_id"],
             room=value["room"],
             instance=value["instance"],
@@ -162,6 +178,20 @@ class PresenceStore(Protocol):
         """
 
 
+@runtime_checkable
+class BrokerAwareStore(Protocol):
+    """A :class:`PresenceStore` that records through which broker link each member was
+    learnt, and drops the members of a broker that restarted. Both stores of this package
+    are; :class:`Presence` tells one of each link that comes up."""
+
+    def through(self, broker: str, instance: str) -> int:
+        """Record members learnt from now on as learnt through *broker*, *instance*; drop
+        the members learnt through *broker* with another instance (the broker restarted:
+        those clients are gone). Returns how many members this process dropped (a shared
+        store also removes those of other processes, later, counted in its statistics).
+        Must not block, as recording."""
+
+
 @attrs.frozen(kw_only=True)
 class MemoryPresenceStatistics:
     """A snapshot of a :class:`MemoryPresence` (:meth:`MemoryPresence.statistics`).
@@ -189,6 +219,7 @@ class MemoryPresence:
         self.instance_id = _check_instance_id(instance_id)
         self._clients: dict[str, Member] = {}
         self._rooms: dict[str, dict[str, Member]] = {}
+        self._via = ("", "")
 
     def __repr__(self) -> str:
         return f"<MemoryPresence {self.instance_id!r}: {len(self._clients)} members>"
@@ -201,6 +232,8 @@ class MemoryPresence:
             instance=self.instance_id,
             joined_at=time.time(),
             fields=fields,
+            broker=self._via[0],
+            broker_instance=self._via[1],
         )
         self._clients[client_id] = member
         self._rooms.setdefault(room, {})[client_id] = member
@@ -218,6 +251,17 @@ class MemoryPresence:
             del room[client_id]
             if not room:
                 del self._rooms[member.room]
+
+    def through(self, broker: str, instance: str) -> int:
+        self._via = (broker, instance)
+        gone = [
+            m.client_id
+            for m in self._clients.values()
+            if m.broker == broker and m.broker_instance != instance
+        ]
+        for client_id in gone:
+            self._remove(client_id)
+        return len(gone)
 
     def knows(self, client_id: str, room: str) -> bool:
         member = self._clients.get(client_id)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._app import StrandsApp
     from ._backoff import Backoff
+    from ._brokers import BrokerIdentity, BrokerLink, BrokerLinkListener
     from ._client import StrandsClient
     from ._config import ClientConfig
     from ._errors import (
@@ -104,6 +105,9 @@ _HOMES: dict[str, str] = {
     "make_message_converter": "._router",
     "Sender": "._sender",
     "ClientStatistics": "._statistics",
+    "BrokerIdentity": "._brokers",
+    "BrokerLink": "._brokers",
+    "BrokerLinkListener": "._brokers",
     "ConnectionRequestContext": ".context",
     "Context": ".context",
 }
@@ -111,6 +115,9 @@ _HOMES: dict[str, str] = {
 __all__ = [
     "Backoff",
     "BrokerConnectionError",
+    "BrokerIdentity",
+    "BrokerLink",
+    "BrokerLinkListener",
     "CallNext",
     "ClientConfig",
     "ClientStatistics",

@@ -54,6 +54,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--script", action="store_true", help="play the scripted conversation and exit"
     )
     add_log_options(demo)
+    half = demo.add_mutually_exclusive_group()
+    half.add_argument(
+        "--broker-only",
+        action="store_true",
+        help="run only the broker and the page (the backend runs with --backend-only); "
+        "both need the same $STRANDS_DEMO_SECRET",
+    )
+    half.add_argument(
+        "--backend-only",
+        action="store_true",
+        help="run only the chat backend, connecting to the broker on --host:--tcp-port",
+    )
     from ._run import add_run_command
     from .broker._cli import add_broker_command
 
@@ -99,11 +111,32 @@ def _demo_server(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    import os
+
     from ._cliutil import configure_logging
-    from ._demo_chat import run_demo_server
+    from ._demo_chat import SECRET_VARIABLE, run_demo_server
     from .broker._cli import listen_error_words
 
-    if args.ws_port == args.tcp_port != 0:
+    part = "broker" if args.broker_only else "backend" if args.backend_only else "both"
+    secret = os.environ.get(SECRET_VARIABLE)
+    if part != "both" and not secret:
+        print(
+            f"strands-trio demo: --{part}-only needs ${SECRET_VARIABLE}, the same in the "
+            "broker's and the backend's process (the broker issues tokens, the backend "
+            "verifies them)",
+            file=sys.stderr,
+        )
+        return 1
+    if secret is not None and len(secret.encode()) < 32:
+        print(
+            f"strands-trio demo: ${SECRET_VARIABLE} is too short: 32 bytes at least",
+            file=sys.stderr,
+        )
+        return 1
+    if part == "backend" and args.tcp_port == 0:
+        print("strands-trio demo: --backend-only needs --tcp-port, the broker's", file=sys.stderr)
+        return 1
+    if part != "backend" and args.ws_port == args.tcp_port != 0:
         print(
             f"strands-trio demo: cannot listen: --ws-port and --tcp-port are both "
             f"{args.ws_port}; give them different ports",
@@ -112,7 +145,7 @@ def _demo_server(args: argparse.Namespace) -> int:
         return 1
     configure_logging(args)  # before the demo's own basicConfig, which then does nothing
     try:
-        run_demo_server(args.host, args.ws_port, args.tcp_port)
+        run_demo_server(args.host, args.ws_port, args.tcp_port, part, secret)
     except OSError as exc:
         print(f"strands-trio demo: {listen_error_words(exc)}", file=sys.stderr)
         return 1

@@ -20,6 +20,7 @@ import attrs
 import cattrs
 import trio
 
+from ._brokers import BrokerLink
 from ._config import ClientConfig
 from ._engine import Engine, StreamFactory
 from ._errors import NotConnectedError
@@ -288,6 +289,11 @@ class StrandsApp:
     def is_connected(self) -> bool:
         """Whether the app is serving and connected to its broker now."""
         return self._engine is not None and self._engine.is_connected
+
+    @property
+    def broker_link(self) -> BrokerLink | None:
+        """The link to the broker up now, as :attr:`StrandsClient.broker_link` says."""
+        return None if self._engine is None else self._engine.link
 
     def statistics(self) -> ClientStatistics:
         """The statistics of the connection being served (see :class:`ClientStatistics`).

@@ -18,6 +18,7 @@ from typing import Any, Self
 
 import trio
 
+from ._brokers import BrokerLink
 from ._config import ClientConfig
 from ._engine import Engine, StreamFactory
 from ._handlers import HANDLER_NAMES, Jobs, default_handler
@@ -215,6 +216,12 @@ class StrandsClient:
     async def wait_connected(self) -> None:
         """Return once a connection to the broker is up (at once if it is)."""
         await self._engine.wait_connected()
+
+    @property
+    def broker_link(self) -> BrokerLink | None:
+        """The link to the broker up now (:class:`~strands_trio.BrokerLink`: which broker,
+        which instance of it), once its first frame said so; ``None`` when not connected."""
+        return self._engine.link
 
     def statistics(self) -> ClientStatistics:
         """What this client has done so far: see :class:`ClientStatistics`."""

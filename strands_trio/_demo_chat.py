@@ -1,16 +1,23 @@
 """The demo: the Trio broker, a chat backend with the built-in middleware, and a page.
 
 ``strands-trio demo`` runs all three in one process and one nursery. The page (served by the
-broker at ``/``, from files shipped in the package: no build step, no CDN) signs in with a
-name: ``GET /token?name=...`` issues a JWT valid for ten minutes, signed with a secret made at
-start. The page then opens ``/ws/<room>?token=...``, where:
+broker at ``/``, from files shipped in the package: no build step, no CDN) is written on
+``strands.js``, which the broker serves at ``/strands.js``. It signs in with a name:
+``GET /token?name=...`` issues a JWT valid for ten minutes, signed with a secret made at start
+(or read from ``$STRANDS_DEMO_SECRET``). The page then opens ``/ws/<room>?token=...``, where:
 
 - ``Auth`` verifies the token (a bad one is refused before the upgrade, and the page says so);
 - ``RateLimit`` allows 5 messages at once, then 1 per second (the page's "flood" button shows
   the error frame);
 - ``Logging`` logs every event, tokens redacted;
 - ``chat.say`` messages are typed (an attrs class, validated), and ``chat.announce`` is for
-  the ``admin`` role only (sign in as "admin" to have it).
+  the ``admin`` role only (sign in as "admin" to have it);
+- ``Presence`` keeps who is in each room, and the room gets the list of names (a
+  ``members`` message) at every join and leave.
+
+``demo --broker-only`` and ``demo --backend-only`` run the two halves as separate processes
+sharing ``$STRANDS_DEMO_SECRET``, so that the broker can be killed and restarted under a
+running backend and open pages (the restart test in ``tests/e2e/test_browser.py`` does).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import json
 import logging
 import secrets
 import time
+from functools import partial
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs
@@ -27,17 +35,45 @@ import attrs
 import trio
 
 from ._app import StrandsApp
+from ._config import ClientConfig
 from ._util import serve_until_signal
 from .broker import BrokerAddress, BrokerConfig, serve_broker
 from .context import ConnectionRequestContext, Context
-from .middleware import IDENTITY, Auth, JWTVerifier, Logging, Rate, RateLimit, from_query, roles
+from .middleware import (
+    IDENTITY,
+    Auth,
+    JWTVerifier,
+    Logging,
+    Presence,
+    Rate,
+    RateLimit,
+    by_metadata,
+    from_query,
+    roles,
+)
 
-__all__ = ["DemoChat", "serve_demo"]
+__all__ = ["DemoChat", "serve_demo", "serve_demo_backend", "serve_demo_broker"]
 
 logger = logging.getLogger("strands_trio.demo")
 
 AUDIENCE = "strands-trio-demo"
 TOKEN_SECONDS = 600
+
+#: The environment variable that gives the token secret, shared by ``--broker-only`` and
+#: ``--backend-only`` processes (the broker issues tokens, the backend verifies them).
+SECRET_VARIABLE = "STRANDS_DEMO_SECRET"
+
+#: The backend retries a lost broker quickly (0.25 s, then every half second), so that a
+#: restarted broker has its backend back well within the page's 2 s.
+BACKEND_CONFIG = ClientConfig(reconnect_delay=0.25, max_reconnect_delay=0.5)
+
+#: What the page is made of: (path, file in ``_demo_static``, content type).
+STATIC_FILES = (
+    ("/", "index.html", "text/html; charset=utf-8"),
+    ("/app.js", "app.js", "text/javascript; charset=utf-8"),
+    ("/style.css", "style.css", "text/css; charset=utf-8"),
+    ("/favicon.svg", "favicon.svg", "image/svg+xml"),
+)
 
 
 @attrs.frozen
@@ -69,6 +105,14 @@ class Left:
 
 
 @attrs.frozen
+class Members:
+    """Who is in the room, oldest first: ``{"type": "members", "names": ["...", ...]}``; sent
+    to the room at every join and leave."""
+
+    names: list[str]
+
+
+@attrs.frozen
 class Said:
     """A chat line, as the room sees it: ``{"type": "said", "name": "...", "text": "..."}``."""
 
@@ -85,11 +129,12 @@ class Announcement:
 
 
 class DemoChat:
-    """The demo's chat backend and its token issuer, sharing one fresh secret."""
+    """The demo's chat backend and its token issuer, sharing one secret: *secret*, or a fresh
+    one."""
 
-    def __init__(self) -> None:
-
-        self.secret = secrets.token_urlsafe(48)
+    def __init__(self, secret: str | None = None) -> None:
+        self.secret = secret or secrets.token_urlsafe(48)
+        self.presence = presence = Presence(fields={"name": by_metadata("name")})
         self.app = app = StrandsApp(
             middleware=[
                 Logging(),
@@ -97,17 +142,26 @@ class DemoChat:
                     verifier=JWTVerifier(key=self.secret, algorithms=("HS256",), audience=AUDIENCE),
                     source=from_query("token"),
                 ),
+                presence,
                 RateLimit(messages=Rate(burst=5, per_second=1)),
-            ]
+            ],
+            config=BACKEND_CONFIG,
         )
 
         for kind, model in (("joined", Joined), ("left", Left), ("said", Said)):
             app.outgoing(kind)(model)
+        app.outgoing("members")(Members)
+
+        async def roll_call(room: str) -> None:
+            # Presence has recorded the join (or the leave) before the handler runs.
+            names = [member.fields.get("name", "?") for member in await presence.members(room)]
+            await app.send_room_message(room, Members(names=names))
+
         app.outgoing("announcement")(Announcement)
 
         @app.on_connection_request
         async def place(request: ConnectionRequestContext) -> bool:
-            room = request.url.partition("?")[0].removeprefix("/ws/").strip("/") or "lobby"
+            room = request.path.removeprefix("/ws/").strip("/") or "lobby"
             identity = IDENTITY.get(request)
             request.context.room_id = room
             request.context.metadata["name"] = identity.subject if identity else "?"
@@ -116,10 +170,12 @@ class DemoChat:
         @app.on_new_connection
         async def joined(context: Context) -> None:
             await app.send_room_message(context.room_id, Joined(name=context.metadata["name"]))
+            await roll_call(context.room_id)
 
         @app.on_disconnect
         async def left(context: Context) -> None:
             await app.send_room_message(context.room_id, Left(name=context.metadata["name"]))
+            await roll_call(context.room_id)
 
         @app.on_message("chat.say", model=Say)
         async def say(payload: Say, context: Context) -> None:
@@ -158,14 +214,45 @@ class DemoChat:
         """The page's files and the token endpoint, for ``serve_broker(extra_routes=...)``."""
         files = resources.files(__package__) / "_demo_static"
         table: dict[str, Any] = {"/token": self.token_route}
-        for path, name, kind in (
-            ("/", "index.html", "text/html; charset=utf-8"),
-            ("/app.js", "app.js", "text/javascript; charset=utf-8"),
-            ("/style.css", "style.css", "text/css; charset=utf-8"),
-        ):
+        for path, name, kind in STATIC_FILES:
             body = (files / name).read_bytes()
             table[path] = lambda query, body=body, kind=kind: (200, kind, body)
         return table
+
+
+def broker_config(host: str, ws_port: int, tcp_port: int) -> BrokerConfig:
+    """The demo broker's settings: the query string reaches the backend (the page's token)."""
+    return BrokerConfig(ws_host=host, ws_port=ws_port, tcp_port=tcp_port)
+
+
+async def serve_demo_broker(
+    chat: DemoChat,
+    host: str = "127.0.0.1",
+    ws_port: int = 8080,
+    tcp_port: int = 0,
+    *,
+    task_status: trio.TaskStatus[BrokerAddress] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the broker with the page and *chat*'s token endpoint until cancelled (``demo
+    --broker-only``); with ``nursery.start``, returns its address once it listens."""
+    await serve_broker(
+        broker_config(host, ws_port, tcp_port),
+        extra_routes=chat.routes(),
+        task_status=task_status,
+    )
+
+
+async def serve_demo_backend(
+    chat: DemoChat,
+    broker_host: str = "127.0.0.1",
+    tcp_port: int = 8081,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run *chat*'s backend against the broker at *broker_host*:*tcp_port* until cancelled
+    (``demo --backend-only``), waiting for the broker and reconnecting to it (within a
+    half second) when it restarts; with ``nursery.start``, returns once connected."""
+    await chat.app.serve(broker_host, tcp_port, task_status=task_status)
 
 
 async def serve_demo(
@@ -173,37 +260,50 @@ async def serve_demo(
     ws_port: int = 8080,
     tcp_port: int = 0,
     *,
+    secret: str | None = None,
     task_status: trio.TaskStatus[BrokerAddress] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the broker, the demo chat backend and the page until cancelled; with
     ``nursery.start``, returns the broker's address once the backend is connected."""
-    chat = DemoChat()
-    config = BrokerConfig(ws_host=host, ws_port=ws_port, tcp_port=tcp_port, pass_query_string=True)
+    chat = DemoChat(secret)
     async with trio.open_nursery() as nursery:
         address: BrokerAddress = await nursery.start(
-            lambda task_status: serve_broker(
-                config, extra_routes=chat.routes(), task_status=task_status
-            )
+            partial(serve_demo_broker, chat, host, ws_port, tcp_port)
         )
-        await nursery.start(chat.app.serve, "127.0.0.1", address.tcp_port)
+        await nursery.start(serve_demo_backend, chat, "127.0.0.1", address.tcp_port)
         task_status.started(address)
 
 
-def run_demo_server(host: str, ws_port: int, tcp_port: int) -> None:
-    """The ``strands-trio demo`` command: serve until Ctrl-C."""
+def run_demo_server(
+    host: str, ws_port: int, tcp_port: int, part: str = "both", secret: str | None = None
+) -> None:
+    """The ``strands-trio demo`` command: serve until Ctrl-C. *part* is ``"both"`` (the
+    default: one process), ``"broker"`` or ``"backend"`` (which connects to the broker's
+    backend port, *tcp_port*, on *host*)."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    chat = DemoChat(secret)
 
-    def banner(address: BrokerAddress) -> None:
+    def banner(address: BrokerAddress | None) -> None:
+        if address is None:
+            print(f"strands-trio demo: backend connected to {host}:{tcp_port}", flush=True)
+            return
+        backends = f" (backends on port {address.tcp_port})" if part == "broker" else ""
         print(
-            f"strands-trio demo: open http://{host}:{address.ws_port}/ in two browser tabs",
+            f"strands-trio demo: open http://{host}:{address.ws_port}/ in two browser tabs"
+            + backends,
             flush=True,
         )
 
     async def main() -> None:
-        async def start(task_status: trio.TaskStatus[BrokerAddress]) -> None:
-            await serve_demo(host, ws_port, tcp_port, task_status=task_status)
+        async def start(task_status: trio.TaskStatus[Any]) -> None:
+            if part == "broker":
+                await serve_demo_broker(chat, host, ws_port, tcp_port, task_status=task_status)
+            elif part == "backend":
+                await serve_demo_backend(chat, host, tcp_port, task_status=task_status)
+            else:
+                await serve_demo(host, ws_port, tcp_port, secret=secret, task_status=task_status)
 
         await serve_until_signal(start, logger, banner)
 

@@ -27,6 +27,10 @@ shutdown: stop connecting and reading, let queued and running handlers finish an
 flush, close the connection. The services scope gets a deadline of ``shutdown_timeout`` at that
 moment; whatever is still running then is cancelled. Then the caller's ``Cancelled`` goes on.
 
+Links: each connection's first frame says which broker it is to (a ``hello``, or none from
+the reference broker); a :class:`~strands_trio._brokers.LinkWatch` records it and tells the
+middleware that listen, before the first event is dispatched and when the connection ends.
+
 Reconnection: a connection ends on EOF, a broken socket, a failed write, or silence (nothing
 for ``heartbeat_interval * dead_after_heartbeats``); the loop waits the next backoff delay and
 connects again. Handlers keep running; their sends fail with :class:`NotConnectedError` while
@@ -45,17 +49,13 @@ from typing import Any
 
 import trio
 
+from ._brokers import BrokerLink, LinkWatch
 from ._config import ClientConfig
 from ._dispatch import KeyedDispatcher
-from ._errors import (
-    BrokerConnectionError,
-    NotConnectedError,
-    PresenceIncomplete,
-    raise_type_error,
-)
+from ._errors import BrokerConnectionError, NotConnectedError, raise_type_error
 from ._handlers import Jobs
 from ._outbox import Outbox
-from ._replies import Replies
+from ._replies import Replies, ask_presence
 from ._requests import PendingRequest, answer_request
 from ._statistics import ClientStatistics, Counters
 from ._util import collapse_single_exception
@@ -70,10 +70,10 @@ from .protocol import (
     ErrorEvent,
     FrameDecoder,
     Heartbeat,
+    Hello,
     NewConnection,
     NewMessage,
     PresenceReply,
-    PresenceRequest,
     Role,
     encode,
     encode_broadcast,
@@ -119,6 +119,7 @@ class Engine:
         self._dispatcher: KeyedDispatcher | None = None
         self._jobs: Jobs | None = None
         self._replies = Replies()
+        self.links = LinkWatch(where, None)
 
     # ------------------------------------------------------------------ sending
 
@@ -197,25 +198,7 @@ class Engine:
         again on the next connection if this one is lost first)."""
         if type(room_id) is not str:
             raise_type_error(room_id=room_id)
-        request_id = self.next_id()
-        frame = encode(PresenceRequest(request_id=request_id, room_id=room_id))
-        with self._replies.expect(request_id) as waiting:
-            while True:
-                await self.send(frame, wait)
-                reply = await waiting.wait()
-                if not (wait and isinstance(reply, NotConnectedError)):
-                    break
-                waiting.reset()  # with wait=True, a lost connection is no answer: ask again
-        if isinstance(reply, NotConnectedError):
-            raise reply
-        members = list(reply.members)
-        if not reply.complete:
-            raise PresenceIncomplete(
-                f"the broker could not ask its whole cluster who is in {room_id!r} "
-                "(Redis unreachable): only its own members are known",
-                members,
-            )
-        return members
+        return await ask_presence(self._replies, self.send, self.next_id(), room_id, wait)
 
     # ------------------------------------------------------------------ state
 
@@ -223,6 +206,11 @@ class Engine:
     def running(self) -> bool:
         """Whether :meth:`run` is running."""
         return self._running
+
+    @property
+    def link(self) -> BrokerLink | None:
+        """The link up now, once its first frame said which broker it is to."""
+        return self.links.current
 
     @property
     def is_connected(self) -> bool:
@@ -264,6 +252,7 @@ class Engine:
         self._running = True
         self._stopping = False
         self._jobs = jobs
+        self.links.hook = jobs.broker_link
         config = self.config
         self._dispatcher = dispatcher = KeyedDispatcher(
             max_concurrency=config.max_concurrency,
@@ -412,6 +401,7 @@ class Engine:
                             )
                         )
                     self._outbox = outbox
+                    self.links.opened()
                     counters.connections += 1
                     self._connected.set()
                     logger.info("connected to the broker at %s", self._where)
@@ -424,6 +414,7 @@ class Engine:
                     nursery.cancel_scope.cancel()
         finally:
             self._outbox = None
+            self.links.closed()
             self._connected = trio.Event()
             self._replies.fail_all(
                 NotConnectedError(
@@ -458,6 +449,7 @@ class Engine:
             counters=counters,
         )
         resolve_reply = self._replies.resolve
+        links = self.links
 
         with scope:
             while True:
@@ -472,6 +464,8 @@ class Engine:
                     return "the broker closed the connection"
                 frames = decoder.feed(data)
                 counters.events_received += len(frames)
+                if links.pending and frames:  # the first: which broker, before any event
+                    frames = links.first(frames)
                 for frame in frames:
                     kind = type(frame)
                     if kind is NewMessage:
@@ -496,6 +490,8 @@ class Engine:
                         submit(key or None, error_job, frame, _EVENT_OVERHEAD)
                     elif kind is PresenceReply:
                         resolve_reply(frame)  # type: ignore[arg-type]
+                    elif kind is Hello:
+                        pass  # only the first frame of a connection says who the broker is
                     else:  # a BadFrame: a backend's decoder yields nothing else
                         self._on_bad_frame(frame)  # type: ignore[arg-type]
                 if dispatcher.full:

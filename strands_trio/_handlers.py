@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import attrs
 import trio
 
+from ._brokers import LinkHook
 from .context import ConnectionRequestContext, Context
 from .protocol import ConnectionRequest, Disconnected, ErrorEvent, NewConnection, NewMessage
 
@@ -104,6 +105,9 @@ class Jobs:
     message: Callable[[NewMessage], Awaitable[None]]
     disconnect: Callable[[Disconnected], Awaitable[None]]
     error: Callable[[ErrorEvent], Awaitable[None]]
+    #: Told when a link to the broker comes up or goes down (middleware's
+    #: ``on_broker_link``, see ``_brokers.py``); ``None`` when nobody listens.
+    broker_link: LinkHook | None = None
 
 
 def is_async_callable(fn: object) -> bool:

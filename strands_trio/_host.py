@@ -381,9 +381,17 @@ class ConnectionRequestHost:
         self.get_request().accepted = True
         self.host.answered = True
 
-    def reject(self) -> None:
-        """Answer the request: rejected. The handler is not called if the chain stops here."""
-        self.get_request().accepted = False
+    def reject(self, reason: str | None = None, *, code: int | None = None) -> None:
+        """Answer the request: rejected. The handler is not called if the chain stops here.
+
+        *reason* (safe to show the client: never a secret) and *code* (an HTTP-like status,
+        ``401`` for a missing or bad credential) go to the client as the WebSocket close
+        code ``4000 + code`` and reason (see :meth:`ConnectionRequestContext.refuse`).
+
+        Raises:
+            ValueError: *code* is not between 400 and 599 (or 4000 and 4999).
+        """
+        self.get_request().refuse(reason, code=code)
         self.host.answered = True
 
 

@@ -45,6 +45,7 @@ from typing import Any
 import attrs
 import trio
 
+from ._brokers import link_listeners
 from ._handlers import Jobs, as_async, direct_jobs, is_default_handler
 from ._host import EventType, ExecutionContext, Target
 from ._parts import (
@@ -148,7 +149,7 @@ def make_jobs(
         counters=counters,
         limiter=limiter,
     )
-    return pipeline.jobs()
+    return attrs.evolve(pipeline.jobs(), broker_link=link_listeners(middleware))
 
 
 def _bind(middleware: Middleware, call_next: CallNext, kind: EventType) -> CallNext:

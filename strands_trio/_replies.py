@@ -4,14 +4,14 @@ that answer them; when a connection ends, the questions asked on it fail."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import trio
 
-from ._errors import NotConnectedError
-from .protocol import PresenceReply
+from ._errors import NotConnectedError, PresenceIncomplete
+from .protocol import BrokerMember, PresenceReply, PresenceRequest, encode
 
-__all__ = ["Replies", "Waiting"]
+__all__ = ["Replies", "Waiting", "ask_presence"]
 
 
 class Waiting:
@@ -65,3 +65,37 @@ class Replies:
         """The connection ended: replies to what was asked on it will never come."""
         for waiting in self._waiting.values():
             waiting._set(error)
+
+
+async def ask_presence(
+    replies: Replies,
+    send: Callable[[bytes, bool], Awaitable[None]],
+    request_id: str,
+    room_id: str,
+    wait: bool,
+) -> list[BrokerMember]:
+    """Ask the broker who is in *room_id* with *send*, and wait for the answer in *replies*
+    (with *wait*, ask again on the next connection if this one is lost first).
+
+    Raises:
+        NotConnectedError: there is no connection (without *wait*), or it was lost first.
+        PresenceIncomplete: the broker could not ask its whole cluster.
+    """
+    frame = encode(PresenceRequest(request_id=request_id, room_id=room_id))
+    with replies.expect(request_id) as waiting:
+        while True:
+            await send(frame, wait)
+            reply = await waiting.wait()
+            if not (wait and isinstance(reply, NotConnectedError)):
+                break
+            waiting.reset()  # with wait=True, a lost connection is no answer: ask again
+    if isinstance(reply, NotConnectedError):
+        raise reply
+    members = list(reply.members)
+    if not reply.complete:
+        raise PresenceIncomplete(
+            f"the broker could not ask its whole cluster who is in {room_id!r} "
+            "(Redis unreachable): only its own members are known",
+            members,
+        )
+    return members

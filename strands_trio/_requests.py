@@ -22,7 +22,7 @@ from ._statistics import Counters
 from .context import ConnectionRequestContext, Context
 from .protocol import ConnectionRequest, Response, encode
 
-__all__ = ["Decide", "PendingRequest", "answer_request"]
+__all__ = ["Decide", "PendingRequest", "answer_request", "request_context"]
 
 logger = logging.getLogger("strands_trio.client")
 
@@ -40,6 +40,20 @@ class PendingRequest:
     outbox: Outbox
 
 
+def request_context(event: ConnectionRequest) -> ConnectionRequestContext:
+    """The :class:`ConnectionRequestContext` a handler gets for *event*: a fresh UUID4 as the
+    client id (as the asyncio peer) and the path as the default room (the peer uses the url,
+    which is the path with the reference broker; never the query, which may hold a token)."""
+    request = ConnectionRequestContext(
+        headers=event.headers,
+        url=event.url,
+        query=event.query or "",
+        remote_addr=event.remote_addr,
+    )
+    request.context = Context(client_id=str(uuid.uuid4()), room_id=request.path)
+    return request
+
+
 async def answer_request(
     pending: PendingRequest, *, decide: Decide, time_limit: float | None, counters: Counters
 ) -> None:
@@ -47,13 +61,7 @@ async def answer_request(
     accepted with the context the handler left, or rejected if it said no, raised, ran out of
     time or left a context that cannot be encoded (each logged and counted)."""
     event = pending.event
-    request = ConnectionRequestContext(
-        headers=event.headers,
-        url=event.url,
-        remote_addr=event.remote_addr,
-        # As the asyncio peer: a fresh UUID4, the url as the room.
-        context=Context(client_id=str(uuid.uuid4()), room_id=event.url),
-    )
+    request = request_context(event)
     accepted = False
     with trio.move_on_after(math.inf if time_limit is None else time_limit) as timer:
         try:
@@ -101,4 +109,12 @@ def _encode_answer(
             counters.requests_accepted += 1
             return data
     counters.requests_rejected += 1
-    return encode(Response(request_id=event.request_id, accepted=False))
+    reason, code = request.reason, request.code
+    return encode(
+        Response(
+            request_id=event.request_id,
+            accepted=False,
+            reason=reason if isinstance(reason, str) and reason else None,
+            code=code if type(code) is int else None,
+        )
+    )

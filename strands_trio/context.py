@@ -13,7 +13,8 @@ Both classes are mutable on purpose: ``on_connection_request`` answers by settin
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar
+from urllib.parse import parse_qs
 
 import attrs
 import cattrs
@@ -60,8 +61,10 @@ class ConnectionRequestContext:
     """A WebSocket client asking to connect, handed to ``on_connection_request``.
 
     Set ``context.client_id``, ``context.room_id`` and ``context.metadata`` to place the client,
-    and return ``True``/``False`` (or set ``accepted``) to answer. The client fills in a fresh
-    UUID4 ``client_id`` and ``room_id = url`` beforehand, as the asyncio peer does.
+    and return ``True``/``False`` (or set ``accepted``) to answer; ``return request.refuse(
+    "name taken")`` also says why, in words the client may read. The client fills in a fresh
+    UUID4 ``client_id`` and ``room_id = path`` beforehand (the asyncio peer uses the url, which
+    is the path with the reference broker): never the query string, which may hold a token.
 
     The same class is used for the reference broker's second ``error`` shape (WIRE.md quirk 2):
     a request that arrived while no backend was connected. Then ``accepted`` is ``False`` and
@@ -71,17 +74,82 @@ class ConnectionRequestContext:
         headers: The HTTP headers of the WebSocket upgrade request, name to list of values.
             The reference broker sends names in Go's canonical form (``Sec-Websocket-Key``);
             use :meth:`header` for a case-insensitive lookup.
-        url: The request path, for example ``/ws/chat`` (the reference drops the query string).
+        url: The request path, for example ``/ws/chat``, as the reference broker sends it
+            (a broker run with ``pass_query_string`` glues ``?query`` to it; :attr:`path` never
+            has it).
+        query: The raw query string, without ``?`` (``"token=abc&x=1"``; ``""`` when there is
+            none). strands-trio's broker sends it (an extension); the reference drops it.
+            Read it with :meth:`param` or :attr:`query_params`.
         remote_addr: ``"ip:port"`` of the WebSocket client.
         context: Where the client goes if accepted.
         accepted: The answer, when the handler returns neither ``True`` nor ``False``.
+        reason: When refused, why, in words safe to show the client (never a secret); see
+            :meth:`refuse`. strands-trio's broker sends it as the WebSocket close reason.
+        code: When refused, an HTTP-like status for the client (``401``, ``403``, ``409``...);
+            strands-trio's broker closes with ``4000 + code``. ``None``: 403.
     """
 
     headers: dict[str, list[str]] = attrs.field(factory=dict)
     url: str = ""
+    query: str = ""
     remote_addr: str = ""
     context: Context = attrs.field(factory=lambda: Context(client_id="", room_id=""))
     accepted: bool = True
+    reason: str | None = None
+    code: int | None = None
+
+    @property
+    def path(self) -> str:
+        """The request path (``/ws/chat``), without a query string even when a broker glued one
+        to :attr:`url`.
+
+        >>> ConnectionRequestContext(url="/ws/chat?token=x").path
+        '/ws/chat'
+        """
+        return self.url.partition("?")[0]
+
+    @property
+    def query_params(self) -> dict[str, list[str]]:
+        """Each query parameter's values, in order, by name (blank values kept, ``+`` and
+        ``%xx`` decoded), parsed from :attr:`query`, or from a query glued to :attr:`url`.
+
+        >>> ConnectionRequestContext(query="tag=a&tag=b&debug").query_params
+        {'tag': ['a', 'b'], 'debug': ['']}
+        """
+        query = self.query or self.url.partition("?")[2]
+        return parse_qs(query, keep_blank_values=True) if query else {}
+
+    def param(self, name: str, default: str | None = None) -> str | None:
+        """The first value of query parameter *name* (case-sensitive), or *default*.
+
+        >>> request = ConnectionRequestContext(url="/ws/lobby", query="name=ada&name=bob")
+        >>> request.param("name"), request.param("room", "lobby")
+        ('ada', 'lobby')
+        """
+        values = self.query_params.get(name)
+        return values[0] if values else default
+
+    def refuse(self, reason: str | None = None, *, code: int | None = None) -> Literal[False]:
+        """Refuse the client, saying why: sets :attr:`accepted`, :attr:`reason` and
+        :attr:`code`, and returns ``False`` so that a handler can ``return request.refuse(...)``.
+
+        With strands-trio's broker a browser then sees the WebSocket closed with code
+        ``4000 + code`` (4403 by default) and *reason* as the close reason; the reference
+        broker ignores both (close code 1006). *reason* is sent to the client as it is:
+        never put a token or a secret in it.
+
+        Raises:
+            ValueError: *code* is not an HTTP-like status (400 to 599) or a close code of the
+                private range (4000 to 4999).
+        """
+        if code is not None and (
+            type(code) is not int or not (400 <= code <= 599 or 4000 <= code <= 4999)
+        ):
+            raise ValueError(f"code must be between 400 and 599 (or 4000 and 4999), got {code!r}")
+        self.accepted = False
+        self.reason = reason
+        self.code = code
+        return False
 
     def header(self, name: str, default: str | None = None) -> str | None:
         """The first value of header *name*, compared without regard to case, or *default*.
@@ -111,13 +179,16 @@ class ConnectionRequestContext:
         return _structure(data, cls)
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON object for this request, with ``context`` as a nested dict."""
+        """The JSON object for this request, with ``context`` as a nested dict (and ``query``
+        when it is not empty)."""
         return {
             "headers": self.headers,
             "url": self.url,
             "remote_addr": self.remote_addr,
             "context": self.context.to_json(),
             "accepted": self.accepted,
+            # Only when there is one: a request from the reference broker keeps the peer's shape.
+            **({"query": self.query} if self.query else {}),
         }
 
 

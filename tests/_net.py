@@ -17,14 +17,22 @@ from strands_trio._util import collapse_single_exception
 
 
 async def open_client(
-    nursery: trio.Nursery, port: int, resource: str, headers: Sequence[tuple[str, str]] = ()
+    nursery: trio.Nursery,
+    port: int,
+    resource: str,
+    headers: Sequence[tuple[str, str]] = (),
+    *,
+    subprotocols: Sequence[str] = (),
 ) -> WebSocketConnection:
-    """A WebSocket client of 127.0.0.1:*port*, closed when *nursery* ends.
+    """A WebSocket client of 127.0.0.1:*port*, offering *subprotocols*, closed when *nursery*
+    ends.
 
     Raises:
         trio_websocket.ConnectionRejected: the handshake was refused (``.status_code``).
     """
-    ws: WebSocketConnection = await nursery.start(partial(_client, port, resource, list(headers)))
+    ws: WebSocketConnection = await nursery.start(
+        partial(_client, port, resource, list(headers), list(subprotocols))
+    )
     return ws
 
 
@@ -32,6 +40,7 @@ async def _client(
     port: int,
     resource: str,
     headers: list[tuple[str, str]],
+    subprotocols: list[str],
     *,
     task_status: trio.TaskStatus[Any],
 ) -> None:
@@ -42,7 +51,12 @@ async def _client(
         with collapse_single_exception():
             async with trio.open_nursery() as nursery:
                 ws = await wrap_client_stream(
-                    nursery, stream, "127.0.0.1", resource, extra_headers=headers
+                    nursery,
+                    stream,
+                    "127.0.0.1",
+                    resource,
+                    extra_headers=headers,
+                    subprotocols=subprotocols or None,
                 )
                 try:
                     task_status.started(ws)

@@ -14,6 +14,7 @@ from websockets.client import ClientProtocol
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 from websockets.frames import Opcode
 from websockets.http11 import Response
+from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
 __all__ = ["Closed", "Refused", "WSClient", "open_socket", "raw_exchange"]
@@ -111,8 +112,10 @@ class WSClient:
         source: str = "127.0.0.1",
         compression: bool = False,
         receive_buffer: int | None = None,
+        subprotocols: Sequence[str] | None = None,
     ) -> WSClient:
-        """Open a WebSocket to ``ws://127.0.0.1:port/path`` with extra *headers*.
+        """Open a WebSocket to ``ws://127.0.0.1:port/path`` with extra *headers*, offering
+        *subprotocols* (the answer must then select one of them, as a browser requires).
 
         Raises:
             Refused: the server answered the handshake with another status (or closed).
@@ -120,7 +123,10 @@ class WSClient:
         stream = await open_socket(port, source=source, receive_buffer=receive_buffer)
         extensions = [ClientPerMessageDeflateFactory()] if compression else None
         protocol = ClientProtocol(
-            parse_uri(f"ws://127.0.0.1:{port}{path}"), extensions=extensions, max_size=None
+            parse_uri(f"ws://127.0.0.1:{port}{path}"),
+            extensions=extensions,
+            subprotocols=[Subprotocol(name) for name in subprotocols or ()] or None,
+            max_size=None,
         )
         client = cls(stream, protocol)
         try:

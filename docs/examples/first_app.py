@@ -15,7 +15,7 @@ app = StrandsApp(
 
 @app.on_connection_request
 async def place(request: ConnectionRequestContext) -> bool:
-    request.context.room_id = request.url.partition("?")[0].removeprefix("/ws/") or "lobby"
+    request.context.room_id = request.path.removeprefix("/ws/") or "lobby"
     return True
 
 

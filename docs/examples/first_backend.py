@@ -17,7 +17,7 @@ auth = Auth(
 class ChatBackend(StrandsClient):
     async def on_connection_request(self, request: ConnectionRequestContext) -> bool:
         # Auth has refused a request without a valid token before this runs.
-        request.context.room_id = request.url.partition("?")[0].removeprefix("/ws/") or "lobby"
+        request.context.room_id = request.path.removeprefix("/ws/") or "lobby"
         return True  # accept
 
     async def on_message(self, message: str, context: Context) -> None:

@@ -2,14 +2,16 @@
 
 Theory of operation. :meth:`Admissions.ask` sends a ``connection_request`` to the backend the
 hub picked and waits for the ``response`` with the same ``request_id``, at most
-``request_timeout`` seconds (``None``: forever, as the reference broker). The answer comes
-from the backend link's reader through :meth:`Admissions.answer`; a backend that leaves
-refuses what it had not answered (:meth:`Admissions.backend_gone`), at once. The verdict is an
+``request_timeout`` seconds (``None``: forever, as the reference broker). The answer comes from
+the backend link's reader through :meth:`Admissions.answer`; a backend that leaves refuses what
+it had not answered (:meth:`Admissions.backend_gone`), at once. The verdict is an
 :class:`~._ports.Admission`: accepted with the client's id, room and metadata, or refused with
-the HTTP status to answer the handshake with and why. As in the reference broker, only a
-``response`` whose ``accepted`` is JSON ``false`` rejects (the codec reads it so); an
-acceptance without ``client_id`` and ``room_id``, which the reference leaves open and silent,
-is refused here and counted.
+the HTTP status and the close code to refuse the handshake with (``_refusals.py``), and why: the
+backend's own ``reason`` and ``code`` when it gave them. Only strands-trio's broker sends the
+``query`` field (``send_query``); ``FakeBroker``'s reference mode does not. As in the reference
+broker, only a ``response`` whose ``accepted`` is JSON ``false`` rejects (the codec reads it
+so); an acceptance without ``client_id`` and ``room_id``, which the reference leaves open and
+silent, is refused here and counted.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import trio
 from ..protocol import ConnectionRequest, Response, encode
 from ._handshake import Handshake
 from ._ports import Admission, BackendPort
+from ._refusals import BAD_ANSWER, NO_BACKEND, TIMED_OUT, close_code_for
 
 __all__ = ["Admissions"]
 
@@ -45,10 +48,12 @@ class Admissions:
 
     Args:
         request_timeout: Seconds a backend has to answer, or ``None`` for no limit.
+        send_query: Send the handshake's query string (the ``query`` extension field).
     """
 
-    def __init__(self, request_timeout: float | None) -> None:
+    def __init__(self, request_timeout: float | None, *, send_query: bool = True) -> None:
         self._timeout = math.inf if request_timeout is None else request_timeout
+        self._send_query = send_query
         self._pending: dict[str, _Pending] = {}
         #: What was counted: ``requests`` sent, ``accepted``, ``rejected``, ``timed_out``,
         #: ``bad_responses`` (acceptances without ids), ``unanswerable`` (answers to no
@@ -63,7 +68,7 @@ class Admissions:
     async def ask(self, backend: BackendPort, handshake: Handshake) -> Admission:
         """Ask *backend* about *handshake* and wait for its verdict. Never raises for a
         backend's failings: a timeout, a backend leaving before it answered or an unusable
-        answer are refusals (503, 503, 403)."""
+        answer are refusals (503/4504, 503/4503, 403/4500)."""
         self.counts["requests"] += 1
         request_id = str(uuid.uuid4())
         pending = self._pending[request_id] = _Pending(backend)
@@ -75,6 +80,7 @@ class Admissions:
                         headers=handshake.headers,
                         url=handshake.url,
                         remote_addr=handshake.remote_addr,
+                        query=handshake.query if self._send_query else None,
                     )
                 )
             )
@@ -94,14 +100,27 @@ class Admissions:
                 remote_addr,
                 self._timeout,
             )
-            return Admission(accepted=False, status=503, reason="no backend answered in time")
+            return Admission(
+                accepted=False,
+                status=503,
+                close_code=TIMED_OUT,
+                reason="the backend did not answer in time",
+            )
         if response is None:
             return Admission(
-                accepted=False, status=503, reason="the backend went away before answering"
+                accepted=False,
+                status=503,
+                close_code=NO_BACKEND,
+                reason="the backend went away before answering",
             )
         if not response.accepted:
             counts["rejected"] += 1
-            return Admission(accepted=False, status=403, reason="rejected by the backend")
+            return Admission(
+                accepted=False,
+                status=403,
+                close_code=close_code_for(response.code),
+                reason=response.reason or "refused by the backend",
+            )
         if not (response.client_id and response.room_id):
             counts["bad_responses"] += 1
             logger.warning(
@@ -110,6 +129,7 @@ class Admissions:
             return Admission(
                 accepted=False,
                 status=403,
+                close_code=BAD_ANSWER,
                 reason="the backend accepted without client_id and room_id",
             )
         counts["accepted"] += 1

@@ -19,6 +19,11 @@ reading, however slowly, is never dropped; one that takes nothing at all while t
 something to write for ``backend_stall_timeout`` is, and its clients move to another backend.
 Events still in its buffer then are lost, counted (``events_lost``) and logged.
 
+Every link's first event is a ``hello`` (:class:`~strands_trio.protocol.Hello`, an extension):
+the broker's stable name (``node_id`` if set, else ``backend_host:tcp_port``) and
+:attr:`BackendServer.instance`, new at every start, so that a backend learns that the broker
+restarted and that the clients it knew are gone.
+
 With ``backend_secret`` set, the first frame must be an ``authenticate`` frame carrying it
 (compared in constant time) within ``handshake_timeout``; until then the link gets no events,
 and a wrong or missing secret closes it. A malformed line is skipped, logged and counted; the
@@ -34,13 +39,15 @@ from __future__ import annotations
 import hmac
 import itertools
 import logging
+import secrets
 from collections.abc import Callable
 from typing import NoReturn, Protocol
 
 import attrs
 import trio
 
-from ..protocol import Action, Authenticate, BadFrame, FrameDecoder, Heartbeat, Role, encode
+from .. import __version__ as VERSION
+from ..protocol import Action, Authenticate, BadFrame, FrameDecoder, Heartbeat, Hello, Role, encode
 from ._backend_link import BackendLink
 from ._config import BrokerConfig
 from ._keepalive import enable_keepalive
@@ -103,6 +110,8 @@ class BackendServer:
         hub: Where actions go (the hub, or a recorder in front of it).
         config: The broker's settings.
         on_bad_frame: Also called with every line that could not be decoded.
+        hello: Open each link with a ``hello`` frame (false only to act as the reference
+            broker, which sends none).
     """
 
     def __init__(
@@ -111,6 +120,7 @@ class BackendServer:
         config: BrokerConfig,
         *,
         on_bad_frame: Callable[[BadFrame], None] | None = None,
+        hello: bool = True,
     ) -> None:
         self._hub = hub
         self._config = config
@@ -120,6 +130,22 @@ class BackendServer:
         self._connected = self._refused = self._stalled = self._bad_frames = 0
         self._events_lost = 0
         self._stopping = False
+        #: This broker's id for this start: the ``instance`` of the ``hello`` frame.
+        self.instance = secrets.token_hex(8)
+        self._send_hello = hello
+        self._set_name(config.tcp_port)
+
+    def new_instance(self) -> None:
+        """Take a new instance id, as a restarted broker has (for tests)."""
+        self.instance = secrets.token_hex(8)
+        self._set_name(self._port)
+
+    def _set_name(self, port: int) -> None:
+        self._port = port
+        name = self._config.node_id or f"{self._config.backend_host}:{port}"
+        #: The broker's stable name, as the ``hello`` frame says it.
+        self.name = name
+        self._hello = encode(Hello(broker=name, instance=self.instance, version=VERSION))
 
     # ------------------------------------------------------------------ serving
 
@@ -140,6 +166,7 @@ class BackendServer:
 
         tcp = await trio.open_tcp_listeners(config.tcp_port, host=config.backend_host)
         port: int = tcp[0].socket.getsockname()[1]
+        self._set_name(port)
         listeners: list[trio.abc.Listener[trio.abc.Stream]] = list(tcp)
         if config.backend_ssl_context is not None:
             listeners = [
@@ -181,6 +208,8 @@ class BackendServer:
                             return
                         backlog = frames
                     link.alive = ready = True
+                    if self._send_hello:  # the first event, before the hub can send any
+                        link.send(self._hello)
                     self._connected += 1
                     hub.add_backend(link)
                     logger.info("backend %s connected", name)

@@ -112,7 +112,15 @@ def add_broker_command(commands: Any) -> None:
     add(
         "--pass-query-string",
         action="store_true",
-        help="keep the query string in connection requests' url (the reference drops it)",
+        help="also glue the query string to connection requests' url, for backends that "
+        "parse it there (it is always sent in the 'query' field)",
+    )
+    add(
+        "--refuse-with",
+        choices=("close", "http"),
+        default="close",
+        help="tell a client refused by a backend with a close code after the upgrade "
+        "(4401/4403, readable by browsers; the default) or HTTP 403",
     )
     add(
         "--max-connections",
@@ -204,6 +212,7 @@ def config_from_args(args: argparse.Namespace) -> BrokerConfig:
             allowed_origins=tuple(args.allowed_origin),
             trusted_proxies=tuple(args.trusted_proxy),
             pass_query_string=args.pass_query_string,
+            refuse_with=args.refuse_with,
             max_connections=args.max_connections,
             max_connections_per_ip=args.max_connections_per_ip,
             max_message_size=args.max_message_size,

@@ -12,7 +12,7 @@ import os
 import re
 import ssl
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 
@@ -41,6 +41,22 @@ def _origins(value: Any) -> tuple[str, ...]:
         if origin != "*" and "://" not in origin:
             raise ValueError(f"an allowed origin is scheme://host[:port] or '*', got {origin!r}")
     return origins
+
+
+# An HTTP token (RFC 7230 tchar), which a subprotocol name must be (RFC 6455 section 4.1).
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def _subprotocols(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = (value,)
+    names = tuple(value)
+    for name in names:
+        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+            raise ValueError(
+                f"a subprotocol is an HTTP token (letters, digits, !#$%&'*+-.^_`|~), got {name!r}"
+            )
+    return names
 
 
 _NODE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -108,8 +124,21 @@ class BrokerConfig:
         trusted_proxies: Peers (addresses or networks) whose ``X-Forwarded-For`` is believed:
             the client's address is then the last address in it that is not a trusted proxy.
             Nobody's by default: a client could claim any address.
-        pass_query_string: Keep the query string in the ``url`` of connection requests (the
-            reference drops it, and backends written for it use the url as a room).
+        pass_query_string: Also glue the query string to the ``url`` of connection requests,
+            for backends that parse it there. Off by default: the query always travels in the
+            ``query`` extension field, and the ``url`` stays the path, as the reference sends
+            it (backends written for it use the url as a room).
+        subprotocols: WebSocket subprotocols the broker may select, in the order of the
+            client's offer (the first it offers wins). ``("strands",)`` by default, so that a
+            browser offering ``["strands", "bearer.<token>"]`` (a token in the subprotocol)
+            gets ``strands`` back, without which it fails the connection. A client offering
+            none of these gets no subprotocol (and is not refused).
+        refuse_with: How a client refused by a backend (or for want of one) is told:
+            ``"close"`` (the default) completes the upgrade and closes at once with a close
+            code a browser can read (4401, 4403, 4000+N; ``docs/browser-clients.md``),
+            with the reason as close reason; ``"http"`` answers the handshake with 403, which
+            a browser sees as close code 1006 with no words. No backend, or no answer in
+            time, is HTTP 503 before the upgrade either way (transient: the client retries).
         max_connections: Connections to the WebSocket port at once, counted from the moment
             they are accepted (handshakes as well as open WebSockets); more are refused
             (503). Lowered at start if the open-file limit cannot hold them.
@@ -126,6 +155,8 @@ class BrokerConfig:
             among the nodes), and in presence replies; a random one by default.
         cluster_prefix: What every Redis key and channel of the cluster starts with, so that
             several clusters (or other programs) can share one Redis.
+        serve_strands_js: Serve the browser client, ``strands.js``, at ``GET /strands.js``
+            on the WebSocket port (on by default; ``docs/javascript-client.md``).
         node_ttl: Seconds after its last sign of life when a node that stopped (crashed,
             or cut off from Redis) no longer counts: its clients leave presence and the
             registry. Each node renews its own every third of it.
@@ -150,6 +181,10 @@ class BrokerConfig:
     allowed_origins: tuple[str, ...] = attrs.field(default=(), converter=_origins)
     trusted_proxies: tuple[IPNetwork, ...] = attrs.field(default=(), converter=_networks)
     pass_query_string: bool = False
+    subprotocols: tuple[str, ...] = attrs.field(default=("strands",), converter=_subprotocols)
+    refuse_with: Literal["close", "http"] = attrs.field(
+        default="close", validator=attrs.validators.in_(("close", "http"))
+    )
     max_connections: int = attrs.field(default=10_000, validator=COUNT)
     max_connections_per_ip: int = attrs.field(default=256, validator=COUNT)
     handshake_timeout: float = attrs.field(default=10.0, validator=POSITIVE)
@@ -160,6 +195,7 @@ class BrokerConfig:
     node_id: str | None = attrs.field(default=None, validator=_node_id)
     cluster_prefix: str = "strands:"
     node_ttl: float = attrs.field(default=10.0, validator=POSITIVE)
+    serve_strands_js: bool = True
 
     @backend_secret.validator
     def _check_secret(self, _: attrs.Attribute[Any], value: str | None) -> None:

@@ -41,7 +41,7 @@ import email.utils
 import http
 import logging
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NoReturn, Protocol
 
 import trio
@@ -52,7 +52,9 @@ from websockets.frames import EXTERNAL_CLOSE_CODES, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import CLOSED, CONNECTING, OPEN, SEND_EOF
 from websockets.server import ServerProtocol
+from websockets.typing import Subprotocol
 
+from ._handshake import select_subprotocol
 from ._output import Output
 from ._transport import Transport
 
@@ -86,6 +88,11 @@ def text_frame(payload: bytes) -> bytes:
     return _pack("!BBQ", 0x81, 127, size) + payload
 
 
+def _subprotocol(offered: Sequence[Subprotocol], allowed: tuple[str, ...]) -> Subprotocol | None:
+    name = select_subprotocol(offered, allowed)
+    return None if name is None else Subprotocol(name)
+
+
 class BadRequest(Exception):
     """What a peer sent is not an HTTP request the broker can read (it has been answered)."""
 
@@ -113,6 +120,8 @@ class WebSocketConnection:
             with 1008 (a message alone in an empty output may be larger).
         pause_bytes: While more than this is held, :meth:`serve` does not read.
         compression: Offer permessage-deflate (a client that asks for it gets it).
+        subprotocols: Subprotocols that may be selected, the client's first offered one
+            winning (:func:`~._handshake.select_subprotocol`); none selected is no refusal.
     """
 
     __slots__ = (
@@ -138,10 +147,12 @@ class WebSocketConnection:
         queue_bytes: int,
         pause_bytes: int,
         compression: bool = False,
+        subprotocols: tuple[str, ...] = (),
     ) -> None:
         self._transport = transport
         self._output = Output(transport, drains)
         self.protocol = ServerProtocol(
+            select_subprotocol=lambda _, offered: _subprotocol(offered, subprotocols),
             extensions=[ServerPerMessageDeflateFactory(server_max_window_bits=12,
                                                        compress_settings={"memLevel": 5})]
             if compression

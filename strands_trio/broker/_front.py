@@ -19,8 +19,14 @@ which goes through these steps, each bounded:
    ``Sec-WebSocket-Version: 13``: 400, 405, 426 or 505 with the reason otherwise), then
    ``Host``, the ``Origin`` (403) and, behind a trusted proxy, the client's own address
    (429): one parser decides, so exactly the handshakes that can be upgraded reach a backend.
-5. **Admission**: ``hub.admit`` asks a backend (bounded by ``request_timeout``); a refusal is
-   answered with its status (403/503) before any upgrade.
+5. **Admission**: ``hub.admit`` asks a backend (bounded by ``request_timeout``). A refusal
+   by the backend is by default told in words a browser can read: the ``101`` is sent and the
+   socket closed at once with a close code (4401, 4403, 4000+N...) and the reason
+   (``_refusals.py``); with ``refuse_with="http"`` it is answered with 403 before any
+   upgrade. No backend, or no answer in time, is 503 before the upgrade either way (a
+   client retries; one that flushed queued sends on ``open`` would lose them otherwise).
+   Refusals that protect the broker (steps 1 to 4) are HTTP statuses before the upgrade
+   whatever the setting: a refused client must cost nothing.
 6. **The session**: the ``101`` is sent, the client is ``hub.connect``-ed, and
    :meth:`~._connection.WebSocketConnection.serve` hands its messages to ``hub.message``
    inline, pausing when the hub says (flow control toward the backend). When the session
@@ -39,7 +45,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -59,21 +65,27 @@ from ._limits import (
     usable_connections,
 )
 from ._prometheus import Metric, counter, gauge
+from ._refusals import close_reason
 from ._transport import SocketTransport, StreamTransport, Transport
 
 if TYPE_CHECKING:
     from ._hub import Hub
     from ._ports import Admission
 
-__all__ = ["REFUSAL_REASONS", "FrontStatistics", "Route", "WebSocketFront"]
+__all__ = ["REFUSAL_REASONS", "FrontStatistics", "Route", "RouteAnswer", "WebSocketFront"]
 
 logger = logging.getLogger("strands_trio.broker")
 
-#: An extra HTTP route: called for each ``GET`` with the raw query string (no ``?``),
-#: returns ``(status, content type, body)``.
-Route = Callable[[str], tuple[int, str, bytes]]
+#: What a route answers: ``(status, content type, body)``, or the same with extra response
+#: headers, ``(status, content type, body, [(name, value), ...])``.
+RouteAnswer = tuple[int, str, bytes] | tuple[int, str, bytes, Sequence[tuple[str, str]]]
 
-#: Why connections are refused or dropped before the upgrade (the ``reason`` label).
+#: An extra HTTP route: called for each ``GET`` with the raw query string (no ``?``),
+#: returns a :data:`RouteAnswer`.
+Route = Callable[[str], RouteAnswer]
+
+#: Why connections are refused or dropped before the upgrade, or at once after it for a
+#: backend's refusal (the ``reason`` label).
 REFUSAL_REASONS = ("origin", "full", "per_ip", "timeout", "bad_request", "backend")
 
 #: Sockets beyond ``max_connections`` that may still get a plain HTTP answer, and how long
@@ -99,7 +111,9 @@ class FrontStatistics:
         slots: The connection slots in use (every accepted socket holds one).
         accepted: WebSocket sessions opened since the start.
         refused: Connections refused or dropped before the upgrade, by reason: ``origin``,
-            ``full``, ``per_ip``, ``timeout``, ``bad_request``, ``backend``.
+            ``full``, ``per_ip``, ``timeout``, ``bad_request``, ``backend`` (refused by a
+            backend or for want of one: closed at once after the upgrade by default, never
+            counted as a session).
         http_requests: Plain HTTP requests answered.
         slow_clients_closed: Clients closed with 1008 because their queue overflowed.
         binary_messages: Binary messages received (passed on as text).
@@ -191,7 +205,7 @@ class WebSocketFront:
             gauge("ws_max_connections", "Connections allowed at once", s.slots.max_connections),
             counter("ws_sessions", "WebSocket sessions opened", s.accepted),
             ("ws_handshakes_refused_total", "counter",
-             "Connections refused or dropped before the upgrade, by reason", refused),
+             "Connections refused before the upgrade, or at once after it, by reason", refused),
             counter("ws_slow_clients_closed", "Clients closed with 1008 for not reading",
                     s.slow_clients_closed),
             counter("ws_binary_frames", "Binary messages from WebSocket clients",
@@ -270,6 +284,7 @@ class WebSocketFront:
             queue_bytes=self._queue_bytes,
             pause_bytes=self._pause_bytes,
             compression=self._config.compression,
+            subprotocols=self._config.subprotocols,
         )
         entry = _Entry(conn)
         self._connections.add(entry)
@@ -295,6 +310,10 @@ class WebSocketFront:
             admission, response = admitted
             if self._closing:
                 self._refuse(conn, "full", 503, "the broker is shutting down")
+            elif not admission.accepted:  # refuse_with="close": upgraded, then closed at once
+                self._refused["backend"] += 1
+                conn.accept(response)
+                conn.close(admission.close_code, close_reason(admission.reason))
             else:
                 conn.accept(response)
                 await self._session(entry, admission)
@@ -331,8 +350,9 @@ class WebSocketFront:
     async def _handshake(
         self, entry: _Entry, slot: Slot, peer: tuple[str, int]
     ) -> tuple[Admission, Response] | None:
-        """Steps 2 to 5 of the theory of operation: an admission and the ``101`` to send,
-        or ``None`` (the connection was answered or dropped)."""
+        """Steps 2 to 5 of the theory of operation: an admission (accepted, or refused to be
+        told after the upgrade) and the ``101`` to send, or ``None`` (the connection was
+        answered or dropped)."""
         config, conn = self._config, entry.conn
         timeout = HEADROOM_TIMEOUT if slot.headroom else config.handshake_timeout
         try:
@@ -379,7 +399,10 @@ class WebSocketFront:
             pass_query_string=config.pass_query_string,
         )  # fmt: skip
         admission = await self._hub.admit(handshake)
-        if not admission.accepted:
+        # A transient refusal (no backend, no answer in time: status 503) stays an HTTP answer:
+        # a client that writes its queued sends on "open" would lose them into a socket closed
+        # at once, and retrying after a 1006 costs it nothing.
+        if not admission.accepted and (config.refuse_with == "http" or admission.status == 503):
             self._refuse(conn, "backend", admission.status, admission.reason)
             return None
         return admission, response
@@ -394,12 +417,16 @@ class WebSocketFront:
         elif request.method != "GET":
             conn.respond(405, b"method not allowed\n", headers=[("Allow", "GET")])
         else:
+            headers: Sequence[tuple[str, str]] = ()
             try:
-                status, content_type, body = route(query)
+                answer = route(query)
+                status, content_type, body = answer[:3]
+                if len(answer) == 4:
+                    headers = answer[3]
             except Exception:
                 logger.exception("HTTP route %s failed", path)
                 status, content_type, body = 500, "text/plain", b"internal error\n"
-            conn.respond(status, body, content_type)
+            conn.respond(status, body, content_type, headers)
 
 
 async def _refuse_at_once(stream: trio.abc.Stream, answer: bytes) -> None:

@@ -8,18 +8,22 @@ from either. The reference broker is a Go ``net/http`` server; what it sends is:
   arrival order, and no ``Host`` (Go moves it out of the header map); values are the bytes
   received, decoded as UTF-8 with undecodable bytes replaced (Go's JSON encoder does that);
 - ``url``: the percent-decoded path, as Go's ``r.URL.Path``; the query string is dropped
-  (kept only with ``BrokerConfig.pass_query_string``);
-- ``remote_addr``: ``ip:port`` of the peer, IPv6 in brackets as Go's ``net.JoinHostPort``.
+  (glued back only with ``BrokerConfig.pass_query_string``, for backends that parse the url);
+- ``remote_addr``: ``ip:port`` of the peer, IPv6 in brackets as Go's ``net.JoinHostPort``;
+
+and, an extension of strands-trio's broker, ``query``: the raw query string (without ``?``),
+so that a backend reads a browser's token without the url losing its meaning as a room.
 
 Also here, because they read the same headers: the client's address behind trusted proxies
-(:func:`client_address`) and the ``Origin`` check (:func:`origin_allowed`).
+(:func:`client_address`), the ``Origin`` check (:func:`origin_allowed`) and the choice of a
+subprotocol (:func:`select_subprotocol`).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import urllib.parse
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import attrs
 
@@ -30,6 +34,7 @@ __all__ = [
     "client_address",
     "origin_allowed",
     "peer_ip",
+    "select_subprotocol",
     "shape_handshake",
     "split_target",
 ]
@@ -41,13 +46,15 @@ class Handshake:
 
     Attributes:
         headers: Canonical header name to its values, in arrival order, without ``Host``.
-        url: The percent-decoded path (and ``?query`` only when the broker passes it on).
+        url: The percent-decoded path (and ``?query`` only with ``pass_query_string``).
         remote_addr: The client's ``"ip:port"`` (``"ip:0"`` behind a trusted proxy).
+        query: The raw query string, without ``?`` (``""`` when there is none).
     """
 
     headers: dict[str, list[str]]
     url: str
     remote_addr: str
+    query: str = ""
 
 
 def _text(value: str) -> str:
@@ -84,7 +91,8 @@ def shape_handshake(
             HTTP parser decoded them (ISO-8859-1).
         target: The request target (``/ws/chat?x=1``).
         remote_addr: The client's ``"ip:port"`` (see :func:`client_address`).
-        pass_query_string: Keep ``?query`` in the url (the reference drops it).
+        pass_query_string: Also glue ``?query`` to the url (the reference drops it; the
+            query is in :attr:`Handshake.query` either way).
     """
     wire: dict[str, list[str]] = {}
     for name, value in headers:
@@ -93,7 +101,23 @@ def shape_handshake(
             wire.setdefault(key, []).append(_text(value))
     path, query = split_target(target)
     url = f"{path}?{query}" if pass_query_string and query else path
-    return Handshake(headers=wire, url=url, remote_addr=remote_addr)
+    return Handshake(headers=wire, url=url, remote_addr=remote_addr, query=query)
+
+
+def select_subprotocol(offered: Sequence[str], allowed: tuple[str, ...]) -> str | None:
+    """The subprotocol to answer a handshake with: the first one the client *offered* that is
+    in *allowed* (``BrokerConfig.subprotocols``), or ``None`` (no ``Sec-WebSocket-Protocol``
+    in the answer; never a refusal).
+
+    A browser offering subprotocols fails the connection unless the answer names one of them,
+    so a page that carries its token as one (``["strands", "bearer.<token>"]``) must offer a
+    name the broker selects too; the token itself is never selected, since only *allowed*
+    names are, and it reaches the backend in the request's ``Sec-Websocket-Protocol`` header.
+    """
+    for name in offered:
+        if name in allowed:
+            return name
+    return None
 
 
 _IP = ipaddress.IPv4Address | ipaddress.IPv6Address

@@ -64,6 +64,7 @@ from ._hub_statistics import HubStatistics, hub_metrics
 from ._ports import Admission, BackendPort, ClientLink, ClusterPort, Delivery
 from ._prometheus import Metric
 from ._queue import EventQueue
+from ._refusals import NO_BACKEND as NO_BACKEND_CLOSE
 from ._roster import ClientEntry, Roster
 
 __all__ = ["REPLACED", "Hub", "HubStatistics"]
@@ -86,9 +87,9 @@ class Hub:
         reference: Behave like the reference broker where strands-trio's broker differs
             (for ``FakeBroker``'s reference mode): every later event of a client carries, as
             its metadata, the whole ``params`` of the response that accepted it (WIRE.md
-            quirk 1), and the extension actions (``close_connection``, ``presence``) are
-            ignored like any unknown action. By default events carry the metadata the
-            backend set, and the extensions work.
+            quirk 1), the extension actions (``close_connection``, ``presence``) are
+            ignored like any unknown action, and connection requests carry no ``query``. By
+            default events carry the metadata the backend set, and the extensions work.
     """
 
     def __init__(self, config: BrokerConfig, *, reference: bool = False) -> None:
@@ -101,7 +102,7 @@ class Hub:
         # The roster's dicts, read directly on hot paths.
         self._clients, self._rooms = self._roster.clients, self._roster.rooms
         self._backends = BackendSet(self._backends_changed)
-        self._admissions = Admissions(config.request_timeout)
+        self._admissions = Admissions(config.request_timeout, send_query=not reference)
         self._queue = EventQueue(config.queue_size, config.queue_bytes)
         self._ids = itertools.count()
         self._dirty: list[ClientEntry] = []
@@ -140,6 +141,7 @@ class Hub:
         request = ConnectionRequestContext(
             headers=handshake.headers,
             url=handshake.url,
+            query="" if self._nested_metadata else handshake.query,  # reference: no query
             remote_addr=handshake.remote_addr,
             accepted=False,
         )
@@ -147,7 +149,7 @@ class Hub:
             encode(ErrorEvent(request_id=str(uuid.uuid4()), error=NO_BACKEND, context=request))
         )
         logger.warning("no backend to ask about %s: refused with 503", handshake.remote_addr)
-        return Admission(accepted=False, status=503, reason=NO_BACKEND)
+        return Admission(accepted=False, status=503, close_code=NO_BACKEND_CLOSE, reason=NO_BACKEND)
 
     def connect(self, admission: Admission, link: ClientLink) -> ClientEntry:
         """Register an accepted client once its socket is open; its backend is told with a

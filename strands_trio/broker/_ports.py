@@ -108,6 +108,8 @@ class Admission:
         accepted: Whether the client may connect.
         status: When refused: the HTTP status to answer the handshake with: 403 (rejected by
             the backend), 503 (no backend, timeout, backend gone).
+        close_code: When refused: the close code to close the upgraded socket with
+            (``_refusals.py``: 4401, 4403, 4503, 4504...), the default way to refuse.
         client_id: The id the backend gave the client (when accepted).
         room_id: The room the backend put it in (when accepted).
         metadata: What later events carry in their context (when accepted).
@@ -117,6 +119,7 @@ class Admission:
 
     accepted: bool
     status: int = 200
+    close_code: int = 1000
     reason: str = ""
     client_id: str = ""
     room_id: str = ""

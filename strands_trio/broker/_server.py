@@ -12,7 +12,8 @@ Theory of operation::
                                          per connection
 
 Each component keeps and reports its own figures; this module composes them into
-``/healthz``, ``/metrics`` and :meth:`BrokerAddress.statistics`.
+``/healthz``, ``/metrics`` and :meth:`BrokerAddress.statistics`; it also serves the browser
+client, ``/strands.js`` (``_static.py``).
 
 Cancelling the caller's scope stops the broker gracefully, within ``shutdown_timeout``: the
 front closes every WebSocket with 1001 ("going away"), which queues their ``disconnected``
@@ -28,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -40,6 +41,7 @@ from ._front import FrontStatistics, Route, WebSocketFront
 from ._hub import Hub, HubStatistics
 from ._ports import ClusterStatistics
 from ._prometheus import render
+from ._static import STRANDS_JS_PATH, strands_js_route
 
 if TYPE_CHECKING:
     from .cluster import ClusterNode
@@ -168,7 +170,9 @@ async def serve_broker(
     Args:
         config: Ports and behaviour; ``BrokerConfig()`` (the reference's ports) by default.
         extra_routes: Plain HTTP ``GET`` paths served on the WebSocket port, each a function
-            of the raw query string returning ``(status, content_type, body)``.
+            of the raw query string returning ``(status, content_type, body)`` (and
+            optionally extra headers); they override the built-in ``/healthz``,
+            ``/metrics`` and ``/strands.js``.
 
     Cancellation: cancelling the enclosing scope is the way to stop; the shutdown is graceful
     and bounded (see the module's theory of operation), then ``Cancelled`` propagates.
@@ -186,11 +190,10 @@ async def serve_broker(
         hub.join_cluster(cluster)
     backends = BackendServer(hub, config)
     parts = _Parts(hub, backends, cluster)
-    routes: dict[str, Callable[[str], tuple[int, str, bytes]]] = {
-        "/healthz": parts.healthz,
-        "/metrics": parts.metrics,
-        **(extra_routes or {}),
-    }
+    routes: dict[str, Route] = {"/healthz": parts.healthz, "/metrics": parts.metrics}
+    if config.serve_strands_js:
+        routes[STRANDS_JS_PATH] = strands_js_route()
+    routes.update(extra_routes or {})
     front = parts.front = WebSocketFront(hub, config, routes=routes)
     stop = trio.Event()
 

@@ -194,13 +194,15 @@ def _reference_response(params: dict[str, Any], request_id: str) -> Response:
     ``accepted`` accepts. Ids and metadata of the wrong type count as missing (the broker then
     refuses the client and says why)."""
     client_id, room_id = params.get("client_id"), params.get("room_id")
-    metadata = params.get("metadata")
+    metadata, reason, code = params.get("metadata"), params.get("reason"), params.get("code")
     return Response(
         request_id=request_id,
         accepted=params.get("accepted") is not False,
         client_id=client_id if type(client_id) is str else None,
         room_id=room_id if type(room_id) is str else None,
         metadata=metadata if type(metadata) is dict else None,
+        reason=reason if type(reason) is str else None,
+        code=code if type(code) is int else None,
     )
 
 

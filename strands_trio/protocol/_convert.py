@@ -26,7 +26,7 @@ from cattrs.preconf.orjson import OrjsonConverter
 
 from .._strict import describe_error, make_strict_converter
 from ..context import ConnectionRequestContext, Context
-from ._frames import ACTION_TYPES, EVENT_TYPES, Response
+from ._frames import ACTION_TYPES, EVENT_TYPES, ConnectionRequest, Response
 
 __all__ = ["describe_error", "make_converter"]
 
@@ -70,11 +70,23 @@ def make_converter(*, wire: bool, detailed_validation: bool = False) -> OrjsonCo
 
     converter.register_structure_hook(Context, context_hook)
 
+    structure_connection_request = make_dict_structure_fn(ConnectionRequest, converter)
+
+    def connection_request_hook(value: Any, cls: type[ConnectionRequest]) -> ConnectionRequest:
+        # ``query`` is an extension: one of the wrong type is ignored, the request is not lost.
+        if type(value) is dict and "query" in value and type(value["query"]) is not str:
+            value = {key: item for key, item in value.items() if key != "query"}
+        return structure_connection_request(value, cls)
+
+    converter.register_structure_hook(ConnectionRequest, connection_request_hook)
+
     structure_request = make_dict_structure_fn(
         ConnectionRequestContext,
         converter,
         context=override(omit=True),
         accepted=override(omit=True),
+        reason=override(omit=True),
+        code=override(omit=True),
     )
 
     def error_context_hook(value: Any, _: Any) -> Context | ConnectionRequestContext:
@@ -87,7 +99,12 @@ def make_converter(*, wire: bool, detailed_validation: bool = False) -> OrjsonCo
     converter.register_structure_hook(Context | ConnectionRequestContext, error_context_hook)
     converter.register_unstructure_hook(
         ConnectionRequestContext,
-        lambda r: {"headers": r.headers, "url": r.url, "remote_addr": r.remote_addr},
+        lambda r: {
+            "headers": r.headers,
+            "url": r.url,
+            "remote_addr": r.remote_addr,
+            **({"query": r.query} if r.query else {}),  # an extension: only when there is one
+        },
     )
     for cls in (*EVENT_TYPES, *ACTION_TYPES):
         # The frame's fields are request_id plus the params; request_id lives outside params.
@@ -96,7 +113,7 @@ def make_converter(*, wire: bool, detailed_validation: bool = False) -> OrjsonCo
             make_dict_unstructure_fn(
                 cls,
                 converter,
-                _cattrs_omit_if_default=cls is Response,
+                _cattrs_omit_if_default=cls is Response or cls is ConnectionRequest,
                 request_id=override(omit=True),
             ),
         )

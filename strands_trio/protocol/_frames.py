@@ -30,6 +30,7 @@ __all__ = [
     "Event",
     "Frame",
     "Heartbeat",
+    "Hello",
     "MessageToConnection",
     "MessageToRoom",
     "NewConnection",
@@ -45,13 +46,20 @@ __all__ = [
 @attrs.frozen(kw_only=True)
 class ConnectionRequest:
     """A WebSocket client asks to connect; the backend must answer with a :class:`Response`
-    carrying the same ``request_id``."""
+    carrying the same ``request_id``.
+
+    ``query`` is an extension of strands-trio's broker: the raw query string of the handshake
+    (without ``?``; ``""`` when there is none). ``None`` when the broker did not send it (the
+    reference never does; the field is then left out on the wire); a value that is not a
+    string is read as ``None``, without losing the request.
+    """
 
     ACTION: ClassVar[str] = "connection_request"
     request_id: str
     headers: dict[str, list[str]]
     url: str
     remote_addr: str
+    query: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -105,6 +113,28 @@ class Heartbeat:
     request_id: str = "heartbeat"
 
 
+@attrs.frozen(kw_only=True)
+class Hello:
+    """Who the broker is: strands-trio's broker sends it first on every backend link (after
+    the ``authenticate`` exchange, when it has a secret). An extension: the reference broker
+    sends none, and the asyncio ``pystrands`` client ignores it (an unknown action).
+
+    Attributes:
+        broker: The broker's stable name: its cluster ``node_id`` when one was set, else
+            ``host:tcp_port`` of its backends' port. The same after a restart.
+        instance: A random id, new at every start of the broker: a backend that sees another
+            one under the same name knows that the broker restarted, and that the clients it
+            had are gone.
+        version: The broker's strands-trio version (``""`` if it did not say).
+    """
+
+    ACTION: ClassVar[str] = "hello"
+    request_id: str = "hello"
+    broker: str
+    instance: str
+    version: str = ""
+
+
 # ---------------------------------------------------------------- backend to broker (actions)
 
 
@@ -114,6 +144,11 @@ class Response:
 
     When ``accepted``, ``client_id`` and ``room_id`` are required (the reference broker drops
     the client otherwise) and ``metadata`` is what later events carry in their context.
+
+    When refused, two extensions of strands-trio's broker (the reference ignores them) say why
+    to the client: ``reason`` (words safe to show it, the WebSocket close reason) and ``code``
+    (an HTTP-like status such as ``401``, or a close code from 4000 to 4999: the client sees
+    the socket closed with ``4000 + code``). Fields left ``None`` are not sent.
     """
 
     ACTION: ClassVar[str] = "response"
@@ -122,6 +157,8 @@ class Response:
     client_id: str | None = None
     room_id: str | None = None
     metadata: dict[str, Any] | None = None
+    reason: str | None = None
+    code: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -245,7 +282,8 @@ class BadFrame:
     line: bytes
 
 
-#: A frame the broker sends to a backend (:class:`PresenceReply` is strands-trio's extension).
+#: A frame the broker sends to a backend (:class:`PresenceReply` and :class:`Hello` are
+#: strands-trio's extensions).
 Event = (
     ConnectionRequest
     | NewConnection
@@ -254,6 +292,7 @@ Event = (
     | ErrorEvent
     | Heartbeat
     | PresenceReply
+    | Hello
 )
 #: A frame a backend sends to the broker (:class:`CloseConnection`, :class:`Authenticate` and
 #: :class:`PresenceRequest` are strands-trio's extensions).
@@ -277,6 +316,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     ErrorEvent,
     Heartbeat,
     PresenceReply,
+    Hello,
 )
 ACTION_TYPES: tuple[type[Action], ...] = (
     Response,

@@ -32,7 +32,7 @@ import contextlib
 import itertools
 import os
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import trio
 import trio.testing
@@ -40,8 +40,9 @@ import trio.testing
 from .._util import running
 from ..broker import BrokerConfig, Delivery, Hub
 from ..broker._backends import BackendServer
-from ..broker._handshake import shape_handshake
+from ..broker._handshake import select_subprotocol, shape_handshake
 from ..broker._ports import BackendPort
+from ..broker._refusals import NO_BACKEND, TIMED_OUT, close_reason
 from ..protocol import (
     Action,
     BadFrame,
@@ -62,16 +63,24 @@ class ConnectionRejected(Exception):
     """:meth:`FakeBroker.connect` did not get an accepted connection: the backend said no,
     raised, went away, did not answer in time, or no backend was connected.
 
+    The message is the reason the client is told (the backend's own, or the broker's).
+
     Attributes:
-        status: The HTTP status the handshake is answered with: 403 or 503 from
-            strands-trio's broker; in reference mode, 200 with no backend, or ``None`` for a
-            rejection, which the reference broker answers by upgrading the socket and then
-            closing it (the browser sees close code 1006).
+        status: The HTTP status the handshake is answered with, or ``None`` when the socket
+            was upgraded and then closed (see :attr:`close_code`). strands-trio's broker
+            upgrades and closes for a backend's refusal by default (403 with
+            ``refuse_with="http"``), and answers 503 with no backend or no answer in time. In
+            reference mode, 200 with no backend, ``None`` for a rejection.
+        close_code: The close code a browser sees when the socket was upgraded and closed:
+            4401, 4403, 4000+N... from strands-trio's broker (``docs/browser-clients.md``),
+            1006 from the reference (it closes without a close frame); ``None`` when the
+            handshake was answered with an HTTP status (a browser sees 1006 then too).
     """
 
-    def __init__(self, message: str, status: int | None) -> None:
+    def __init__(self, message: str, status: int | None, close_code: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.close_code = close_code
 
 
 class FakeWebSocket:
@@ -85,6 +94,9 @@ class FakeWebSocket:
         url: The ``url`` its connection request carried.
         headers: Its handshake headers, as the backend was told them.
         remote_addr: Its ``"ip:port"``.
+        query: The query string its connection request carried (``query``).
+        subprotocol: The subprotocol the broker selected from its ``Sec-WebSocket-Protocol``
+            offer (``BrokerConfig.subprotocols``), or ``None``.
         close_code: Set when the broker closed it (a backend's ``close_connection``, or a
             newer client with the same id): the close code.
         close_reason: The close reason that came with :attr:`close_code`.
@@ -95,6 +107,8 @@ class FakeWebSocket:
         self.room_id: str = admission.room_id
         self.metadata: dict[str, Any] = admission.metadata
         self.url: str = handshake.url
+        self.query: str = handshake.query
+        self.subprotocol: str | None = None
         self.headers: dict[str, list[str]] = handshake.headers
         self.remote_addr: str = handshake.remote_addr
         self.closed = False
@@ -209,8 +223,11 @@ class FakeBroker:
         request_timeout: Seconds a backend has to answer a connection request; by default
             none in reference mode (the reference waits forever), else strands-trio's
             broker's default (10 s).
-        pass_query_string: Keep the query string in the ``url`` of connection requests (the
-            default drops it, as both brokers do by default).
+        pass_query_string: Also glue the query string to the ``url`` of connection requests
+            (the query travels in the ``query`` field anyway, except in reference mode).
+        refuse_with: How strands-trio's broker tells a refused client (``BrokerConfig.
+            refuse_with``): ``"close"`` (close codes, the default) or ``"http"``; see
+            :class:`ConnectionRejected`. Ignored in reference mode.
 
     Use it with :func:`open_fake_broker`, or start it yourself with
     ``await nursery.start(broker.serve)``::
@@ -230,6 +247,7 @@ class FakeBroker:
         heartbeat_interval: float | None = 15.0,
         request_timeout: float | None = None,
         pass_query_string: bool = False,
+        refuse_with: Literal["close", "http"] = "close",
     ) -> None:
         self.reference = reference
         if request_timeout is None and not reference:  # the reference waits forever (quirk 5)
@@ -241,6 +259,7 @@ class FakeBroker:
             heartbeat_interval=heartbeat_interval,
             request_timeout=request_timeout,
             pass_query_string=pass_query_string,
+            refuse_with=refuse_with,
         )
         #: The broker's own :class:`~strands_trio.broker.Hub` (the routing that ships).
         self.hub = Hub(self.config, reference=reference)
@@ -249,7 +268,10 @@ class FakeBroker:
         #: Lines from backends that were not valid frames (skipped, as the reference does).
         self.bad_frames: list[BadFrame] = []
         self._backends = BackendServer(
-            _Recorder(self.hub, self.actions), self.config, on_bad_frame=self.bad_frames.append
+            _Recorder(self.hub, self.actions),
+            self.config,
+            on_bad_frame=self.bad_frames.append,
+            hello=not reference,  # the reference broker says nothing of itself
         )
         #: While true, new backend connections are refused (``ConnectionRefusedError``).
         self.refuse_backends = False
@@ -369,8 +391,8 @@ class FakeBroker:
         backend, shaped as the broker shapes it, and this waits for the answer.
 
         Args:
-            url: The request target (``/ws/...``; a query string is dropped unless
-                ``pass_query_string``).
+            url: The request target (``/ws/...?query``): the path goes in ``url``, the query
+                string in ``query`` (not in reference mode), as the broker sends them.
             headers: Handshake headers (a value or a list of values each), after the usual
                 WebSocket handshake headers (which a header of the same name replaces).
             remote_addr: The client's ``"ip:port"``; a distinct loopback one by default.
@@ -397,14 +419,29 @@ class FakeBroker:
         admission = await self.hub.admit(handshake)
         if not admission.accepted:
             await self._written()
-            status: int | None = admission.status
-            if self.reference:  # WIRE.md quirk 4: upgraded then closed, or 200 with no backend
-                status = None if status == 403 else 200 if self.hub.backend_count == 0 else status
-            raise ConnectionRejected(admission.reason, status)
+            raise self._rejected(admission)
         ws = FakeWebSocket(self, admission, handshake)
+        offered = [
+            name.strip()
+            for value in handshake.headers.get("Sec-Websocket-Protocol", ())
+            for name in value.split(",")
+        ]
+        ws.subprotocol = select_subprotocol(offered, self.config.subprotocols)
         ws._client = self.hub.connect(admission, _Link(ws))
         await self._written()
         return ws
+
+    def _rejected(self, admission: Any) -> ConnectionRejected:
+        """How the broker answers a refused handshake (``_front.py``), or the reference."""
+        if self.reference:  # WIRE.md quirk 4: upgraded then closed, or 200 with no backend
+            if admission.close_code in (NO_BACKEND, TIMED_OUT):
+                return ConnectionRejected(
+                    admission.reason, 200 if self.hub.backend_count == 0 else 503
+                )
+            return ConnectionRejected(admission.reason, None, 1006)
+        if self.config.refuse_with == "http" or admission.status == 503:  # as _front.py
+            return ConnectionRejected(admission.reason, admission.status)
+        return ConnectionRejected(close_reason(admission.reason), None, admission.close_code)
 
     # ------------------------------------------------------------------ sending to backends
 
@@ -426,6 +463,19 @@ class FakeBroker:
         self._backends.disconnect_all()  # each link's task then closes its stream
         await trio.lowlevel.checkpoint()
 
+    @property
+    def instance(self) -> str:
+        """The instance id in the ``hello`` frame that opens each backend link (none is sent
+        in reference mode)."""
+        return self._backends.instance
+
+    async def restart(self) -> None:
+        """Act as a broker that was killed and started again: every backend connection is
+        closed at once, and the next ones get a ``hello`` with a new :attr:`instance`. (The
+        WebSocket clients of this fake stay; a real restart loses them.)"""
+        self._backends.new_instance()
+        await self.drop_backends()
+
 
 @contextlib.asynccontextmanager
 async def open_fake_broker(
@@ -435,6 +485,7 @@ async def open_fake_broker(
     heartbeat_interval: float | None = 15.0,
     request_timeout: float | None = None,
     pass_query_string: bool = False,
+    refuse_with: Literal["close", "http"] = "close",
 ) -> AsyncIterator[FakeBroker]:
     """A running :class:`FakeBroker` for the duration of the block (arguments as its own)."""
     broker = FakeBroker(
@@ -443,6 +494,7 @@ async def open_fake_broker(
         heartbeat_interval=heartbeat_interval,
         request_timeout=request_timeout,
         pass_query_string=pass_query_string,
+        refuse_with=refuse_with,
     )
     async with running(broker.serve):
         yield broker

@@ -24,6 +24,7 @@ import trio
 from .._host import ExecutionContext
 from .._parts import ForbiddenHook
 from .._pipeline import Pipeline
+from .._requests import request_context
 from .._router import Router
 from .._statistics import Counters
 from ..context import ConnectionRequestContext, Context
@@ -162,17 +163,21 @@ class MiddlewareHarness:
         headers: Mapping[str, str | Sequence[str]] | None = None,
         remote_addr: str = "127.0.0.1:40000",
     ) -> Outcome:
-        """Feed a ``connection_request``; the outcome says whether it would be accepted."""
+        """Feed a ``connection_request``; the outcome says whether it would be accepted.
+
+        A query string in *url* (``/ws/lobby?token=x``) is sent as strands-trio's broker sends
+        it: the path as ``url``, the rest as ``query``.
+        """
         wire = {k: [v] if isinstance(v, str) else list(v) for k, v in (headers or {}).items()}
+        path, _, query = url.partition("?")
         event = ConnectionRequest(
-            request_id=str(uuid.uuid4()), headers=wire, url=url, remote_addr=remote_addr
-        )
-        request = ConnectionRequestContext(
+            request_id=str(uuid.uuid4()),
             headers=wire,
-            url=url,
+            url=path,
             remote_addr=remote_addr,
-            context=Context(client_id=str(uuid.uuid4()), room_id=url),
+            query=query,
         )
+        request = request_context(event)
         self._last.clear()
         before = len(self._reached)
         accepted = await self._jobs.request(event, request)

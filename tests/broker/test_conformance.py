@@ -9,6 +9,7 @@ import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -28,12 +29,14 @@ REMOTE_ADDR = re.compile(r"127\.0\.0\.1:\d+")
 # ---------------------------------------------------------------------- the driver interface
 
 
-class Rejected(Exception):
-    """A handshake was refused with ``status``."""
+@attrs.frozen
+class Rejected:
+    """How a handshake was refused: an HTTP ``status`` before the upgrade, or (``status`` is
+    ``None``) upgraded and closed at once with close ``code`` and ``reason``."""
 
-    def __init__(self, status: int | None) -> None:
-        super().__init__(f"refused with {status}")
-        self.status = status
+    status: int | None
+    code: int | None = None
+    reason: str | None = None
 
 
 class Client(Protocol):
@@ -70,7 +73,11 @@ class Driver(Protocol):
         ...
 
     async def connect(self, path: str, headers: Sequence[tuple[str, str]] = ()) -> Client:
-        """A client of *path* with extra handshake *headers*; raises :class:`Rejected`."""
+        """A client of *path* with extra handshake *headers*, accepted."""
+        ...
+
+    async def refusal(self, path: str, headers: Sequence[tuple[str, str]] = ()) -> Rejected:
+        """How a client of *path* with extra handshake *headers* is refused (it must be)."""
         ...
 
 
@@ -107,11 +114,13 @@ class FakeDriver:
         given: dict[str, list[str]] = {}
         for name, value in headers:
             given.setdefault(name, []).append(value)
-        try:
-            ws = await self.broker.connect(path, headers=given)
-        except ConnectionRejected as exc:
-            raise Rejected(exc.status) from None
-        return FakeClient(ws)
+        return FakeClient(await self.broker.connect(path, headers=given))
+
+    async def refusal(self, path: str, headers: Sequence[tuple[str, str]] = ()) -> Rejected:
+        with pytest.raises(ConnectionRejected) as refused:
+            await self.connect(path, headers)
+        exc = refused.value
+        return Rejected(exc.status, exc.close_code, None if exc.status else str(exc))
 
 
 class RealClient:
@@ -147,12 +156,20 @@ class RealDriver:
         return {"host": "127.0.0.1", "port": self.address.tcp_port}
 
     async def connect(self, path: str, headers: Sequence[tuple[str, str]] = ()) -> Client:
+        ws = await WSClient.connect(self.address.ws_port, path, headers)
+        self._clients.append(ws)
+        return RealClient(ws)
+
+    async def refusal(self, path: str, headers: Sequence[tuple[str, str]] = ()) -> Rejected:
         try:
             ws = await WSClient.connect(self.address.ws_port, path, headers)
         except Refused as exc:
-            raise Rejected(exc.status) from None
-        self._clients.append(ws)
-        return RealClient(ws)
+            return Rejected(exc.status)
+        async with ws.stream:
+            closed, discarded = await ws.wait_closed()
+        assert closed.framed
+        assert discarded == 0
+        return Rejected(None, closed.code, closed.reason)
 
 
 @pytest.fixture(params=["fake", "real"])
@@ -222,9 +239,11 @@ class Backend(StrandsClient):
         self.record("error", error, context)
 
 
-async def start_backend(nursery: trio.Nursery, broker: Driver) -> tuple[Backend, trio.CancelScope]:
-    """A Backend connected to *broker* and ready at its hub; cancel the scope to stop it."""
-    backend = Backend(**broker.backend_arguments())
+async def start_backend(
+    nursery: trio.Nursery, broker: Driver, cls: type[Backend] = Backend
+) -> tuple[Backend, trio.CancelScope]:
+    """A *cls* connected to *broker* and ready at its hub; cancel the scope to stop it."""
+    backend = cls(**broker.backend_arguments())
     scope = trio.CancelScope()
 
     async def run(*, task_status: trio.TaskStatus[None]) -> None:
@@ -262,13 +281,12 @@ async def wait_until(predicate: Callable[[], bool]) -> None:
 
 
 async def test_accept_and_reject(broker: Driver, nursery: trio.Nursery) -> None:
-    """A client the backend rejects is refused with 403 and never connected; one it accepts
-    is connected and announced to it."""
+    """A client the backend rejects is upgraded and closed with 4403 and the default reason,
+    and never connected; one it accepts is connected and announced to it."""
     backend, _ = await start_backend(nursery, broker)
     with trio.fail_after(DEADLINE):
-        with pytest.raises(Rejected) as refused:
-            await broker.connect("/ws/chat", [("X-Other", "x")])
-        assert refused.value.status == 403
+        refused = await broker.refusal("/ws/chat", [("X-Other", "x")])
+        assert refused == Rejected(None, 4403, "refused by the backend")
         await join(broker, "ann")
         await backend.wait_for(lambda: bool(backend.of_kind("connected")))
     assert backend.of_kind("request") == [("/ws/chat",), ("/ws/chat",)]
@@ -280,19 +298,19 @@ async def test_accept_and_reject(broker: Driver, nursery: trio.Nursery) -> None:
 async def test_no_backend_refuses_503_and_queues_a_request_shaped_error(
     broker: Driver, nursery: trio.Nursery
 ) -> None:
-    """With no backend, a handshake is refused with 503, and the next backend to connect
-    gets an error event whose context is the request (headers, url, remote address)."""
+    """With no backend, a handshake is refused with 503 before the upgrade, and the next
+    backend to connect gets an error event whose context is the request (headers, url, query, remote
+    address)."""
     with trio.fail_after(DEADLINE):
-        with pytest.raises(Rejected) as refused:
-            await broker.connect("/ws/lobby?x=1", [("X-User", "ann")])
-        assert refused.value.status == 503
+        refused = await broker.refusal("/ws/lobby?x=1", [("X-User", "ann")])
+        assert refused == Rejected(503)  # transient: before the upgrade, so a client retries
         assert broker.hub.statistics().queued == 1
         backend, _ = await start_backend(nursery, broker)
         await backend.wait_for(lambda: bool(backend.of_kind("error")))
     ((error, context),) = backend.of_kind("error")
     assert error == NO_BACKEND
     assert isinstance(context, ConnectionRequestContext)
-    assert context.url == "/ws/lobby"
+    assert (context.url, context.query) == ("/ws/lobby", "x=1")
     assert context.headers["X-User"] == ["ann"]
     assert REMOTE_ADDR.fullmatch(context.remote_addr)
     assert context.accepted is False
@@ -374,13 +392,43 @@ async def test_close_connection_closes_with_its_code(broker: Driver, nursery: tr
 
 
 async def test_query_string_is_stripped_from_url(broker: Driver, nursery: trio.Nursery) -> None:
-    """By default a request's url is its path, percent-decoded, without the query string."""
+    """A request's url is its path, percent-decoded, without the query string, which comes
+    raw in ``query``; the default room is the path, never the query (a token there)."""
     backend, _ = await start_backend(nursery, broker)
     with trio.fail_after(DEADLINE):
-        await broker.connect("/ws/ro%20om?token=secret&x=1", [("X-User", "ann")])
+        await broker.connect("/ws/ro%20om?token=s3cr%2Bt&x=1&x=2", [("X-User", "ann")])
+        await backend.wait_for(lambda: bool(backend.of_kind("connected")))
     (request,) = backend.requests
-    assert request.url == "/ws/ro om"
+    assert (request.url, request.path, request.query) == (
+        "/ws/ro om",
+        "/ws/ro om",
+        "token=s3cr%2Bt&x=1&x=2",
+    )
+    assert request.param("token") == "s3cr+t"
+    assert request.query_params == {"token": ["s3cr+t"], "x": ["1", "2"]}
     assert backend.of_kind("request") == [("/ws/ro om",)]
+    assert backend.of_kind("connected") == [("ann", "/ws/ro om", {"user": "ann"})]
+
+
+class Refuser(Backend):
+    """Refuses everyone, with code 409 and a reason (a long one if the query has ``long``)."""
+
+    async def on_connection_request(self, request: ConnectionRequestContext) -> bool:
+        if request.param("long") is not None:
+            return request.refuse("é" * 100, code=409)
+        return request.refuse("name taken", code=409)
+
+
+async def test_a_backend_refusal_says_why(broker: Driver, nursery: trio.Nursery) -> None:
+    """A backend's ``request.refuse(reason, code=...)`` reaches the client as close code
+    4000 + code and the reason (cut to the 123 bytes a close frame holds, whole characters);
+    nothing is connected."""
+    await start_backend(nursery, broker, Refuser)
+    with trio.fail_after(DEADLINE):
+        assert await broker.refusal("/ws/chat") == Rejected(None, 4409, "name taken")
+        assert await broker.refusal("/ws/chat?long") == Rejected(None, 4409, "é" * 61)
+    assert broker.hub.statistics().rejected == 2
+    assert broker.hub.statistics().connections == 0
 
 
 async def test_headers_are_shaped_as_the_reference_shapes_them(

@@ -57,6 +57,7 @@ class RawBackend:
         self.stream = stream
         self.buffer = b""
         self.skipped: list[dict[str, Any]] = []
+        self.hello: dict[str, Any] | None = None
 
     async def frame(self) -> dict[str, Any]:
         while b"\n" not in self.buffer:
@@ -64,7 +65,11 @@ class RawBackend:
             assert data, "the broker closed the link"
             self.buffer += data
         line, _, self.buffer = self.buffer.partition(b"\n")
-        return json.loads(line)  # type: ignore[no-any-return]
+        frame: dict[str, Any] = json.loads(line)
+        if frame["action"] == "hello":  # the broker's identity, first on every link
+            self.hello = frame
+            return await self.frame()
+        return frame
 
     async def next(self, action: str) -> dict[str, Any]:
         """The next frame of this action; the ones before it are kept in skipped."""

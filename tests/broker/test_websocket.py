@@ -22,7 +22,12 @@ from trio_websocket import WebSocketConnection
 from strands_trio.broker import Admission, BrokerConfig, ClientLink, Delivery, Handshake
 from strands_trio.broker._connection import text_frame
 from strands_trio.broker._front import Route, WebSocketFront
-from strands_trio.broker._handshake import client_address, origin_allowed, shape_handshake
+from strands_trio.broker._handshake import (
+    client_address,
+    origin_allowed,
+    select_subprotocol,
+    shape_handshake,
+)
 from strands_trio.broker._output import Output
 
 from .._net import Changes, self_signed_certificate
@@ -324,9 +329,10 @@ async def test_url_is_the_decoded_path_with_the_query_only_on_request(
 async def test_refused_admission_is_answered_with_its_status(
     nursery: trio.Nursery, status: int
 ) -> None:
-    """When the hub refuses, the client sees the admission's HTTP status and no upgrade."""
+    """With refuse_with="http", when the hub refuses, the client sees the admission's HTTP
+    status and no upgrade."""
     hub = FakeHub(Admission(accepted=False, status=status, reason="no"))
-    port = await start(nursery, hub)
+    port = await start(nursery, hub, refuse_with="http")
     with trio.fail_after(DEADLINE):
         assert await rejected_status(port) == status
     assert len(hub.requests) == 1
@@ -334,11 +340,29 @@ async def test_refused_admission_is_answered_with_its_status(
     assert front_of(hub).statistics().refused["backend"] == 1
 
 
-async def test_trio_websocket_client_sees_the_refusal_status(nursery: trio.Nursery) -> None:
-    """A trio-websocket client refused by the backend gets ConnectionRejected with the
-    admission's status."""
-    hub = FakeHub(Admission(accepted=False, status=403, reason="rejected by the backend"))
+async def test_a_refusal_is_a_close_code_after_the_upgrade(nursery: trio.Nursery) -> None:
+    """By default, when the hub refuses, the client is upgraded and closed at once with the
+    admission's close code and reason (cut to 123 bytes of whole characters), is never
+    connected nor counted as a session, and is counted as refused by the backend."""
+    reason = "token expired " + "é" * 100
+    hub = FakeHub(Admission(accepted=False, status=401, close_code=4401, reason=reason))
     port = await start(nursery, hub)
+    with trio.fail_after(DEADLINE):
+        async with client(ws_url(port)) as ws:
+            code, got = await close_code(ws)
+    assert code == 4401
+    assert got == reason.encode()[:123].decode(errors="ignore")
+    assert len(got.encode()) == 122
+    assert hub.links == {}
+    statistics = front_of(hub).statistics()
+    assert (statistics.refused["backend"], statistics.accepted) == (1, 0)
+
+
+async def test_trio_websocket_client_sees_the_refusal_status(nursery: trio.Nursery) -> None:
+    """With refuse_with="http", a trio-websocket client refused by the backend gets
+    ConnectionRejected with the admission's status."""
+    hub = FakeHub(Admission(accepted=False, status=403, reason="rejected by the backend"))
+    port = await start(nursery, hub, refuse_with="http")
     with trio.fail_after(DEADLINE):
         with pytest.raises(trio_websocket.ConnectionRejected) as info:
             async with trio_websocket.open_websocket_url(ws_url(port)):
@@ -518,9 +542,46 @@ def test_handshake_shape_table() -> None:
         headers={"X-Multi": ["one", "two"], "X-Name": ["hé\ufffd"]},
         url="/ws/a b",
         remote_addr="1.2.3.4:5",
+        query="token=t",
     )
     kept = shape_handshake([], "/ws/a?token=t", "1.2.3.4:5", pass_query_string=True)
-    assert kept.url == "/ws/a?token=t"
+    assert (kept.url, kept.query) == ("/ws/a?token=t", "token=t")
+    assert shape_handshake([], "/ws/a", "1.2.3.4:5").query == ""
+
+
+@pytest.mark.parametrize(
+    ("offered", "allowed", "selected"),
+    [
+        ([], ("strands",), None),
+        (["strands", "bearer.x.y.z"], ("strands",), "strands"),
+        (["bearer.x.y.z", "strands"], ("strands",), "strands"),  # never the token
+        (["bearer.x.y.z"], ("strands",), None),  # no refusal either
+        (["chat", "strands"], ("strands", "chat"), "chat"),  # the client's order wins
+        (["strands"], (), None),
+    ],
+)
+def test_select_subprotocol_table(
+    offered: list[str], allowed: tuple[str, ...], selected: str | None
+) -> None:
+    """The first offered subprotocol that is allowed is selected; none is not a refusal."""
+    assert select_subprotocol(offered, allowed) == selected
+
+
+async def test_a_token_in_the_subprotocol_reaches_the_backend_not_the_answer(
+    nursery: trio.Nursery,
+) -> None:
+    """A client offering ["strands", "bearer.<jwt>"] gets "strands" selected (a browser
+    needs one of its offers back), and the hub sees the whole offer in the request's
+    Sec-Websocket-Protocol header; a client offering nothing still connects."""
+    hub = FakeHub()
+    port = await start(nursery, hub)
+    token = "bearer.eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhZGEifQ.c2ln-_"
+    with trio.fail_after(DEADLINE):
+        async with client(ws_url(port), subprotocols=["strands", token]) as ws:
+            assert ws.subprotocol == "strands"
+        async with client(ws_url(port)) as ws:
+            assert ws.subprotocol is None
+    assert hub.requests[0][0]["Sec-Websocket-Protocol"] == [f"strands, {token}"]
 
 
 def test_text_frame_is_what_websockets_would_send() -> None:

@@ -157,3 +157,49 @@ async def test_refused_backends_are_recorded(broker: FakeBroker) -> None:
 def test_canonical_header(name: str, canonical: str) -> None:
     """Header names are sent as Go canonicalises them."""
     assert canonical_header(name) == canonical
+
+
+@pytest.mark.parametrize(
+    ("reference", "query", "refusal"),
+    [
+        (True, None, (None, 1006)),  # the reference: no query, upgraded then closed, no code
+        (False, "token=t&x=1", (None, 4401)),  # ours: the query field, a readable close code
+    ],
+)
+async def test_query_and_refusals_as_each_broker(
+    nursery: trio.Nursery,
+    reference: bool,
+    query: str | None,
+    refusal: tuple[int | None, int],
+) -> None:
+    """In reference mode a connection request carries no query and a refusal is the
+    reference's (upgraded, closed without a code: 1006); otherwise the query string comes in
+    ``query`` beside the path and the backend's reason and code reach the client."""
+    async with open_fake_broker(reference=reference, heartbeat_interval=None) as broker:
+        backend = RawBackend(await broker.open_backend_stream())
+        await broker.wait_backends(1)
+
+        async def refuse() -> None:
+            request = await backend.next_frame()
+            while not isinstance(request, ConnectionRequest):  # our broker says hello first
+                request = await backend.next_frame()
+            assert (request.url, request.query) == ("/ws/x", query)
+            await backend.send(
+                Response(request_id=request.request_id, accepted=False, reason="bad", code=401)
+            )
+
+        nursery.start_soon(refuse)
+        with pytest.raises(ConnectionRejected) as refused:
+            await broker.connect("/ws/x?token=t&x=1")
+    assert (refused.value.status, refused.value.close_code) == refusal
+
+
+async def test_a_fake_websocket_knows_its_query_and_subprotocol(
+    broker: FakeBroker, nursery: trio.Nursery
+) -> None:
+    """The broker selects the first offered subprotocol it allows ("strands"), never the
+    token-bearing one."""
+    backend = RawBackend(await broker.open_backend_stream())
+    await accept_one(broker, backend, nursery)
+    ws = await broker.connect("/ws/x?a=1", headers={"Sec-WebSocket-Protocol": "bearer.t, strands"})
+    assert (ws.url, ws.query, ws.subprotocol) == ("/ws/x", "a=1", "strands")

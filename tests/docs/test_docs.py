@@ -58,3 +58,25 @@ async def test_embedding_example(autojump_clock: trio.testing.MockClock) -> None
         await trio.sleep(125)
         assert broker.broadcasts == ["a minute has passed"] * 2
         nursery.cancel_scope.cancel()
+
+
+async def test_browser_backend_example() -> None:
+    """docs/examples/browser_backend.py: a token from the query or a subprotocol, the room
+    from the path, query parameters in metadata, readable refusals (4401, 4404)."""
+    from docs.examples.browser_backend import app
+
+    async with (
+        open_fake_broker(reference=False) as broker,
+        app.connected(connect=broker.open_backend_stream),
+    ):
+        ann = await broker.connect("/ws/lobby?token=t-ann&lang=fr")
+        assert (ann.room_id, ann.metadata["lang"]) == ("lobby", "fr")
+        offer = {"Sec-WebSocket-Protocol": "strands, bearer.t-bob"}
+        bob = await broker.connect("/ws/lobby", headers=offer)
+        assert (bob.room_id, bob.subprotocol) == ("lobby", "strands")
+        with pytest.raises(ConnectionRejected) as refused:
+            await broker.connect("/ws/lobby?token=nope")
+        assert (refused.value.close_code, str(refused.value)) == (4401, "unknown API key")
+        with pytest.raises(ConnectionRejected) as refused:
+            await broker.connect("/ws/?token=t-ann")
+        assert (refused.value.close_code, str(refused.value)) == (4404, "connect to /ws/<room>")

@@ -3,10 +3,9 @@ program (an entire file of docs/examples, imports included) and runs as shown.
 
 How a block is run: written to a file and started as ``__main__`` in a subprocess, exactly as
 a reader who saved it would, except that its ``localhost:8081`` is redirected to a real broker
-of this test on a free port (``pass_query_string=True``: the query reaches the backend as it
-does by default once the broker sends the ``query`` field). Once the backend is connected, a
-WebSocket client with a browser's token in the query string chats through it, one with a bad
-token is refused, and SIGINT (Ctrl-C) stops the program: a ``trio.run(...)`` program with one
+of this test on a free port (with its defaults: the query reaches the backend in the ``query``
+field). Once the backend is connected, a WebSocket client with a browser's token in the query
+string chats through it, one with a bad token is closed with 4401, and SIGINT (Ctrl-C) stops the program: a ``trio.run(...)`` program with one
 ``KeyboardInterrupt`` traceback, an ``app.run()`` one gracefully with status 0. A block that is
 not a whole example file, or does not run, fails; none is skipped.
 """
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from trio_websocket import ConnectionRejected
+from trio_websocket import ConnectionClosed
 
 from strands_trio.broker import BrokerAddress, BrokerConfig, serve_broker
 
@@ -75,9 +74,7 @@ async def test_block_runs_as_shown(
     bad one, and Ctrl-C stops it cleanly."""
     program = tmp_path / "backend.py"
     program.write_text(block)
-    config = BrokerConfig(
-        ws_host="127.0.0.1", ws_port=0, tcp_port=0, heartbeat_interval=None, pass_query_string=True
-    )
+    config = BrokerConfig(ws_host="127.0.0.1", ws_port=0, tcp_port=0, heartbeat_interval=None)
     broker: BrokerAddress = await nursery.start(serve_broker, config)
     process = await trio.lowlevel.open_process(
         [sys.executable, "-c", REDIRECT, str(broker.tcp_port), str(program)],
@@ -92,9 +89,10 @@ async def test_block_runs_as_shown(
                 ann = await open_client(clients, broker.ws_port, "/ws/lobby?token=key-of-ann")
                 await ann.send_message("hello")
                 assert await ann.get_message() == "ann: hello"
-                with pytest.raises(ConnectionRejected) as refused:
-                    await open_client(clients, broker.ws_port, "/ws/lobby?token=forged")
-                assert refused.value.status_code == 403
+                forged = await open_client(clients, broker.ws_port, "/ws/lobby?token=forged")
+                with pytest.raises(ConnectionClosed) as refused:
+                    await forged.get_message()
+                assert refused.value.reason.code == 4401  # Auth: a bad credential
                 clients.cancel_scope.cancel()
             process.send_signal(signal.SIGINT)
             assert process.stderr is not None

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import trio
-from trio_websocket import ConnectionRejected, WebSocketConnection
+from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from strands_trio._demo_chat import serve_demo
 from strands_trio.broker import BrokerAddress
@@ -49,7 +49,7 @@ async def test_page_and_tokens(demo: BrokerAddress) -> None:
         status, page = await http_get(demo.ws_port, "/")
         assert status == 200
         assert b"<title>strands-trio chat</title>" in page
-        for path in ("/app.js", "/style.css"):
+        for path in ("/app.js", "/style.css", "/favicon.svg"):
             assert (await http_get(demo.ws_port, path))[0] == 200
         assert (await http_get(demo.ws_port, "/token"))[0] == 400
         status, body = await http_get(demo.ws_port, "/token?name=ann")
@@ -71,9 +71,10 @@ async def test_chat_with_auth_roles_and_rate_limit(
         said = await next_of(root, "said")
         assert (said["name"], said["text"]) == ("ann", "hello")
 
-        with pytest.raises(ConnectionRejected) as refused:
-            await sign_in(nursery, demo.ws_port, "mallory", forge=True)
-        assert refused.value.status_code == 403
+        mallory = await sign_in(nursery, demo.ws_port, "mallory", forge=True)
+        with pytest.raises(ConnectionClosed) as refused:  # upgraded, then closed: 4401 and why
+            await mallory.get_message()
+        assert refused.value.reason.code == 4401
 
         await ann.send_message(json.dumps({"type": "chat.announce", "text": "all hail"}))
         assert (await next_of(ann, "error"))["code"] == "forbidden"
@@ -83,6 +84,46 @@ async def test_chat_with_auth_roles_and_rate_limit(
         for n in range(10):
             await ann.send_message(json.dumps({"type": "chat.say", "text": f"flood {n}"}))
         assert (await next_of(ann, "error"))["code"] == "rate_limited"
+
+
+async def test_members_on_every_join_and_leave(demo: BrokerAddress, nursery: trio.Nursery) -> None:
+    """The room gets the names of who is in it, oldest first, at every join and leave, from
+    the Presence middleware; another room's people are not in it."""
+    with trio.fail_after(10):
+        ann = await sign_in(nursery, demo.ws_port, "ann", "trio")
+        assert (await next_of(ann, "members"))["names"] == ["ann"]
+        elsewhere = await sign_in(nursery, demo.ws_port, "eve", "other")
+        assert (await next_of(elsewhere, "members"))["names"] == ["eve"]
+        bob = await sign_in(nursery, demo.ws_port, "bob", "trio")
+        assert (await next_of(ann, "members"))["names"] == ["ann", "bob"]
+        assert (await next_of(bob, "members"))["names"] == ["ann", "bob"]
+        await bob.aclose()
+        assert (await next_of(ann, "left"))["name"] == "bob"
+        assert (await next_of(ann, "members"))["names"] == ["ann"]
+
+
+def test_split_demo_needs_a_shared_secret(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--broker-only`` and ``--backend-only`` refuse to start without $STRANDS_DEMO_SECRET or
+    with a short one, and ``--backend-only`` without the broker's port, each in one line."""
+    from strands_trio.__main__ import main
+
+    monkeypatch.delenv("STRANDS_DEMO_SECRET", raising=False)
+    assert main(["demo", "--broker-only"]) == 1
+    assert "--broker-only needs $STRANDS_DEMO_SECRET" in capsys.readouterr().err
+    monkeypatch.setenv("STRANDS_DEMO_SECRET", "s3cr3t")
+    assert main(["demo", "--backend-only", "--tcp-port", "8081"]) == 1
+    assert capsys.readouterr().err == (
+        "strands-trio demo: $STRANDS_DEMO_SECRET is too short: 32 bytes at least\n"
+    )
+    monkeypatch.setenv("STRANDS_DEMO_SECRET", "s3cr3t" * 6)
+    assert main(["demo", "--backend-only"]) == 1
+    assert capsys.readouterr().err == (
+        "strands-trio demo: --backend-only needs --tcp-port, the broker's\n"
+    )
+    with pytest.raises(SystemExit):
+        main(["demo", "--broker-only", "--backend-only"])
 
 
 def test_demo_port_in_use(capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from trio_websocket import ConnectionRejected, WebSocketConnection
+from trio_websocket import ConnectionClosed, ConnectionRejected, WebSocketConnection
 
 from docs.examples import migrate_trio
 from docs.examples.migrate_pystrands import name_of
@@ -41,9 +41,9 @@ EMBEDDED = "strands-trio embedded"
 
 #: What the scenario's clients see, in the order the scenario reads it.
 EXPECTED = [
-    ("eve", "refused 403"),  # an unknown token in the header
-    ("joe", "refused 403"),  # no token at all
-    ("max", "refused 403"),  # an unknown token in the query string
+    ("eve", "refused 4403"),  # an unknown token in the header
+    ("joe", "refused 4403"),  # no token at all
+    ("max", "refused 4403"),  # an unknown token in the query string
     ("ann", "welcome to lobby, ann"),
     ("ann", "ann joined"),
     ("bob", "welcome to lobby, bob"),  # bob's token was in the query string
@@ -106,6 +106,16 @@ class Clients:
         else:
             self.sockets[name] = ws
 
+    async def refused(
+        self, name: str, target: str, headers: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        """Connect *name* to *target*, which the backend refuses: the broker upgrades and closes
+        at once; record the close code."""
+        ws = await open_client(self.nursery, self.port, target, headers)
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.get_message()
+        self.transcript.append((name, f"refused {closed.value.reason.code}"))
+
     async def hear(self, name: str, count: int = 1) -> None:
         """Record the next *count* messages *name* receives."""
         for _ in range(count):
@@ -125,9 +135,9 @@ async def chat_scenario(clients: Clients) -> None:
 
     Each step waits for what the previous one caused, so the transcript's order is fixed.
     """
-    await clients.join("eve", "/ws/lobby", bearer("t-eve"))
-    await clients.join("joe", "/ws/lobby")
-    await clients.join("max", "/ws/lobby?token=t-max")
+    await clients.refused("eve", "/ws/lobby", bearer("t-eve"))
+    await clients.refused("joe", "/ws/lobby")
+    await clients.refused("max", "/ws/lobby?token=t-max")
     await clients.join("ann", "/ws/lobby", bearer("t-ann"))
     await clients.hear("ann", 2)
     await clients.join("bob", "/ws/lobby?token=t-bob")
@@ -184,14 +194,14 @@ async def test_with_middleware_refuses_and_rate_limits(
     clients = Clients(nursery, broker.ws_port)
     with trio.fail_after(10):
         await nursery.start(migrate_trio.with_middleware("127.0.0.1", broker.tcp_port).run)
-        await clients.join("eve", "/ws/lobby", bearer("t-eve"))
+        await clients.refused("eve", "/ws/lobby", bearer("t-eve"))
         await clients.join("ann", "/ws/lobby?token=t-ann")
         await clients.hear("ann", 2)
         for n in range(10):
             await clients.say("ann", f"m{n}")
         await clients.hear("ann", 10)
     assert clients.transcript[:3] == [
-        ("eve", "refused 403"),
+        ("eve", "refused 4401"),  # the Auth middleware: unauthenticated
         ("ann", "welcome to lobby, ann"),
         ("ann", "ann joined"),
     ]

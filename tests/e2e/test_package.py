@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import fnmatch
 import subprocess
 import sys
 import tomllib
@@ -77,3 +78,20 @@ def test_demo_runs_and_exits(tmp_path: Path) -> None:
     assert "mallory connects with a bad token -> refused" in result.stdout
     assert 'bob receives:   {"from": "alice", "text": "hello bob!"}' in result.stdout
     assert result.stdout.rstrip().endswith("demo finished: the backend shut down cleanly")
+
+
+def test_static_files_are_package_data() -> None:
+    """Every file the broker or the demo serves from the package (the browser client
+    strands.js, the demo's page) matches a package-data pattern, so the wheel ships it."""
+    root = PACKAGE.parent
+    with (root / "pyproject.toml").open("rb") as file:
+        patterns = tomllib.load(file)["tool"]["setuptools"]["package-data"]["strands_trio"]
+    served = [
+        path.relative_to(PACKAGE).as_posix()
+        for folder in ("static", "_demo_static")
+        for path in (PACKAGE / folder).rglob("*")
+        if path.is_file()
+    ]
+    assert "static/strands.js" in served
+    for name in served:
+        assert any(fnmatch.fnmatch(name, pattern) for pattern in patterns), name

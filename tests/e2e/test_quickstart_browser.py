@@ -28,7 +28,7 @@ except ImportError:  # pragma: no cover - the test extra installs it
 ROOT = Path(__file__).resolve().parents[2]
 HTML = re.compile(r"```html\n(.*?)```", re.DOTALL)
 
-#: The broker (passing the query to backends) with the snippet's page at / and the first
+#: The broker (its defaults: the query goes to backends) with the snippet's page at / and the first
 #: backend connected, in one process; prints the WebSocket port once both are up.
 SERVER = """\
 import sys, trio
@@ -39,7 +39,7 @@ from first_backend import ChatBackend, auth
 page = open(sys.argv[1], "rb").read()
 
 async def main():
-    config = BrokerConfig(ws_host="127.0.0.1", ws_port=0, tcp_port=0, pass_query_string=True)
+    config = BrokerConfig(ws_host="127.0.0.1", ws_port=0, tcp_port=0)
     routes = {"/": lambda query: (200, "text/html; charset=utf-8", page)}
     async with trio.open_nursery() as nursery:
         broker = await nursery.start(partial(serve_broker, config, extra_routes=routes))

@@ -100,12 +100,15 @@ async def test_bad_credentials_are_rejected(
     headers: dict[str, str], reason: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Missing, expired, premature, misaddressed, tampered and unsigned tokens are rejected
-    before the handler; the log gives the reason and never the token."""
+    before the handler, with code 401 and the reason for the client; the log gives the reason
+    and never the token."""
     caplog.set_level(logging.DEBUG)
     auth = Auth(verifier=VERIFIER)
     harness = MiddlewareHarness([auth])
     outcome = await harness.connection_request(headers=headers, remote_addr="10.1.2.3:5")
     assert (outcome.accepted, outcome.reached) == (False, False)
+    assert outcome.request is not None
+    assert (outcome.request.code, outcome.request.reason) == (401, reason)
     assert f"rejected 10.1.2.3:5: {reason}" in caplog.text
     for value in headers.values():
         assert value.split()[-1] not in caplog.text
@@ -213,13 +216,14 @@ async def test_chat_end_to_end(caplog: pytest.LogCaptureFixture) -> None:
         await app.send_room_message(context.room_id, "kicked")
 
     ann = token()
-    # from_query needs a broker that passes the query string on (--pass-query-string).
+    # As strands-trio's broker with its defaults: the query travels in the ``query`` field.
     async with (
-        open_fake_broker(pass_query_string=True, heartbeat_interval=None) as broker,
+        open_fake_broker(reference=False, heartbeat_interval=None) as broker,
         app.connected(connect=broker.open_backend_stream),
     ):
-        with pytest.raises(ConnectionRejected):
+        with pytest.raises(ConnectionRejected) as refused:
             await broker.connect("/ws/chat?token=forged")
+        assert (refused.value.close_code, str(refused.value)) == (4401, "malformed token")
         ws = await broker.connect(f"/ws/chat?token={ann}")
         await ws.send("hello")
         assert await ws.receive() == "ann: hello"

@@ -33,6 +33,7 @@ from strands_trio.middleware._credentials import (
     from_cookie,
     from_header,
     from_query,
+    from_subprotocol,
 )
 from strands_trio.middleware._jwks import JWKSKeys
 from strands_trio.middleware._jwt import JWTVerifier
@@ -141,6 +142,44 @@ def test_from_query(url: str, token: str | None) -> None:
 
 
 @pytest.mark.parametrize(
+    ("query", "url", "token"),
+    [
+        ("token=abc", "/ws/chat", "abc"),  # strands-trio's broker: the query field
+        ("token=&token=def", "/ws/chat", "def"),  # the first non-empty value
+        ("token=a%2Bb+c", "/ws/chat", "a+b c"),
+        ("other=1", "/ws/chat?token=glued", None),  # the field wins over the url
+        ("", "/ws/chat?token=glued", "glued"),  # an old broker's glued query
+    ],
+)
+def test_from_query_reads_the_query_field(query: str, url: str, token: str | None) -> None:
+    """A query source reads the request's ``query`` (the broker's extension field), and
+    falls back to a query glued to the url only when there is none."""
+    assert from_query()(ConnectionRequestContext(url=url, query=query)) == token
+
+
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbm4ifQ.c2lnbmF0dXJl-_"
+
+
+@pytest.mark.parametrize(
+    ("headers", "token"),
+    [
+        ({"Sec-Websocket-Protocol": [f"strands, bearer.{JWT}"]}, JWT),  # as Go shapes it
+        ({"sec-websocket-protocol": ["strands", f"bearer.{JWT}"]}, JWT),
+        ({"Sec-Websocket-Protocol": [f"bearer.{JWT},strands"]}, JWT),
+        ({"Sec-Websocket-Protocol": ["strands, bearer."]}, None),  # an empty token
+        ({"Sec-Websocket-Protocol": ["strands, Bearer.x"]}, None),  # the prefix's case
+        ({"Sec-Websocket-Protocol": ["strands"]}, None),
+        ({}, None),
+    ],
+)
+def test_from_subprotocol(headers: dict[str, list[str]], token: str | None) -> None:
+    """A subprotocol source reads the offered subprotocol with its prefix, without it, from
+    one or several Sec-WebSocket-Protocol headers, or gives None."""
+    assert from_subprotocol()(request(headers)) == token
+    assert from_subprotocol("t-")(request({"Sec-Websocket-Protocol": ["t-abc"]})) == "abc"
+
+
+@pytest.mark.parametrize(
     ("headers", "token"),
     [
         ({"Cookie": ["session=tok"]}, "tok"),
@@ -178,6 +217,8 @@ def test_first_of_tries_sources_in_order() -> None:
         (lambda: from_header("Authorization", scheme="Bear er"), ValueError),
         (lambda: from_query(""), ValueError),
         (lambda: from_cookie(" session"), ValueError),
+        (lambda: from_subprotocol(""), ValueError),
+        (lambda: from_subprotocol("a,b"), ValueError),
         (lambda: first_of(), ValueError),
         (lambda: first_of("token"), TypeError),  # type: ignore[arg-type]
     ],

@@ -536,3 +536,24 @@ def test_broker_matches_envelope_keys_without_case() -> None:
     work against the reference, so they work against ours."""
     line = b'{"Request_ID": "r", "ACTION": "broadcast", "Params": {"message": "hi"}}'
     assert decode_line(line, Role.BROKER) == Broadcast(request_id="r", message="hi")
+
+
+def test_query_reason_and_code_are_extensions() -> None:
+    """``query`` on a connection request and ``reason``/``code`` on a response are sent only
+    when set, and read leniently: one of the wrong type is dropped, never the frame."""
+    bare = ConnectionRequest(request_id="r", headers={}, url="/ws/x", remote_addr="a:1")
+    assert b"query" not in encode(bare)
+    sent = ConnectionRequest(request_id="r", headers={}, url="/ws/x", remote_addr="a:1", query="")
+    assert b'"query":""' in encode(sent)
+    assert decode_line(encode(sent).rstrip(b"\n")) == sent
+    line = encode(bare).replace(b'"remote_addr"', b'"query":7,"remote_addr"').rstrip(b"\n")
+    assert decode_line(line) == bare
+    refusal = Response(request_id="r", accepted=False, reason="token expired", code=401)
+    assert decode_line(encode(refusal).rstrip(b"\n"), Role.BROKER) == refusal
+    assert encode(Response(request_id="r", accepted=False)) == (
+        b'{"request_id":"r","action":"response","params":{"accepted":false}}\n'
+    )
+    odd = (
+        b'{"request_id":"r","action":"response","params":{"accepted":false,"reason":1,"code":"x"}}'
+    )
+    assert decode_line(odd, Role.BROKER) == Response(request_id="r", accepted=False)

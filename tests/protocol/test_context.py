@@ -96,3 +96,35 @@ def test_header_lookup_default() -> None:
     request = ConnectionRequestContext(headers={"X-Empty": []})
     assert request.header("cookie") is None
     assert request.header("x-empty", "none") == "none"
+
+
+def test_path_query_and_params() -> None:
+    """path drops a query glued to the url; query_params and param read the query field (or
+    the glued query when there is none), percent-decoded, blank values kept."""
+    request = ConnectionRequestContext(url="/ws/a%20b", query="t=x%2By&t=2&flag")
+    assert request.path == "/ws/a%20b"
+    assert request.query_params == {"t": ["x+y", "2"], "flag": [""]}
+    assert (request.param("t"), request.param("flag"), request.param("no", "d")) == ("x+y", "", "d")
+    glued = ConnectionRequestContext(url="/ws/room?token=abc")
+    assert (glued.path, glued.param("token")) == ("/ws/room", "abc")
+    assert ConnectionRequestContext(url="/ws/room").query_params == {}
+
+
+def test_refuse_sets_the_answer_and_checks_the_code() -> None:
+    """refuse() sets accepted, reason and code and returns False; a code outside 400-599 and
+    4000-4999 is refused eagerly."""
+    request = ConnectionRequestContext()
+    assert request.refuse("name taken", code=409) is False
+    assert (request.accepted, request.reason, request.code) == (False, "name taken", 409)
+    assert request.refuse() is False
+    assert (request.reason, request.code) == (None, None)
+    for bad in (200, 1000, 5000, True):
+        with pytest.raises(ValueError, match="between 400 and 599"):
+            request.refuse("x", code=bad)
+
+
+def test_to_json_has_query_only_when_there_is_one() -> None:
+    """A request without a query keeps the peer's JSON shape; one with it round-trips."""
+    assert "query" not in ConnectionRequestContext(url="/ws/x").to_json()
+    request = ConnectionRequestContext(url="/ws/x", query="a=1")
+    assert ConnectionRequestContext.from_json(request.to_json()).query == "a=1"

@@ -1,0 +1,37 @@
+"""A backend for browser clients (docs/browser-clients.md): the token from a subprotocol, the
+query string or a cookie, and the room from the path."""
+
+from strands_trio import ConnectionRequestContext, StrandsApp
+from strands_trio.middleware import (
+    APIKeyVerifier,
+    Auth,
+    first_of,
+    from_cookie,
+    from_query,
+    from_subprotocol,
+)
+
+TOKENS = {"t-ann": "ann", "t-bob": "bob"}  # token -> user; use short-lived JWTs in production
+
+app = StrandsApp(
+    middleware=[
+        Auth(
+            verifier=APIKeyVerifier(keys=TOKENS),
+            source=first_of(
+                from_subprotocol("bearer."),  # new WebSocket(url, ["strands", "bearer." + t])
+                from_query("token"),  # new WebSocket("/ws/lobby?token=" + t)
+                from_cookie("session"),  # a cookie set by your site
+            ),
+        )
+    ]
+)
+
+
+@app.on_connection_request
+async def place(request: ConnectionRequestContext) -> bool:
+    room = request.path.removeprefix("/ws/").strip("/")  # /ws/<room>: the path, never the query
+    if not room:
+        return request.refuse("connect to /ws/<room>", code=404)  # close code 4404
+    request.context.room_id = room
+    request.context.metadata["lang"] = request.param("lang", "en")  # /ws/lobby?lang=fr
+    return True

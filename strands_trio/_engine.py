@@ -262,9 +262,8 @@ class Engine:
         )
         failure: BrokerConnectionError | None = None
         try:
-            # The nurseries here are ours, not the caller's: what comes out of them alone (a
-            # KeyboardInterrupt delivered to a task blocked in them, an error) reaches the
-            # caller as itself, not wrapped in one exception group per nursery.
+            # Our nurseries: what comes out of them alone (a KeyboardInterrupt, an error) reaches
+            # the caller as itself, not wrapped in one exception group per nursery.
             with collapse_single_exception():
                 async with trio.open_nursery() as guard:
                     guard.start_soon(self._watch_for_cancellation)
@@ -327,12 +326,8 @@ class Engine:
         while not self._stopping:
             if not first_attempt:
                 delay = next(delays)
-                logger.log(
-                    logging.INFO if failures == 0 else logging.DEBUG,
-                    "reconnecting to the broker at %s in %.2f s",
-                    self._where,
-                    delay,
-                )
+                level = logging.DEBUG if failures > 1 else logging.INFO  # once per outage
+                logger.log(level, "reconnecting to the broker at %s in %.2f s", self._where, delay)
                 with self._input():
                     await trio.sleep(delay)
                 if self._stop_requested():
@@ -345,20 +340,12 @@ class Engine:
                 except OSError as exc:
                     self.counters.connect_failures += 1
                     if not config.reconnect or not (connected_once or config.wait_for_broker):
-                        # Said once, by the exception (not also by a warning).
                         raise BrokerConnectionError(
                             f"cannot connect to the broker at {self._where}: {exc}"
                         ) from exc
                     failures += 1
-                    logger.log(
-                        logging.WARNING if failures == 1 else logging.DEBUG,
-                        "cannot connect to the broker at %s: %s%s",
-                        self._where,
-                        exc,
-                        "; retrying with backoff (further attempts are logged at DEBUG)"
-                        if failures == 1
-                        else "",
-                    )
+                    level = logging.WARNING if failures == 1 else logging.DEBUG
+                    logger.log(level, "cannot connect to the broker at %s: %s", self._where, exc)
             if stream is None:
                 continue
             failures = 0  # the connection's INFO line says it is back
@@ -394,12 +381,8 @@ class Engine:
             with collapse_single_exception():  # a lone KeyboardInterrupt as itself
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(write)
-                    if self.config.broker_secret is not None:  # before anything else
-                        outbox.send_nowait(
-                            encode(
-                                Authenticate(request_id="auth", secret=self.config.broker_secret)
-                            )
-                        )
+                    if (secret := self.config.broker_secret) is not None:  # before anything else
+                        outbox.send_nowait(encode(Authenticate(request_id="auth", secret=secret)))
                     self._outbox = outbox
                     self.links.opened()
                     counters.connections += 1

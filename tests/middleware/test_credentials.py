@@ -57,8 +57,11 @@ def segment(obj: dict[str, Any]) -> str:
 
 
 def claims(**overrides: Any) -> dict[str, Any]:
-    """A subject and an expiry a minute from now, with *overrides* (None removes a claim)."""
-    merged = {"sub": "alice", "exp": int(time.time()) + 60, **overrides}
+    """A subject and an expiry a day from now, with *overrides* (None removes a claim).
+
+    A day, not a minute: parametrized cases build their tokens when the suite is collected,
+    and a loaded machine can take more than a minute to reach them."""
+    merged = {"sub": "alice", "exp": int(time.time()) + 86_400, **overrides}
     return {name: value for name, value in merged.items() if value is not None}
 
 

@@ -134,11 +134,11 @@ class LinkWatch:
             )
             frames = frames[1:]
             logger.info(
-                "the broker at %s is %s, instance %s (strands-trio %s)",
+                "the broker at %s is strands-trio %s, named %s, running as instance %s",
                 self.where,
+                head.version or "(version not given)",
                 head.broker,
                 head.instance,
-                head.version or "?",
             )
         self.current = BrokerLink(up=True, where=self.where, number=self._number, identity=identity)
         self._tell(self.current)

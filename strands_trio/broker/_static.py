@@ -6,6 +6,12 @@ line names its version (``// strands.js 0.1.0``), which each answer repeats in a
 digest of the bytes), so that a browser revalidates and never runs a stale client after an
 upgrade; the query string is ignored (``/strands.js?v=0.1.0`` is the same file, a way for pages
 to bust other caches).
+
+A module script from another origin is fetched in CORS mode: without
+``Access-Control-Allow-Origin`` a page served elsewhere (a web app on its own port, the usual
+case) cannot import it. The file is public and sent without credentials, so any origin may
+read it (``*``); whether that page may then *connect* is the WebSocket port's own origin
+check (``BrokerConfig.allowed_origins``), which this does not loosen.
 """
 
 from __future__ import annotations
@@ -53,6 +59,8 @@ def strands_js_route() -> Route:
         ("ETag", etag),
         ("X-Strands-Version", version),
         ("X-Content-Type-Options", "nosniff"),
+        ("Access-Control-Allow-Origin", "*"),
+        ("Cross-Origin-Resource-Policy", "cross-origin"),
     ]
     answer: RouteAnswer = (200, "text/javascript; charset=utf-8", body, headers)
 

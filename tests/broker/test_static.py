@@ -36,6 +36,7 @@ async def test_strands_js_is_served_with_its_version(nursery: trio.Nursery) -> N
     assert headers["x-strands-version"] == strands_trio.__version__
     assert headers["etag"].startswith('"')
     assert headers["etag"].endswith('"')
+    assert headers["access-control-allow-origin"] == "*"  # a page elsewhere may import it
     assert again[0] == 200
     assert again[2] == CLIENT
     assert again[1]["etag"] == headers["etag"]

@@ -6,8 +6,11 @@ does not send, such as 4401 with a provider that keeps its token, or a ``replace
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -109,6 +112,59 @@ def test_broker_serves_the_module(browser: Browser, stack: BrokerAddress) -> Non
         assert page.evaluate("() => strands.VERSION") == strands_trio.__version__
     finally:
         page.context.close()
+
+
+@contextlib.contextmanager
+def serving_page(html: str) -> Iterator[str]:
+    """An HTTP server on another loopback port answering *html* to every GET, in a thread;
+    its origin."""
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = html.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}"
+        finally:
+            server.shutdown()
+            thread.join(5)
+
+
+@pytest.mark.timeout(60)
+def test_a_page_of_another_origin_imports_the_module(
+    browser: Browser, stack: BrokerAddress
+) -> None:
+    """A page served elsewhere (another port) imports the module from the broker: a
+    cross-origin module script, which the browser runs only with the
+    Access-Control-Allow-Origin the broker gives it."""
+    html = f"""<!doctype html><script type="module">
+        import {{ VERSION }} from "http://127.0.0.1:{stack.ws_port}/strands.js";
+        window.loaded = VERSION;
+    </script>"""
+    context = browser.new_context()
+    context.set_default_timeout(WAIT_MS)
+    console: list[str] = []
+    try:
+        with serving_page(html) as origin:
+            page = context.new_page()
+            page.on("console", lambda message: console.append(message.text))
+            page.goto(f"{origin}/")
+            page.wait_for_function("() => window.loaded !== undefined")
+        assert page.evaluate("() => window.loaded") == strands_trio.__version__
+        assert console == []
+    finally:
+        context.close()
 
 
 @pytest.mark.timeout(60)

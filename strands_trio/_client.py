@@ -11,7 +11,6 @@ constructed: the handlers are only looked at, to check their parameters.
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from functools import partial
 from typing import Any, Self
@@ -21,7 +20,7 @@ import trio
 from ._brokers import BrokerLink
 from ._config import ClientConfig
 from ._engine import Engine, StreamFactory
-from ._handlers import HANDLER_NAMES, Jobs, default_handler
+from ._handlers import HANDLER_NAMES, Jobs, default_handler, log_broker_error
 from ._parts import (
     ExceptionHandler,
     ForbiddenHook,
@@ -37,8 +36,6 @@ from .context import ConnectionRequestContext, Context
 from .protocol import BrokerMember
 
 __all__ = ["StrandsClient", "StreamFactory"]
-
-logger = logging.getLogger("strands_trio.client")
 
 
 class StrandsClient:
@@ -136,9 +133,10 @@ class StrandsClient:
     @default_handler
     async def on_error(self, error: str, context: Context | ConnectionRequestContext) -> None:
         """The broker reported *error*. *context* is a :class:`ConnectionRequestContext` when
-        it is about a request that came while no backend was connected. The default logs it.
+        it is about a request that came while no backend was connected. The default logs it
+        (a WARNING; INFO for a client refused while no backend was connected).
         """
-        logger.warning("broker reported an error: %s", error)
+        log_broker_error(error, context)
 
     def _handlers(self) -> dict[str, Callable[..., Any]]:
         return {name: getattr(self, name) for name in HANDLER_NAMES}

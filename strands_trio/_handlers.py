@@ -22,7 +22,14 @@ import trio
 
 from ._brokers import LinkHook
 from .context import ConnectionRequestContext, Context
-from .protocol import ConnectionRequest, Disconnected, ErrorEvent, NewConnection, NewMessage
+from .protocol import (
+    NO_BACKEND,
+    ConnectionRequest,
+    Disconnected,
+    ErrorEvent,
+    NewConnection,
+    NewMessage,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -76,9 +83,24 @@ def is_default_handler(fn: Callable[..., Any]) -> bool:
     return getattr(fn, "__strands_default__", False) is True
 
 
+def log_broker_error(error: str, context: Context | ConnectionRequestContext) -> None:
+    """What the default ``on_error`` does: log *error* as a WARNING, except the broker's
+    report of a client refused while no backend was connected, an INFO line: it is about the
+    past (the client was already told), nothing a backend can act on, and a broker restart
+    brings one per page that retried meanwhile."""
+    if error == NO_BACKEND and isinstance(context, ConnectionRequestContext):
+        logger.info(
+            "the broker refused a WebSocket client (%s, %s) while no backend was connected",
+            context.remote_addr or "address unknown",
+            context.path or "no path",
+        )
+    else:
+        logger.warning("broker reported an error: %s", error)
+
+
 @default_handler
 async def _log_error(error: str, context: Context | ConnectionRequestContext) -> None:
-    logger.warning("broker reported an error: %s", error)
+    log_broker_error(error, context)
 
 
 #: What a backend does for a handler it does not provide, as the asyncio peer: accept every

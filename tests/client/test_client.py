@@ -21,6 +21,7 @@ from strands_trio import (
     ConnectionRequestContext,
     Context,
     NotConnectedError,
+    StrandsApp,
     StrandsClient,
 )
 from strands_trio.protocol import Authenticate, Broadcast, CloseConnection
@@ -157,6 +158,32 @@ async def test_quirk_2_error_for_a_request_that_found_no_backend(broker: FakeBro
         assert context.header("authorization") == "Bearer early"
         assert context.url == "/ws/chat"
         assert context.accepted is False
+
+
+@pytest.mark.parametrize("kind", ["client", "app"])
+async def test_default_on_error_logs_a_refusal_without_backend_as_info(
+    broker: FakeBroker, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    """The default on_error logs the no-backend report (one per page that retried during
+    an outage) at INFO, with the client's path; other errors stay warnings."""
+    caplog.set_level(logging.INFO, logger="strands_trio")
+    with pytest.raises(ConnectionRejected, match="no backend"):
+        await broker.connect("/ws/chat")
+    backend = StrandsClient(connect=broker.open_backend_stream) if kind == "client" else None
+    async with (
+        backend.connected()
+        if backend
+        else StrandsApp().connected(connect=broker.open_backend_stream)
+    ):
+        await trio.testing.wait_all_tasks_blocked()
+    backend_records = [r for r in caplog.records if not r.name.startswith("strands_trio.broker")]
+    [refused] = [r for r in backend_records if "no backend was connected" in r.getMessage()]
+    assert refused.levelno == logging.INFO
+    assert "/ws/chat" in refused.getMessage()
+    assert not [r for r in backend_records if r.levelno >= logging.WARNING]
+    await StrandsClient().on_error("disk on fire", Context(client_id="c", room_id="r"))
+    [other] = [r for r in caplog.records if "disk on fire" in r.getMessage()]
+    assert other.levelno == logging.WARNING
 
 
 async def test_quirk_3_queued_events_of_clients_never_seen(

@@ -1,7 +1,7 @@
 """A backend for browser clients (docs/browser-clients.md): the token from a subprotocol, the
 query string or a cookie, and the room from the path."""
 
-from strands_trio import ConnectionRequestContext, StrandsApp
+from strands_trio import ClientConfig, ConnectionRequestContext, StrandsApp
 from strands_trio.middleware import (
     APIKeyVerifier,
     Auth,
@@ -13,7 +13,11 @@ from strands_trio.middleware import (
 
 TOKENS = {"t-ann": "ann", "t-bob": "bob"}  # token -> user; use short-lived JWTs in production
 
+#: A backend next to its broker: back within 2 s of a broker restart (the default: up to 30 s).
+NEAR_THE_BROKER = ClientConfig(max_reconnect_delay=2.0)
+
 app = StrandsApp(
+    config=NEAR_THE_BROKER,
     middleware=[
         Auth(
             verifier=APIKeyVerifier(keys=TOKENS),
@@ -23,7 +27,7 @@ app = StrandsApp(
                 from_cookie("session"),  # a cookie set by your site
             ),
         )
-    ]
+    ],
 )
 
 

@@ -11,25 +11,31 @@ from strands_trio.middleware import (
     Auth,
     JWTVerifier,
     Logging,
+    Presence,
     Rate,
     RateLimit,
+    by_identity,
     from_query,
     roles,
 )
 
 SECRET = "change me: a secret of at least 32 bytes for HS256"
 
+#: Who is in each room, named by the verified identity (a browser cannot send headers).
+presence = Presence(fields={"name": by_identity})
+
 app = StrandsApp(
     middleware=[
         Logging(level=logging.INFO),  # outermost: sees every event and its outcome
-        Auth(
+        Auth(  # then Auth: what follows sees only verified connections
             verifier=JWTVerifier(key=SECRET, algorithms=("HS256",), audience="chat"),
             source=from_query("token"),  # ws://host/ws/lobby?token=...
         ),
-        RateLimit(
+        RateLimit(  # connection requests and messages only
             messages=Rate(burst=5, per_second=1),  # per client
             connections=Rate(burst=10, per_second=1),  # per remote IP
         ),
+        presence,  # last: nothing before it stops a new_connection or disconnected event
     ]
 )
 
@@ -46,7 +52,7 @@ class Kick:
 
 @app.on_connection_request
 async def place(request: ConnectionRequestContext) -> bool:
-    request.context.room_id = request.url.partition("?")[0].removeprefix("/ws/") or "lobby"
+    request.context.room_id = request.path.removeprefix("/ws/") or "lobby"
     return True  # Auth has already checked the token
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from strands_trio.testing import ConnectionRejected, open_fake_broker
 
-from .middleware_chat import SECRET, app
+from .middleware_chat import SECRET, app, presence
 
 
 def token(user: str, *roles: str) -> str:
@@ -17,22 +17,31 @@ def token(user: str, *roles: str) -> str:
 
 
 async def test_middleware_chat() -> None:
-    # from_query needs a broker that passes the query string on (--pass-query-string).
+    # from_query reads the query field our broker sends (reference=False: as strands-trio's).
     async with (
-        open_fake_broker(pass_query_string=True) as broker,
+        open_fake_broker(reference=False) as broker,
         app.connected(connect=broker.open_backend_stream),
     ):
         with pytest.raises(ConnectionRejected):  # no token
             await broker.connect("/ws/lobby")
         ann = await broker.connect(f"/ws/lobby?token={token('ann', 'member')}")
         root = await broker.connect(f"/ws/lobby?token={token('root', 'admin')}")
+        assert (ann.room_id, root.room_id) == ("lobby", "lobby")  # the path, never the token
 
         await ann.send(json.dumps({"type": "chat.say", "text": "hi"}))
         assert await root.receive() == "ann: hi"
         assert await ann.receive() == "ann: hi"
+        await root.send(json.dumps({"type": "chat.say", "text": "hello"}))
+        assert await ann.receive() == "root: hello"
+        assert await root.receive() == "root: hello"
+        # Each client's events run in order: both new_connection events went through Presence.
+        members = await presence.members("lobby")
+        assert [member.fields["name"] for member in members] == ["ann", "root"]  # from the JWT
 
         await ann.send(json.dumps({"type": "chat.kick", "client_id": root.client_id}))
         assert json.loads(await ann.receive())["code"] == "forbidden"  # ann is no admin
+        await root.send(json.dumps({"type": "chat.kick", "client_id": ann.client_id}))
+        assert await ann.receive() == "you were kicked"  # root's JWT has "roles": ["admin"]
 
         await ann.send(json.dumps({"type": "chat.say"}))  # no text
         error = json.loads(await ann.receive())

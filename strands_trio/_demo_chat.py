@@ -13,7 +13,12 @@ broker at ``/``, from files shipped in the package: no build step, no CDN) is wr
 - ``chat.say`` messages are typed (an attrs class, validated), and ``chat.announce`` is for
   the ``admin`` role only (sign in as "admin" to have it);
 - ``Presence`` keeps who is in each room, and the room gets the list of names (a
-  ``members`` message) at every join and leave.
+  ``members`` message) at every join and leave;
+- the backend keeps the last :data:`HISTORY_LINES` chat lines of each room, in memory, and
+  sends them to each client as it connects (a ``history`` message, to that client only), so
+  that a client back after a broker restart sees the lines said while it was away; every
+  ``said`` carries an ``id``, increasing in its room, for the page to skip what it has shown.
+  This is the demo's own history, not a library feature.
 
 ``demo --broker-only`` and ``demo --backend-only`` run the two halves as separate processes
 sharing ``$STRANDS_DEMO_SECRET``, so that the broker can be killed and restarted under a
@@ -26,6 +31,7 @@ import json
 import logging
 import secrets
 import time
+from collections import deque
 from functools import partial
 from importlib import resources
 from typing import Any
@@ -52,7 +58,7 @@ from .middleware import (
     roles,
 )
 
-__all__ = ["DemoChat", "serve_demo", "serve_demo_backend", "serve_demo_broker"]
+__all__ = ["DemoChat", "RoomHistory", "serve_demo", "serve_demo_backend", "serve_demo_broker"]
 
 logger = logging.getLogger("strands_trio.demo")
 
@@ -66,6 +72,9 @@ SECRET_VARIABLE = "STRANDS_DEMO_SECRET"
 #: The backend retries a lost broker quickly (0.25 s, then every half second), so that a
 #: restarted broker has its backend back well within the page's 2 s.
 BACKEND_CONFIG = ClientConfig(reconnect_delay=0.25, max_reconnect_delay=0.5)
+
+#: How many chat lines of each room the backend keeps for the ``history`` message.
+HISTORY_LINES = 50
 
 #: What the page is made of: (path, file in ``_demo_static``, content type).
 STATIC_FILES = (
@@ -114,10 +123,47 @@ class Members:
 
 @attrs.frozen
 class Said:
-    """A chat line, as the room sees it: ``{"type": "said", "name": "...", "text": "..."}``."""
+    """A chat line, as the room sees it: ``{"type": "said", "id": 7, "name": "...", "text":
+    "..."}``. Ids increase in each room: the page orders lines by id and skips one it has
+    shown."""
 
+    id: int
     name: str
     text: str
+
+
+@attrs.frozen
+class History:
+    """The room's last chat lines, oldest first, sent to a client as it connects:
+    ``{"type": "history", "lines": [{"id": 7, "name": "...", "text": "..."}, ...]}``."""
+
+    lines: list[Said]
+
+
+class RoomHistory:
+    """The last *size* chat lines of each room, in memory (lost when the backend stops).
+
+    A line's id is the microseconds of the wall clock when it was said, or one more than the
+    room's previous id if that is larger: ids increase in a room, and a restarted backend's
+    ids (the history starting empty) follow those of the lines it said before, which a page
+    may still show.
+    """
+
+    def __init__(self, size: int = HISTORY_LINES) -> None:
+        self.size = size
+        self._rooms: dict[str, deque[Said]] = {}
+
+    def add(self, room: str, name: str, text: str) -> Said:
+        """Record a line said by *name* in *room*; returns it, with its id."""
+        lines = self._rooms.setdefault(room, deque(maxlen=self.size))
+        last = lines[-1].id if lines else 0
+        said = Said(id=max(last + 1, time.time_ns() // 1000), name=name, text=text)
+        lines.append(said)
+        return said
+
+    def lines(self, room: str) -> list[Said]:
+        """The lines kept for *room*, oldest first."""
+        return list(self._rooms.get(room, ()))
 
 
 @attrs.frozen
@@ -134,6 +180,7 @@ class DemoChat:
 
     def __init__(self, secret: str | None = None) -> None:
         self.secret = secret or secrets.token_urlsafe(48)
+        self.history = history = RoomHistory()
         self.presence = presence = Presence(fields={"name": by_metadata("name")})
         self.app = app = StrandsApp(
             middleware=[
@@ -151,6 +198,7 @@ class DemoChat:
         for kind, model in (("joined", Joined), ("left", Left), ("said", Said)):
             app.outgoing(kind)(model)
         app.outgoing("members")(Members)
+        app.outgoing("history")(History)
 
         async def roll_call(room: str) -> None:
             # Presence has recorded the join (or the leave) before the handler runs.
@@ -169,6 +217,10 @@ class DemoChat:
 
         @app.on_new_connection
         async def joined(context: Context) -> None:
+            # Privately, the lines said before: a client back after a broker restart gets
+            # those sent while it was away (the page skips lines it has shown, by id).
+            recent = History(lines=history.lines(context.room_id))
+            await app.send_private_message(context.client_id, recent)
             await app.send_room_message(context.room_id, Joined(name=context.metadata["name"]))
             await roll_call(context.room_id)
 
@@ -179,7 +231,7 @@ class DemoChat:
 
         @app.on_message("chat.say", model=Say)
         async def say(payload: Say, context: Context) -> None:
-            said = Said(name=context.metadata["name"], text=payload.text)
+            said = history.add(context.room_id, context.metadata["name"], payload.text)
             await app.send_room_message(context.room_id, said)
 
         @roles("admin")

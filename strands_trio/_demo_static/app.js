@@ -116,14 +116,10 @@ function connect(mine) {
     if (event.source === "server") show(text, "error");
     sayError(text);
   });
-  chat.on("said", (message) => {
-    // A line of ours that was queued is delivered: the room's echo replaces its pending line.
-    if (message.name === mine.name) {
-      const line = [...document.querySelectorAll("#log li.pending")].find((item) => item.dataset.text === message.text);
-      if (line) line.remove();
-    }
-    show(`${message.name}: ${message.text}`);
-  });
+  chat.on("said", (message) => showSaid(mine, message));
+  // The room's last lines, sent privately at every connection: after a broker restart they
+  // hold what was said while this page was away. Lines already shown are skipped.
+  chat.on("history", (message) => { for (const line of message.lines) showSaid(mine, line); });
   chat.on("joined", (message) => show(`${message.name} joined`, "notice"));
   chat.on("left", (message) => show(`${message.name} left`, "notice"));
   chat.on("announcement", (message) => show(`📣 ${message.name}: ${message.text}`, "announcement"));
@@ -135,6 +131,26 @@ function connect(mine) {
     }));
   });
   return chat;
+}
+
+/**
+ * Show a chat line ({id, name, text}) once: a line whose id is shown already is skipped, and
+ * one older than lines shown goes before them (ids increase in a room), so that the log
+ * keeps the room's order whether a line came as "said" or in a "history".
+ */
+function showSaid(mine, message) {
+  const log = $("log");
+  const id = String(message.id);
+  if ([...log.querySelectorAll("li[data-id]")].some((item) => item.dataset.id === id)) return;
+  // A line of ours that was queued is delivered: the room's copy replaces its pending line.
+  if (message.name === mine.name) {
+    const line = [...log.querySelectorAll("li.pending")].find((item) => item.dataset.text === message.text);
+    if (line) line.remove();
+  }
+  const item = show(`${message.name}: ${message.text}`);
+  item.dataset.id = id;
+  const later = [...log.querySelectorAll("li[data-id]")].find((other) => Number(other.dataset.id) > message.id);
+  if (later) later.before(item);
 }
 
 /** Send a typed message; one that cannot go now is queued and shown as pending. */

@@ -1,7 +1,7 @@
 """The demo's chat page (on strands.js) in a real headless Chromium, driven by Playwright: two
 people sign in, talk and see who is in the room; a blank name and a forged token are refused
 in words where the user looks; a flood meets the rate limit; a message typed while the broker
-is down is delivered once it is back; the page fits a phone and wraps long words. All against
+is down is delivered once it is back, to who reconnects later too; the page fits a phone and wraps long words. All against
 ``strands-trio demo`` in subprocesses (broker and backend apart for the restart).
 
 The browser comes from the ``browser`` fixture (``conftest.py``, ``_chromium.py``): Debian's
@@ -132,7 +132,8 @@ def say(page: Page, text: str) -> None:
 @pytest.mark.timeout(60)
 def test_two_people_chat_in_a_room(browser: Browser, demo_url: str) -> None:
     """Two people signed in from two browser contexts see each other join and talk, in the
-    order the broker delivered it, and only what happened in their room after they joined."""
+    order the broker delivered it, and (nothing being said before) only what happened in their
+    room after they joined."""
     ann, bob = open_page(browser, demo_url), open_page(browser, demo_url)
     try:
         sign_in(ann, "ann", "trio")
@@ -246,9 +247,10 @@ def test_page_reconnects_when_the_demo_restarts(browser: Browser, tmp_path: Path
 @pytest.mark.timeout(90)
 def test_nothing_lost_across_a_broker_restart(browser: Browser, tmp_path: Path) -> None:
     """With the broker killed (SIGKILL) under a running backend: a line typed meanwhile is kept,
-    shown as pending, and delivered to the room once a new broker is up on the same ports;
-    both pages reconnect by themselves, show no error line (no token blamed) on the way, and
-    talk again."""
+    shown as pending, and delivered to the room once a new broker is up on the same ports; the
+    other person, back only after it went out to the room, sees it too (from the backend's
+    history), and each page shows each line exactly once, in order; both pages reconnect by
+    themselves, show no error line (no token blamed) on the way, and talk again."""
     with contextlib.ExitStack() as stack:
         first = contextlib.ExitStack()
         stack.callback(first.close)
@@ -276,6 +278,9 @@ def test_nothing_lost_across_a_broker_restart(browser: Browser, tmp_path: Path) 
         first.close()  # SIGKILL: the broker dies without a word to anyone
         for page in (ann, bob):
             expect(page.get_by_role("status")).to_contain_text("reconnecting in", timeout=WAIT_MS)
+        # Bob's network goes too: he is back only after ann's line went out to the room,
+        # which reaches only who is connected then.
+        bob.context.set_offline(True)
         say(ann, "typed while the broker is down")
         pending = ann.locator("#log li.pending")
         expect(pending).to_have_text(["ann: typed while the broker is down"], timeout=WAIT_MS)
@@ -284,21 +289,25 @@ def test_nothing_lost_across_a_broker_restart(browser: Browser, tmp_path: Path) 
         port = str(urlsplit(url).port)
         options = ("--broker-only", "--ws-port", port, "--tcp-port", tcp_port)
         stack.enter_context(demo_process(tmp_path / "broker-2.log", *options))
-        for page, name in ((ann, "ann"), (bob, "bob")):
-            expect(page.get_by_role("status")).to_have_text(
-                f"connected as {name} in lobby", timeout=WAIT_MS
-            )
+        expect(ann.get_by_role("status")).to_have_text("connected as ann in lobby")
         # Delivered once, by the room: ann's line comes back from the backend (not the pending
-        # line). Bob may reconnect after it went out, and a room has no history: whether he
-        # sees it is a race, so only his page's state is checked.
+        # line), while bob is still away.
         delivered = ann.locator("#log li:not(.pending)", has_text="typed while the broker")
         expect(delivered).to_have_text(["ann: typed while the broker is down"], timeout=WAIT_MS)
+        expect(bob.get_by_role("status")).to_contain_text("reconnecting in")
+
+        bob.context.set_offline(False)
+        expect(bob.get_by_role("status")).to_have_text("connected as bob in lobby")
+        said = ["ann: before the restart", "ann: typed while the broker is down"]
         for page in (ann, bob):
+            chat_lines = page.locator("#log li:not(.pending)", has_text=re.compile(r"^ann: "))
+            expect(chat_lines).to_have_text(said, timeout=WAIT_MS)
             expect(page.locator("#log li.pending")).to_have_count(0, timeout=WAIT_MS)
             expect(page.locator("#log li.error")).to_have_count(0, timeout=WAIT_MS)
             assert "token" not in page.locator("#log").inner_text()
         say(bob, "and back")
         expect(ann.locator("#log")).to_contain_text("bob: and back", timeout=WAIT_MS)
+        expect(bob.locator("#log li").last).to_have_text("bob: and back")
 
 
 @pytest.mark.timeout(30)

@@ -102,6 +102,49 @@ async def test_members_on_every_join_and_leave(demo: BrokerAddress, nursery: tri
         assert (await next_of(ann, "members"))["names"] == ["ann"]
 
 
+async def test_history_on_every_connection(demo: BrokerAddress, nursery: trio.Nursery) -> None:
+    """Every ``said`` has an id, increasing in its room; a client that connects is sent the
+    room's lines so far, oldest first, privately (before it is announced), and another room's
+    lines are not in it."""
+    with trio.fail_after(10):
+        ann = await sign_in(nursery, demo.ws_port, "ann", "past")
+        assert await next_of(ann, "history") == {"type": "history", "lines": []}
+        eve = await sign_in(nursery, demo.ws_port, "eve", "elsewhere")
+        await eve.send_message(json.dumps({"type": "chat.say", "text": "not in past"}))
+        await next_of(eve, "said")
+        said = []
+        for text in ("one", "two"):
+            await ann.send_message(json.dumps({"type": "chat.say", "text": text}))
+            said.append(await next_of(ann, "said"))
+        assert [(line["name"], line["text"]) for line in said] == [("ann", "one"), ("ann", "two")]
+        assert said[0]["id"] < said[1]["id"]
+
+        bob = await sign_in(nursery, demo.ws_port, "bob", "past")
+        first = json.loads(await bob.get_message())
+        assert first == {
+            "type": "history",
+            "lines": [{key: line[key] for key in ("id", "name", "text")} for line in said],
+        }
+        assert (await next_of(bob, "joined"))["name"] == "bob"
+
+
+def test_room_history_keeps_the_last_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A room keeps its last *size* lines; ids increase in a room even when the clock goes
+    back, and a new history's ids (a restarted backend's) follow the old one's."""
+    from strands_trio import _demo_chat
+
+    clock = iter([5_000_000, 4_000_000, 4_000_000, 3_000_000, 6_000_000, 6_000_001])
+    monkeypatch.setattr(_demo_chat.time, "time_ns", lambda: next(clock) * 1000)
+    history = _demo_chat.RoomHistory(size=3)
+    lines = [history.add("r", "ann", str(n)) for n in range(4)]
+    assert [line.id for line in lines] == [5_000_000, 5_000_001, 5_000_002, 5_000_003]
+    assert history.lines("r") == lines[1:]
+    assert history.lines("elsewhere") == []
+    restarted = _demo_chat.RoomHistory(size=3)
+    assert restarted.add("r", "bob", "back").id == 6_000_000
+    assert history.add("other", "eve", "x").id == 6_000_001
+
+
 def test_split_demo_needs_a_shared_secret(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -34,9 +34,12 @@ VERIFIER = JWTVerifier(key=SECRET, algorithms=("HS256",), audience="chat", issue
 
 
 def token(**claims: Any) -> str:
-    """A signed token for user ann, valid for a minute, with *claims* overriding."""
+    """A signed token for user ann, valid for a day, with *claims* overriding.
+
+    A day, not a minute: parametrized cases build their tokens when the suite is collected,
+    and the whole suite takes over a minute to reach them."""
     now = int(time.time())
-    body = {"sub": "ann", "aud": "chat", "iss": "demo", "exp": now + 60, "roles": ["member"]}
+    body = {"sub": "ann", "aud": "chat", "iss": "demo", "exp": now + 86_400, "roles": ["member"]}
     body.update(claims)
     return jwt.encode({k: v for k, v in body.items() if v is not None}, SECRET, "HS256")
 
@@ -49,7 +52,7 @@ def unsigned() -> str:
     def b64(data: dict[str, Any]) -> str:
         return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
-    claims = {"sub": "ann", "aud": "chat", "iss": "demo", "exp": int(time.time()) + 60}
+    claims = {"sub": "ann", "aud": "chat", "iss": "demo", "exp": int(time.time()) + 86_400}
     return f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(claims)}."
 
 

@@ -20,6 +20,8 @@ frozen configuration checked when it is made and a ``statistics()`` of what it c
   :class:`RateLimitStore`.
 - :class:`Logging` writes one structured record per event, with secret headers redacted.
 - :class:`Timeout` gives handlers a deadline; :class:`Metrics` exports Prometheus figures.
+- :class:`History` keeps room messages with offsets, in a :class:`MemoryHistory` or a
+  :class:`RedisHistory`, and replays what a reconnecting client missed.
 - :class:`Presence` tracks who is in which room from connection events, in a
   :class:`MemoryPresence` or, shared by backend replicas, a :class:`RedisPresence`.
 
@@ -54,6 +56,15 @@ from ._credentials import (
     from_header,
     from_query,
     from_subprotocol,
+)
+from ._history import RECOVER, RECOVERED, History, HistoryStatistics
+from ._history_store import (
+    HistoryStore,
+    HistoryUnavailable,
+    MemoryHistory,
+    MemoryHistoryStatistics,
+    Position,
+    Since,
 )
 from ._jwks import JWKSKeys, JWKSStatistics
 from ._jwt import JWTVerifier
@@ -92,10 +103,16 @@ from ._ratelimit_store import (
 from ._timeout import HandlerTimeout, Timeout, TimeoutConfig, TimeoutStatistics
 
 if TYPE_CHECKING:
+    from ._history_redis import RedisHistory, RedisHistoryStatistics
     from ._ratelimit_redis import RedisStore, RedisStoreStatistics
 
 #: Names imported when first looked up, since their module needs an extra.
-_LAZY = {"RedisStore": "_ratelimit_redis", "RedisStoreStatistics": "_ratelimit_redis"}
+_LAZY = {
+    "RedisStore": "_ratelimit_redis",
+    "RedisStoreStatistics": "_ratelimit_redis",
+    "RedisHistory": "_history_redis",
+    "RedisHistoryStatistics": "_history_redis",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -110,6 +127,18 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "RECOVER",
+    "RECOVERED",
+    "History",
+    "HistoryStatistics",
+    "HistoryStore",
+    "HistoryUnavailable",
+    "MemoryHistory",
+    "MemoryHistoryStatistics",
+    "Position",
+    "RedisHistory",
+    "RedisHistoryStatistics",
+    "Since",
     "DEFAULT_REDACTED_HEADERS",
     "DURATION_BUCKETS",
     "IDENTITY",

@@ -98,7 +98,7 @@ class HistoryStatistics:
 
 def _to_rooms(value: object) -> Callable[[str], bool] | None:
     if value is None or callable(value):
-        return value  # type: ignore[return-value]
+        return value
     if isinstance(value, str) or not isinstance(value, Collection):
         raise TypeError(f"rooms must be a collection of room ids or (room) -> bool, got {value!r}")
     return frozenset(value).__contains__

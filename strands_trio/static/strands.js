@@ -17,6 +17,13 @@
  * server (1000) or a replaced connection stops, anything else reconnects after a backoff
  * delay (exponential, capped, with jitter). Nothing is dropped silently: every send that is
  * refused or thrown away is reported by an "error" event. See docs/javascript-client.md.
+ *
+ * Room history (docs/history.md). A message that carries `room`, `offset` and `epoch` is a
+ * kept room message: the client remembers, per room, the epoch and the last offset it
+ * delivered, delivers each offset once and in order, and holds back a message that comes
+ * after a gap while it asks the backend for what is missing (`strands.recover`). After every
+ * reconnection it asks for every room it knows; until `strands.recovered` answers, the
+ * replayed and the live messages of those rooms are held, then delivered in offset order.
  */
 
 /** The version of this file; the broker sends it as `X-Strands-Version`. */
@@ -163,6 +170,8 @@ export class StrandsClient {
    * @param {{minDelay?: number, maxDelay?: number, factor?: number, jitter?: number}|false}
    *     [options.reconnect] - Backoff in milliseconds; false: never reconnect.
    * @param {number} [options.maxQueue=100] - Sends kept while not open.
+   * @param {number} [options.recoverTimeout=10000] - Milliseconds to wait for the answer to
+   *     a recovery before giving up on it ("recovery_failed" with the reason "timeout").
    * @throws {TypeError} An option is invalid, or the URL is not a WebSocket URL.
    */
   constructor(url, options = {}) {
@@ -184,9 +193,27 @@ export class StrandsClient {
     this._attempt = 0;
     this._lastToken = null;
     this._closed = false;
+    this._recoverTimeout = options.recoverTimeout ?? 10000;
+    this._rooms = new Map(); // room -> {epoch, offset}: the last message delivered
+    this._held = new Map(); // room -> Map(offset -> [data, raw]): waiting for a recovery
+    this._recovering = new Set(); // rooms asked for, not answered yet
+    this._recoverTimer = null;
+    this._wasOpen = false;
     /** @type {"connecting"|"open"|"reconnecting"|"closed"} */
     this.state = "connecting";
     this._connect(undefined);
+  }
+
+  /**
+   * Where the client is in each room whose kept messages it received: a frozen snapshot
+   * `{room: {epoch, offset}}`, offset being the last one delivered.
+   *
+   * @returns {Readonly<Record<string, Readonly<{epoch: string, offset: number}>>>}
+   */
+  get rooms() {
+    const rooms = {};
+    for (const [room, at] of this._rooms) rooms[room] = Object.freeze({ ...at });
+    return Object.freeze(rooms);
   }
 
   /** The number of sends waiting for the connection to open. */
@@ -337,6 +364,7 @@ export class StrandsClient {
       opened = true;
       this._attempt = 0;
       this.state = "open";
+      this._recoverAfterReconnect(ws);
       const queued = this._queue;
       this._queue = [];
       this._unheard = [...queued];
@@ -428,15 +456,16 @@ export class StrandsClient {
 
   // ---------------------------------------------------------------- receiving
 
-  _receive(raw) {
-    let data = raw;
-    if (typeof raw === "string") {
+  _receive(raw, parsed) {
+    let data = parsed ?? raw;
+    if (parsed === undefined && typeof raw === "string") {
       try {
         data = JSON.parse(raw);
       } catch {
         data = raw; // not JSON: delivered as the string it is
       }
     }
+    if (parsed === undefined && this._history(data, raw)) return; // ordered by _history
     this._emit("message", data, raw);
     if (data === null || typeof data !== "object" || Array.isArray(data)) return;
     const type = data[this._typeField];
@@ -446,6 +475,137 @@ export class StrandsClient {
         source: "server" });
     } else if (!LIFECYCLE.includes(type)) {
       this._emit(type, data);
+    }
+  }
+
+  // ---------------------------------------------------------------- history and recovery
+
+  /** Take a kept room message or a recovery's answer; false for any other message. */
+  _history(data, raw) {
+    if (data === null || typeof data !== "object" || Array.isArray(data)) return false;
+    if (data[this._typeField] === "strands.recovered") {
+      this._recovered(data.rooms);
+      return true;
+    }
+    const { room, offset, epoch } = data;
+    if (typeof room !== "string" || !Number.isInteger(offset) || typeof epoch !== "string") {
+      return false;
+    }
+    const at = this._rooms.get(room);
+    if (this._recovering.has(room)) {
+      this._hold(room, offset, data, raw);
+    } else if (at === undefined) {
+      this._rooms.set(room, { epoch, offset }); // the first message seen of this room
+      this._receive(raw, data);
+    } else if (epoch !== at.epoch || offset > at.offset + 1) {
+      // The room's history was lost (another epoch) or messages are missing: ask for them.
+      this._hold(room, offset, data, raw);
+      this._recover([room]);
+    } else if (offset === at.offset + 1) {
+      at.offset = offset;
+      this._receive(raw, data);
+    } // else: delivered already (replayed and live both came): dropped
+    return true;
+  }
+
+  _hold(room, offset, data, raw) {
+    if (!this._held.has(room)) this._held.set(room, new Map());
+    this._held.get(room).set(offset, [data, raw]);
+  }
+
+  /** Deliver the held messages of `room` that follow its position, in order; true if some
+   * remain after a gap. */
+  _release(room) {
+    const held = this._held.get(room);
+    if (!held) return false;
+    this._held.delete(room);
+    const offsets = [...held.keys()].sort((a, b) => a - b);
+    for (const offset of offsets) {
+      const [data, raw] = held.get(offset);
+      const at = this._rooms.get(room);
+      if (at === undefined) {
+        this._rooms.set(room, { epoch: data.epoch, offset });
+      } else if (data.epoch !== at.epoch || offset <= at.offset) {
+        continue; // another epoch's, or delivered already
+      } else if (offset > at.offset + 1) {
+        for (const later of offsets.filter((n) => n >= offset)) this._hold(room, later, ...held.get(later));
+        return true;
+      } else {
+        at.offset = offset;
+      }
+      this._receive(raw, data);
+    }
+    return false;
+  }
+
+  /** After a reconnection (not the first connection), ask for every room known. */
+  _recoverAfterReconnect(ws) {
+    const first = !this._wasOpen;
+    this._wasOpen = true;
+    if (first) return;
+    this._recovering.clear();
+    this._recover([...this._rooms.keys()], ws);
+  }
+
+  /** Send `strands.recover` for `rooms` (those not being recovered already). */
+  _recover(rooms, ws = this._ws) {
+    const asked = {};
+    for (const room of rooms) {
+      const at = this._rooms.get(room);
+      if (at === undefined || this._recovering.has(room)) continue;
+      asked[room] = { epoch: at.epoch, offset: at.offset };
+      this._recovering.add(room);
+    }
+    if (Object.keys(asked).length === 0 || !ws || ws.readyState !== WebSocket.OPEN) return;
+    ws.send(JSON.stringify({ [this._typeField]: "strands.recover", rooms: asked }));
+    clearTimeout(this._recoverTimer);
+    this._recoverTimer = setTimeout(() => this._recoverTimedOut(), this._recoverTimeout);
+  }
+
+  _recovered(rooms) {
+    if (rooms === null || typeof rooms !== "object") return;
+    for (const [room, answer] of Object.entries(rooms)) {
+      if (!this._recovering.delete(room)) continue; // not asked (any more)
+      const at = this._rooms.get(room);
+      const caughtUp = () => at !== undefined && at.offset >= answer.offset;
+      if (answer.recovered) {
+        this._release(room);
+        if (!caughtUp()) this._failed(room, "incomplete", answer);
+      } else {
+        this._failed(room, answer.reason ?? "not_recovered", answer);
+      }
+      if (this._held.has(room)) this._recover([room]); // still a gap: ask again
+    }
+    if (this._recovering.size === 0) {
+      clearTimeout(this._recoverTimer);
+      this._recoverTimer = null;
+    }
+    this._emit("recovered", { rooms });
+  }
+
+  /** A room could not be recovered: say so, and continue from where the room is now. */
+  _failed(room, reason, answer) {
+    if (answer && typeof answer.epoch === "string" && answer.epoch &&
+        Number.isInteger(answer.offset)) {
+      this._rooms.set(room, { epoch: answer.epoch, offset: answer.offset });
+    } else {
+      this._rooms.delete(room);
+    }
+    this._emit("recovery_failed", { room, reason });
+    this._release(room);
+  }
+
+  _recoverTimedOut() {
+    this._recoverTimer = null;
+    const ws = this._ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) return; // the reconnection asks again
+    const rooms = [...this._recovering];
+    this._recovering.clear();
+    for (const room of rooms) {
+      this._emit("recovery_failed", { room, reason: "timeout" });
+      // Deliver what came, in order, from the first held message on.
+      this._rooms.delete(room);
+      this._release(room);
     }
   }
 

@@ -16,7 +16,7 @@ import trio
 
 from strands_trio import ConnectionRequestContext, Context, StrandsApp
 from strands_trio.broker import BrokerAddress, BrokerConfig, serve_broker
-from strands_trio.middleware import Rate, RateLimit
+from strands_trio.middleware import History, Rate, RateLimit
 
 #: The test page: it imports the module from the broker, as an application's page would,
 #: and records events in ``window.events`` through ``track(client, names)``.
@@ -61,14 +61,18 @@ class Backend:
     ``burst`` per client (then ``rate_limited`` error frames).
     """
 
-    def __init__(self, burst: int = 20) -> None:
+    def __init__(self, burst: int = 20, history: History | None = None) -> None:
         self.burst = burst
+        #: Kept across restarts: ``post`` messages go to the room through it.
+        self.history = history
         self.tokens: list[str | None] = []
         self.echoes: list[str] = []
 
     def make_app(self) -> StrandsApp:
         """A fresh app (an app serves once) that records into this object."""
-        app = StrandsApp(middleware=[RateLimit(messages=Rate(burst=self.burst, per_second=1))])
+        limit = RateLimit(messages=Rate(burst=self.burst, per_second=1))
+        history = self.history
+        app = StrandsApp(middleware=[limit] if history is None else [history, limit])
 
         @app.on_connection_request
         async def admit(request: ConnectionRequestContext) -> bool:
@@ -85,6 +89,13 @@ class Backend:
             else:
                 reply = json.dumps({"type": "echoed", "text": payload.text})
             await app.send_private_message(context.client_id, reply)
+
+        if history is not None:
+
+            @app.on_message("post", model=Echo)
+            async def post(payload: Echo, context: Context) -> None:
+                said = {"type": "said", "text": payload.text}
+                await history.send_room_message(app, context.room_id, said)
 
         @app.on_message("chat.say", model=Say)
         async def say(payload: Say, context: Context) -> None:

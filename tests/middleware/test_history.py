@@ -40,9 +40,11 @@ async def test_since_gives_what_came_after_the_offset_in_order() -> None:
             position = await store.append("a", f'{{"n":{n}}}')
         since = await store.since("a", position.epoch, 2)
         current = await store.since("a", position.epoch, 5)
-    assert since.recovered and (since.epoch, since.offset) == (position.epoch, 5)
+    assert since.recovered
+    assert (since.epoch, since.offset) == (position.epoch, 5)
     assert since.messages == ((3, '{"n":3}'), (4, '{"n":4}'), (5, '{"n":5}'))
-    assert current.recovered and current.messages == ()
+    assert current.recovered
+    assert current.messages == ()
 
 
 async def test_size_bounds_what_is_kept() -> None:
@@ -83,7 +85,8 @@ async def test_an_unknown_epoch_or_offset_cannot_recover() -> None:
         again = await store.append("a", "{}")
         lost = await store.since("a", position.epoch, 1)
         ahead = await store.since("a", again.epoch, 7)
-    assert again.epoch != position.epoch and again.offset == 1
+    assert again.epoch != position.epoch
+    assert again.offset == 1
     assert (lost.recovered, lost.reason, lost.epoch, lost.offset) == (
         False,
         "epoch_changed",
@@ -247,14 +250,16 @@ async def test_recover_never_reaches_the_app() -> None:
             both.set()
 
     with trio.fail_after(5):
-        async with open_fake_broker(heartbeat_interval=None) as broker:
-            async with app.connected(connect=broker.open_backend_stream):
-                ws = await broker.connect("/ws/")
-                await ws.send('{"type":"strands.recover","rooms":{}}')
-                assert await receive(ws) == {"type": "strands.recovered", "rooms": {}}
-                await ws.send('{"type":"hello","note":"strands.recover"}')
-                await ws.send("not json")
-                await both.wait()
+        async with (
+            open_fake_broker(heartbeat_interval=None) as broker,
+            app.connected(connect=broker.open_backend_stream),
+        ):
+            ws = await broker.connect("/ws/")
+            await ws.send('{"type":"strands.recover","rooms":{}}')
+            assert await receive(ws) == {"type": "strands.recovered", "rooms": {}}
+            await ws.send('{"type":"hello","note":"strands.recover"}')
+            await ws.send("not json")
+            await both.wait()
     assert seen == ['{"type":"hello","note":"strands.recover"}', "not json"]
 
 
@@ -273,7 +278,9 @@ async def test_rooms_and_types_choose_what_is_kept() -> None:
         kept = await history.send_room_message(Sender(), "lobby", '{"type":"chat.said"}')  # type: ignore[arg-type]
         other_type = await history.send_room_message(Sender(), "lobby", '{"type":"typing"}')  # type: ignore[arg-type]
         other_room = await history.send_room_message(Sender(), "hall", '{"type":"chat.said"}')  # type: ignore[arg-type]
-    assert isinstance(kept, Position) and other_type is None and other_room is None
+    assert isinstance(kept, Position)
+    assert other_type is None
+    assert other_room is None
     assert sent[1:] == [("lobby", '{"type":"typing"}'), ("hall", '{"type":"chat.said"}')]
     assert json.loads(sent[0][1])["offset"] == 1
     with pytest.raises(TypeError, match="JSON object"):

@@ -39,7 +39,8 @@ async def test_offsets_never_skip_nor_repeat_across_instances(redis_url: str) ->
             since = await b.since("room", got[0].epoch, 190)
     assert sorted(p.offset for p in got) == list(range(1, 201))
     assert len({p.epoch for p in got}) == 1
-    assert since.recovered and [n for n, _ in since.messages] == list(range(191, 201))
+    assert since.recovered
+    assert [n for n, _ in since.messages] == list(range(191, 201))
     assert a.statistics().appended + b.statistics().appended == 200
 
 
@@ -60,7 +61,8 @@ async def test_size_and_age_bound_recovery(redis_url: str) -> None:
     assert (too_many.recovered, too_many.reason) == (False, "too_old")
     assert [n for n, _ in fine.messages] == [8, 9, 10]
     assert (aged.recovered, aged.reason) == (False, "too_old")
-    assert current.recovered and current.messages == ()
+    assert current.recovered
+    assert current.messages == ()
 
 
 async def test_a_flushed_redis_means_a_new_epoch(
@@ -109,7 +111,8 @@ async def test_redis_down_raises_unavailable_and_recovers(redis_server: RedisSer
             await trio.to_thread.run_sync(redis_server.start)
             await live.wait_available()
             after = await store.append("room", "{}")
-    assert after.epoch != before.epoch and after.offset == 1
+    assert after.epoch != before.epoch
+    assert after.offset == 1
     stats = store.statistics()
     assert (stats.failures, stats.outages) == (2, 1)
 
@@ -122,5 +125,5 @@ class Stub:
 @pytest.mark.parametrize("kwargs", [{"size": 0}, {"max_age": 0}, {"ttl": 0.5}, {"prefix": ""}])
 def test_bad_settings_are_refused(kwargs: dict[str, object]) -> None:
     """Settings that cannot work are refused when the store is made."""
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="must be"):
         RedisHistory(Stub(), **kwargs)  # type: ignore[arg-type]

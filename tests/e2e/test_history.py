@@ -125,7 +125,8 @@ async def test_missed_messages_come_back_in_order_then_live_ones(
         "type": "strands.recovered",
         "rooms": {"lobby": {"recovered": True, "epoch": a["epoch"], "offset": 3}},
     }
-    assert live == e and e["offset"] == 4
+    assert live == e
+    assert e["offset"] == 4
 
 
 async def test_a_live_message_during_the_replay(
@@ -149,7 +150,8 @@ async def test_a_live_message_during_the_replay(
         store.gate.set()
         replayed = await ann.receive()
         answer = json.loads(await ann.receive())
-    assert json.loads(live) == b and b["offset"] == 2
+    assert json.loads(live) == b
+    assert b["offset"] == 2
     assert replayed == live
     assert answer["rooms"]["lobby"] == {"recovered": True, "epoch": a["epoch"], "offset": 2}
 
@@ -179,7 +181,8 @@ async def test_too_old_and_lost_history_are_not_recovered(
         "offset": 4,
         "reason": "too_old",
     }
-    assert after["epoch"] != epoch and after["offset"] == 1
+    assert after["epoch"] != epoch
+    assert after["offset"] == 1
     assert lost["rooms"]["lobby"] == {
         "recovered": False,
         "epoch": after["epoch"],

@@ -238,7 +238,7 @@ class History:
     @staticmethod
     def _text(sender: Sender, message: object) -> str:
         if type(message) is str:
-            if message[:1] != "{" or message.rstrip()[-1:] != "}":
+            if message[:1] != "{" or (message[-1] != "}" and message.rstrip()[-1:] != "}"):
                 raise TypeError(f"a kept room message must be a JSON object, got {message[:40]!r}")
             return message
         if isinstance(message, Mapping):

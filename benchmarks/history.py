@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from _common import IMAGES, Options, bars, best_of, note, pyplot, redis_server, save_figure
+from _common import IMAGES, Options, bars, note, pyplot, redis_server, save_figure
 
 from strands_trio.middleware import History, HistoryStore, MemoryHistory, RedisHistory
 from strands_trio.protocol import encode_message_to_connection, encode_message_to_room
@@ -93,7 +93,8 @@ async def replay_once(store: HistoryStore, missed: int) -> float:
     await harness.message(text, client_id="ann", room_id="replayed")
     took = time.perf_counter() - start
     sent = harness.sent
-    assert len(sent) == missed + 1 and '"recovered":true' in sent[-1][1], sent[-1]
+    assert len(sent) == missed + 1, len(sent)
+    assert '"recovered":true' in sent[-1][1], sent[-1]
     return took
 
 

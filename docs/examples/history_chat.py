@@ -21,7 +21,7 @@ class Said:
 
 
 def make_app(history: History) -> StrandsApp:
-    app = StrandsApp(middleware=[history])  # first: it answers strands.recover itself
+    app = StrandsApp(middleware=[history])  # it answers strands.recover itself
     app.outgoing("chat.said")(Said)
 
     @app.on_connection_request

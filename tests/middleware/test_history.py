@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from strands_trio import ConnectionRequestContext, Context, StrandsApp
-from strands_trio.middleware import History, MemoryHistory, Position
+from strands_trio.middleware import History, MemoryHistory, Position, Rate, RateLimit
 from strands_trio.testing import FakeBroker, FakeWebSocket, open_fake_broker
 
 # ---------------------------------------------------------------------- the memory store
@@ -124,9 +124,10 @@ class Say:
     text: str
 
 
-def make_app(history: History) -> StrandsApp:
-    """A chat backend: ``chat.say`` is kept as ``chat.said`` in the client's room."""
-    app = StrandsApp(middleware=[history])
+def make_app(history: History, *before: Any) -> StrandsApp:
+    """A chat backend: ``chat.say`` is kept as ``chat.said`` in the client's room; *before*
+    are middleware listed before the history."""
+    app = StrandsApp(middleware=[*before, history])
 
     @app.on_connection_request
     async def admit(request: ConnectionRequestContext) -> bool:
@@ -233,6 +234,23 @@ async def test_recover_refuses_what_it_cannot_give(broker: FakeBroker) -> None:
         "bad": {"recovered": False, "epoch": "", "offset": 0, "reason": "invalid"},
     }
     assert history.statistics().invalid == 1
+
+
+async def test_recover_requests_meet_a_rate_limit_listed_before(broker: FakeBroker) -> None:
+    """Each recover may replay a room's whole history: behind RateLimit (the documented
+    order), a client flooding them gets its burst answered and rate_limited frames after."""
+    history = History(store=MemoryHistory())
+    app = make_app(history, RateLimit(messages=Rate(burst=3, per_second=0.001)))
+    with trio.fail_after(5):
+        async with app.connected(connect=broker.open_backend_stream):
+            ann = await broker.connect("/ws/ann")
+            ask = {"type": "strands.recover", "rooms": {"lobby": {"epoch": "", "offset": 0}}}
+            for _ in range(5):
+                await ann.send(json.dumps(ask))
+            answers = [await receive(ann) for _ in range(5)]
+    kinds = [(a["type"], a.get("code")) for a in answers]
+    assert kinds == [("strands.recovered", None)] * 3 + [("error", "rate_limited")] * 2
+    assert history.statistics().recovers == 3
 
 
 async def test_recover_never_reaches_the_app() -> None:

@@ -22,7 +22,8 @@ is sent: :meth:`Presence.on_room_change` records it in a :class:`MultiRoomStore`
 of this package are), so :meth:`Presence.members` of a joined room lists the client, and its
 ``disconnected`` takes it out of every room. Only the joins made through this process's app
 are known here (or, with :class:`~strands_trio.middleware.RedisPresence`, through any replica
-sharing the store).
+sharing the store); a ``disconnected`` from strands-trio's broker lists every room the client
+was in (``rooms``), and each is left, whichever replica joined it.
 
 *When the broker restarts.* Its clients are gone, and no ``disconnected`` ever comes for them.
 :meth:`Presence.on_broker_link` hears each link that comes up (``_brokers.py``) and tells the
@@ -271,6 +272,10 @@ class Presence:
             try:
                 self._store.leave(context.client_id, context.room_id)
                 self._left += 1
+                rooms = getattr(ctx.get_args()[0], "rooms", None)  # our broker lists them
+                if rooms and len(rooms) > 1 and isinstance(self._store, MultiRoomStore):
+                    for room in rooms[1:]:  # joined, maybe through another replica
+                        self._store.leave_room(context.client_id, room)
             except Exception:
                 self._store_failed(ctx)
         await call_next(ctx)

@@ -201,9 +201,7 @@ class StrandsClient:
             NotConnectedError: as :meth:`send_room_message`.
             TypeError: *client_id* or *room_id* is not a string.
         """
-        await change_room(
-            self._engine, self._middleware, client_id, room_id, join=True, wait=wait
-        )
+        await change_room(self._engine, self._middleware, client_id, room_id, join=True, wait=wait)
 
     async def leave_room(self, client_id: str, room_id: str, *, wait: bool = False) -> None:
         """Take the client *client_id* out of *room_id*, a room it joined with
@@ -215,9 +213,7 @@ class StrandsClient:
             NotConnectedError: as :meth:`send_room_message`.
             TypeError: *client_id* or *room_id* is not a string.
         """
-        await change_room(
-            self._engine, self._middleware, client_id, room_id, join=False, wait=wait
-        )
+        await change_room(self._engine, self._middleware, client_id, room_id, join=False, wait=wait)
 
     async def presence(self, room_id: str, *, wait: bool = False) -> list[BrokerMember]:
         """Ask the broker who is in *room_id*: each member's client id and the broker node

@@ -349,6 +349,7 @@ class Hub:
     def _presence(self, backend: BackendPort | None, action: PresenceRequest) -> None:
         if backend is None:
             return
+
         def answer(reply: PresenceReply) -> None:
             if backend.alive:
                 backend.send(encode(reply))
@@ -494,4 +495,3 @@ class Hub:
     def metrics(self) -> list[Metric]:
         """The hub's part of ``GET /metrics``."""
         return hub_metrics(self.statistics())
-

@@ -44,8 +44,9 @@ async def test_join_and_leave_through_our_broker_and_presence() -> None:
     presence = Presence(store=MemoryPresence(instance_id="here"))
     app = rooms_app(presence)
     with trio.fail_after(5):
-        async with open_fake_broker(reference=False) as broker, app.connected(
-            connect=broker.open_backend_stream
+        async with (
+            open_fake_broker(reference=False) as broker,
+            app.connected(connect=broker.open_backend_stream),
         ):
             ann = await broker.connect("/ws/home", headers={"X-Id": "ann"})
             bob = await broker.connect("/ws/games", headers={"X-Id": "bob"})
@@ -89,8 +90,9 @@ async def test_the_reference_broker_refuses_with_a_clear_error() -> None:
         await app.send_private_message(context.client_id, "done")
 
     with trio.fail_after(5):
-        async with open_fake_broker(reference=True) as broker, app.connected(
-            connect=broker.open_backend_stream
+        async with (
+            open_fake_broker(reference=True) as broker,
+            app.connected(connect=broker.open_backend_stream),
         ):
             ws = await broker.connect("/ws/home")
             assert await ws.receive() == "done"
@@ -104,8 +106,9 @@ async def test_arguments_are_checked_and_serving_is_required() -> None:
     with pytest.raises(Exception, match="not serving"):
         await app.join_room("ann", "r")
     with trio.fail_after(5):
-        async with open_fake_broker(reference=False) as broker, app.connected(
-            connect=broker.open_backend_stream
+        async with (
+            open_fake_broker(reference=False) as broker,
+            app.connected(connect=broker.open_backend_stream),
         ):
             with pytest.raises(TypeError, match="room_id must be a str"):
                 await app.join_room("ann", 5)  # type: ignore[arg-type]

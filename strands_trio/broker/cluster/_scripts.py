@@ -204,4 +204,16 @@ return sweep(prefix, prefix .. 'nodes', function(node) clear(prefix, node) end)
 )
 
 #: Every script: what the writer loads on each new connection.
-ALL: Final = (JOIN, LEAVE, JOIN_ROOM, LEAVE_ROOM, ADD_MANY, SEND, PRESENCE, REFRESH, BACKENDS, RESYNC, SWEEP)
+ALL: Final = (
+    JOIN,
+    LEAVE,
+    JOIN_ROOM,
+    LEAVE_ROOM,
+    ADD_MANY,
+    SEND,
+    PRESENCE,
+    REFRESH,
+    BACKENDS,
+    RESYNC,
+    SWEEP,
+)

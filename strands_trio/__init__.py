@@ -57,8 +57,8 @@ if TYPE_CHECKING:
         use_guards,
         use_middleware,
     )
-    from ._router import MessageRoute, Router, make_message_converter
     from ._rooms import RoomListener
+    from ._router import MessageRoute, Router, make_message_converter
     from ._sender import Sender
     from ._statistics import ClientStatistics
     from .context import ConnectionRequestContext, Context

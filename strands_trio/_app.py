@@ -23,7 +23,6 @@ import trio
 from ._brokers import BrokerLink
 from ._config import ClientConfig
 from ._engine import Engine, StreamFactory
-from ._rooms import change_room
 from ._errors import NotConnectedError
 from ._handlers import ARITY, DEFAULT_HANDLERS, check_arity
 from ._parts import (
@@ -35,6 +34,7 @@ from ._parts import (
     validate_pipeline,
 )
 from ._pipeline import make_jobs
+from ._rooms import change_room
 from ._router import Router
 from ._statistics import ClientStatistics
 from ._util import running, serve_until_signal

@@ -20,7 +20,6 @@ import trio
 from ._brokers import BrokerLink
 from ._config import ClientConfig
 from ._engine import Engine, StreamFactory
-from ._rooms import change_room
 from ._handlers import HANDLER_NAMES, Jobs, default_handler, log_broker_error
 from ._parts import (
     ExceptionHandler,
@@ -31,6 +30,7 @@ from ._parts import (
     validate_pipeline,
 )
 from ._pipeline import make_jobs
+from ._rooms import change_room
 from ._statistics import ClientStatistics
 from ._util import running
 from .context import ConnectionRequestContext, Context

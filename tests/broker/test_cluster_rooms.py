@@ -15,8 +15,8 @@ pytest_plugins = ["tests._redis"]
 
 async def presence_is(node: Node, room: str, expected: list[BrokerMember]) -> None:
     """Return once *node*'s presence of *room* is *expected* (the joins travel through
-    Redis in their own time)."""
-    while sorted(await node.app.presence(room), key=str) != expected:
+    Redis in their own time, and the other node announces nothing: poll)."""
+    while sorted(await node.app.presence(room), key=str) != expected:  # noqa: ASYNC110
         await trio.sleep(0.01)
 
 

@@ -66,7 +66,8 @@ async def test_disconnect_leaves_every_room_and_lists_them(nursery: trio.Nursery
     await trio.testing.wait_all_tasks_blocked()
     stats = hub.statistics()
     assert (stats.memberships, stats.rooms, stats.unknown_targets) == (1, 1, 1)
-    assert ann.received == [] and bob.received == ["to b"]
+    assert ann.received == []
+    assert bob.received == ["to b"]
 
 
 async def test_a_replaced_client_leaves_its_joined_rooms(nursery: trio.Nursery) -> None:

@@ -8,7 +8,7 @@ import trio
 from strands_trio.middleware import MemoryPresence, Presence
 from strands_trio.testing import MiddlewareHarness
 
-from .test_presence import names, nursery, start_instance  # noqa: F401 (a fixture)
+from .test_presence import names, start_instance
 
 pytest_plugins = ["tests._redis"]
 

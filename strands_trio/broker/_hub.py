@@ -222,13 +222,13 @@ class Hub:
 
     def disconnect(self, client: ClientEntry) -> None:
         """A client's socket closed: forget it, and send its backend ``disconnected``."""
-        rooms = None if self._nested_metadata else client.rooms()  # reference: no rooms
+        rooms = None if self._nested_metadata else self._roster.rooms_of(client)
         if self._forget(client):
             event = Disconnected(request_id=self._next_id(), context=client.context, rooms=rooms)
             self._event(client, encode(event))
 
     def _forget(self, client: ClientEntry) -> bool:
-        if client.joined and self._clients.get(client.client_id) is client:
+        if client in self._roster.joined_by and self._clients.get(client.client_id) is client:
             self._memberships.leave_all(client)
         removed, room_emptied = self._roster.remove(client)
         if removed and self._cluster is not None:

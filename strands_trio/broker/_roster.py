@@ -5,8 +5,9 @@ client is one dict look-up, a message to a room one look-up and a loop over its 
 connecting and leaving go through :meth:`Roster.add` and :meth:`Roster.remove`, joining and
 leaving more rooms through :meth:`Roster.join` and :meth:`Roster.leave`, which keep the two in
 step. A client is in its connect-time room (``room_id``) and in the rooms it joined
-(``joined``: ``None`` until it joins one, so that a client of one room costs no set); each
-room's dict holds each member once, so a room message reaches each member once.
+(``Roster.joined_by``, which holds only the clients that joined some: a client of one room
+costs nothing more, and its entry no extra slot); each room's dict holds each member once, so
+a room message reaches each member once.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ class ClientEntry:
         "context",
         "context_json",
         "dirty",
-        "joined",
         "link",
         "pending",
         "room_id",
@@ -52,13 +52,6 @@ class ClientEntry:
         self.pending = 0
         #: Whether the link has deliveries not flushed yet.
         self.dirty = False
-        #: The rooms it joined besides ``room_id``, in joining order (``None``: none yet).
-        self.joined: dict[str, None] | None = None
-
-    def rooms(self) -> tuple[str, ...]:
-        """Every room it is in: its connect-time room first, then those it joined."""
-        joined = self.joined
-        return (self.room_id, *joined) if joined else (self.room_id,)
 
 
 class Roster:
@@ -68,6 +61,9 @@ class Roster:
         self.clients: dict[str, ClientEntry] = {}
         #: Room id to its members, in joining order (a dict used as an ordered set).
         self.rooms: dict[str, dict[ClientEntry, None]] = {}
+        #: The rooms each client joined besides its connect-time room, in joining order
+        #: (only the clients that joined some).
+        self.joined_by: dict[ClientEntry, dict[str, None]] = {}
         #: Memberships of joined rooms (besides each client's connect-time room).
         self.joined = 0
 
@@ -95,11 +91,11 @@ class Roster:
     def join(self, client: ClientEntry, room_id: str) -> bool | None:
         """Put *client* (registered) in *room_id* too: ``None`` if it was in it already,
         else whether the room was created for it."""
-        joined = client.joined
+        joined = self.joined_by.get(client)
         if room_id == client.room_id or (joined is not None and room_id in joined):
             return None
         if joined is None:
-            joined = client.joined = {}
+            joined = self.joined_by[client] = {}
         joined[room_id] = None
         self.joined += 1
         room = self.rooms.setdefault(room_id, {})
@@ -109,10 +105,12 @@ class Roster:
     def leave(self, client: ClientEntry, room_id: str) -> bool | None:
         """Take *client* out of a room it joined: ``None`` if it had not joined it (its
         connect-time room cannot be left), else whether the room is now empty (and gone)."""
-        joined = client.joined
+        joined = self.joined_by.get(client)
         if joined is None or room_id not in joined:
             return None
         del joined[room_id]
+        if not joined:
+            del self.joined_by[client]
         self.joined -= 1
         room = self.rooms.get(room_id)
         if room is not None:
@@ -125,7 +123,7 @@ class Roster:
     def leave_joined(self, client: ClientEntry) -> list[tuple[str, bool]]:
         """Take *client* out of every room it joined (it is leaving): each room, and
         whether it is now empty."""
-        joined = client.joined
+        joined = self.joined_by.get(client)
         if not joined:
             return []
         out = []
@@ -143,10 +141,14 @@ class Roster:
 
     def joined_rooms(self) -> Iterator[tuple[str, str]]:
         """``(client_id, room_id)`` of every joined room of the clients connected here."""
-        for client in self.clients.values():
-            if client.joined:
-                for room_id in client.joined:
-                    yield client.client_id, room_id
+        for client, joined in self.joined_by.items():
+            for room_id in joined:
+                yield client.client_id, room_id
+
+    def rooms_of(self, client: ClientEntry) -> tuple[str, ...]:
+        """Every room *client* is in: its connect-time room first, then those it joined."""
+        joined = self.joined_by.get(client)
+        return (client.room_id, *joined) if joined else (client.room_id,)
 
     def ids(self) -> Iterator[tuple[str, str]]:
         """``(client_id, room_id)`` of every client connected here."""

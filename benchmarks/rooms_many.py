@@ -36,7 +36,7 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
-from _common import RESULTS, Machine, Options, best_of, bars, note, pyplot, save_figure
+from _common import RESULTS, Machine, Options, bars, best_of, note, pyplot, save_figure
 
 from strands_trio.broker import Admission, BrokerConfig, Delivery, Hub
 from strands_trio.protocol import (

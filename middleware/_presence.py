@@ -16,6 +16,15 @@ through, unchanged:
 
 Everything else (connection requests, broker errors) passes straight through.
 
+*Many rooms.* ``await app.join_room(client_id, room)`` (and ``leave_room``, on the client or
+the app) tells every middleware that is a :class:`~strands_trio.RoomListener` once the action
+is sent: :meth:`Presence.on_room_change` records it in a :class:`MultiRoomStore` (both stores
+of this package are), so :meth:`Presence.members` of a joined room lists the client, and its
+``disconnected`` takes it out of every room. Only the joins made through this process's app
+are known here (or, with :class:`~strands_trio.middleware.RedisPresence`, through any replica
+sharing the store); a ``disconnected`` from strands-trio's broker lists every room the client
+was in (``rooms``), and each is left, whichever replica joined it.
+
 *When the broker restarts.* Its clients are gone, and no ``disconnected`` ever comes for them.
 :meth:`Presence.on_broker_link` hears each link that comes up (``_brokers.py``) and tells the
 store (:meth:`BrokerAwareStore.through`), which records every member with the link it was
@@ -51,7 +60,13 @@ from attrs.validators import instance_of, optional
 
 from strands_trio import BrokerLink, CallNext, EventType, ExecutionContext
 
-from ._presence_store import BrokerAwareStore, Member, MemoryPresence, PresenceStore
+from ._presence_store import (
+    BrokerAwareStore,
+    Member,
+    MemoryPresence,
+    MultiRoomStore,
+    PresenceStore,
+)
 
 __all__ = ["Presence", "PresenceConfig", "PresenceStatistics"]
 
@@ -84,6 +99,8 @@ class PresenceStatistics:
             for a broker that sends no ``hello``, because the link they came through ended).
         restarts: Links that came up to a broker instance other than the last one seen of
             that name (or, without ``hello``, new links after the first).
+        rooms_joined: Joins of another room (``join_room``) recorded.
+        rooms_left: Leaves of a joined room (``leave_room``) recorded.
     """
 
     joined: int
@@ -92,6 +109,8 @@ class PresenceStatistics:
     store_errors: int
     dropped: int
     restarts: int
+    rooms_joined: int = 0
+    rooms_left: int = 0
 
 
 def _to_fields(value: Mapping[str, FieldFunction]) -> Mapping[str, FieldFunction]:
@@ -177,6 +196,8 @@ class Presence:
         "_knows",
         "_left",
         "_restarts",
+        "_rooms_joined",
+        "_rooms_left",
         "_seen",
         "_store",
         "_store_errors",
@@ -214,7 +235,7 @@ class Presence:
         self._heal = config.heal
         self._knows = self._store.knows
         self._joined = self._left = self._healed = self._store_errors = 0
-        self._dropped = self._restarts = 0
+        self._dropped = self._restarts = self._rooms_joined = self._rooms_left = 0
         self._seen: dict[str, str] = {}  # broker name -> the last instance seen
 
     def __repr__(self) -> str:
@@ -251,6 +272,10 @@ class Presence:
             try:
                 self._store.leave(context.client_id, context.room_id)
                 self._left += 1
+                rooms = getattr(ctx.get_args()[0], "rooms", None)  # our broker lists them
+                if rooms and len(rooms) > 1 and isinstance(self._store, MultiRoomStore):
+                    for room in rooms[1:]:  # joined, maybe through another replica
+                        self._store.leave_room(context.client_id, room)
             except Exception:
                 self._store_failed(ctx)
         await call_next(ctx)
@@ -304,6 +329,30 @@ class Presence:
                 "it restarted" if link.identity is not None else "its link was lost",
             )
 
+    def on_room_change(self, client_id: str, room_id: str, joined: bool) -> None:
+        """Told by the app when it made a client join (*joined*) or leave a room: recorded
+        in the store if it is a :class:`MultiRoomStore` (a store that is not is logged once
+        per call at WARNING and counted as a store error)."""
+        store = self._store
+        try:
+            if not isinstance(store, MultiRoomStore):
+                raise TypeError(f"{store!r} does not record joined rooms (no join_room)")
+            if joined:
+                store.join_room(client_id, room_id)
+                self._rooms_joined += 1
+            else:
+                store.leave_room(client_id, room_id)
+                self._rooms_left += 1
+        except Exception:
+            self._store_errors += 1
+            logger.warning(
+                "presence: recording that client %s %s room %r failed; going on",
+                client_id,
+                "joined" if joined else "left",
+                room_id,
+                exc_info=True,
+            )
+
     def _store_failed(self, ctx: ExecutionContext) -> None:
         self._store_errors += 1
         logger.exception(
@@ -346,4 +395,6 @@ class Presence:
             store_errors=self._store_errors,
             dropped=self._dropped,
             restarts=self._restarts,
+            rooms_joined=self._rooms_joined,
+            rooms_left=self._rooms_left,
         )

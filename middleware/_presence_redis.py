@@ -24,6 +24,9 @@ memory (one entry per client at most) and are written when it is back; the outag
 once (an :class:`~strands_trio.redis.OutageLog`) and counted. Queries raise
 :class:`PresenceUnavailable` meanwhile.
 
+*Joined rooms* (``join_room``) are entries of their own, keyed ``<client> NUL <room>``
+(``_presence_joined.py``).
+
 *When the broker restarts* (:meth:`RedisPresence.through`): this instance forgets its members
 learnt through it at once; the script ``DROP`` removes every replica's from Redis, atomically
 and idempotently (each replica that reconnects runs it; the later ones find nothing).
@@ -41,7 +44,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
+from ._presence_joined import joined_key, merge_changes
 from ._presence_redis_config import RedisPresenceStatistics, Settings
+from ._presence_rounds import Rounds
 from ._presence_scripts import HEAL, JOIN, LEAVE, REPUBLISH, Change, apply_ops, scripts
 from ._presence_store import Member, PresenceUnavailable, _check_instance_id, _sort_key
 
@@ -115,6 +120,7 @@ class RedisPresence:
         self._owned: dict[str, tuple[Member, bytes]] = {}
         self._healing: dict[str, Member] = {}
         self._confirmed: dict[str, tuple[str, float]] = {}
+        self._joined: dict[str, set[str]] = {}  # client -> the rooms it joined, owned here
         # Changes not written yet, client -> (kind, room, time of a leave); and those being
         # written.
         self._dirty: dict[str, Change] = {}
@@ -134,7 +140,7 @@ class RedisPresence:
             meanwhile="changes are kept in memory and written when it is back",
             counted="changes deferred",
         )
-        rounds = _Rounds(self)
+        rounds = Rounds(self)
         self._membership = Membership(
             rounds,
             ttl=self.ttl,
@@ -180,6 +186,28 @@ class RedisPresence:
         self._healing.pop(client_id, None)
         self._confirmed.pop(client_id, None)
         self._mark(client_id, LEAVE, room, time.time())
+        for joined in self._joined.pop(client_id, ()):
+            self._owned.pop(joined_key(client_id, joined), None)
+            self._mark(joined_key(client_id, joined), LEAVE, joined, time.time())
+
+    def join_room(self, client_id: str, room: str) -> None:
+        key, home = joined_key(client_id, room), self._owned.get(client_id)
+        if key in self._owned or (home is not None and home[0].room == room):
+            return
+        member = self._member(client_id, room, home[0].fields if home is not None else {})
+        self._owned[key] = (member, member.to_json())
+        self._joined.setdefault(client_id, set()).add(room)
+        self._mark(key, JOIN, room)
+
+    def leave_room(self, client_id: str, room: str) -> None:
+        rooms = self._joined.get(client_id)
+        if rooms is not None:
+            rooms.discard(room)
+            if not rooms:
+                del self._joined[client_id]
+        key = joined_key(client_id, room)
+        self._owned.pop(key, None)
+        self._mark(key, LEAVE, room, time.time())
 
     def knows(self, client_id: str, room: str) -> bool:
         owned = self._owned.get(client_id)
@@ -257,25 +285,9 @@ class RedisPresence:
                 drop = drops.get(member.broker)
                 if drop is None or member.broker_instance == drop:  # else: a drop to run
                     found[member.client_id] = member
-        # The latest change of each client decides, read against the state now.
-        for client_id, (kind, changed_room, _) in {
-            **before,
-            **self._inflight,
-            **self._dirty,
-        }.items():
-            owned = self._owned.get(client_id)
-            here = owned[0] if owned is not None else self._healing.get(client_id)
-            if here is not None:
-                if here.room != room:
-                    mine = found.get(client_id)
-                    if mine is not None and mine.instance == self.instance_id:
-                        del found[client_id]  # moved to another room
-                elif owned is not None:
-                    found[client_id] = here
-                else:
-                    found.setdefault(client_id, here)  # healing: an owner may have it
-            elif kind == LEAVE and changed_room == room:
-                found.pop(client_id, None)
+        # The latest change of each entry decides, read against the state now.
+        changes = {**before, **self._inflight, **self._dirty}
+        merge_changes(found, changes, self._owned, self._healing, room, self.instance_id, LEAVE)
         return sorted(found.values(), key=_sort_key)
 
     async def count(self, room: str) -> int:
@@ -369,12 +381,15 @@ class RedisPresence:
         member = self._decode(value)
         if member is None:
             return
-        owned = self._owned.get(member.client_id)
-        if owned is not None and owned[1] == value:
-            del self._owned[member.client_id]
-            change = self._dirty.get(member.client_id)
-            if change is not None and change[0] in (JOIN, REPUBLISH):
-                del self._dirty[member.client_id]
+        for key in (member.client_id, joined_key(member.client_id, member.room)):
+            owned = self._owned.get(key)
+            if owned is not None and owned[1] == value:
+                del self._owned[key]
+                if key != member.client_id:
+                    self._joined.get(member.client_id, set()).discard(member.room)
+                change = self._dirty.get(key)
+                if change is not None and change[0] in (JOIN, REPUBLISH):
+                    del self._dirty[key]
 
     def _resync(self) -> int:
         """Mark every member this instance owns to be written again (its key was gone)."""
@@ -460,35 +475,6 @@ class RedisPresence:
             dropped=self._dropped,
             drop_removed=self._drop_removed,
         )
-
-
-class _Rounds:
-    """A :class:`RedisPresence`'s side of its :class:`~strands_trio.redis.Membership`: the
-    steps of a round (``Registrations``) and the writes between rounds (``PendingWrites``)."""
-
-    __slots__ = ("_store",)
-
-    def __init__(self, store: RedisPresence) -> None:
-        self._store = store
-
-    async def renew(self) -> bool:
-        return await self._store._renew()
-
-    async def resync(self) -> int:
-        return self._store._resync()
-
-    async def sweep(self) -> int:
-        store = self._store
-        reaped: int = await store._scripts.sweep(store._redis, args=[store.prefix])
-        return reaped
-
-    @property
-    def pending(self) -> bool:
-        store = self._store
-        return bool(store._dirty or store._inflight or store._drops)
-
-    async def flush(self) -> None:
-        await self._store._flush()
 
 
 def _stale(member: Member, broker: str, instance: str) -> bool:

@@ -4,9 +4,11 @@
 Theory of operation. A store records synchronously (``join``, ``leave``, ``heal``, and
 ``knows`` on every message), so that the middleware never waits and never fails an event; it
 answers queries (``members``, ``count``, ``rooms``) asynchronously, since a shared store asks
-another service. :class:`MemoryPresence` keeps two dicts, client to member and room to its
-members, which it updates together: a client is in one room at a time, and a room without
-members is dropped. :class:`~strands_trio.middleware.RedisPresence` (``_presence_redis.py``)
+another service. :class:`MemoryPresence` keeps three dicts, client to the member of its
+connect-time room, client to the members of the rooms it joined (``join_room``, a
+:class:`MultiRoomStore`'s), and room to its members, which it updates together; a client's
+``leave`` (its disconnection) takes it out of all its rooms, and a room without members is
+dropped. :class:`~strands_trio.middleware.RedisPresence` (``_presence_redis.py``)
 keeps the same view in Redis for several replicas.
 """
 
@@ -30,6 +32,7 @@ __all__ = [
     "Member",
     "MemoryPresence",
     "MemoryPresenceStatistics",
+    "MultiRoomStore",
     "PresenceStore",
     "PresenceUnavailable",
     "default_instance_id",
@@ -192,6 +195,22 @@ class BrokerAwareStore(Protocol):
         Must not block, as recording."""
 
 
+@runtime_checkable
+class MultiRoomStore(Protocol):
+    """A :class:`PresenceStore` that records the rooms a client joins besides its
+    connect-time room (``join_room`` of the client or app, through :class:`Presence`). Both
+    stores of this package are. Its ``leave`` (the client's disconnection) then takes the
+    client out of every room; ``members`` of a joined room lists it, with that room as
+    :attr:`Member.room`."""
+
+    def join_room(self, client_id: str, room: str) -> None:
+        """Record that *client_id* joined *room* too (nothing if it is in it). Must not
+        block, as recording."""
+
+    def leave_room(self, client_id: str, room: str) -> None:
+        """Record that *client_id* left *room*, a room it had joined. Must not block."""
+
+
 @attrs.frozen(kw_only=True)
 class MemoryPresenceStatistics:
     """A snapshot of a :class:`MemoryPresence` (:meth:`MemoryPresence.statistics`).
@@ -199,10 +218,12 @@ class MemoryPresenceStatistics:
     Attributes:
         members: Clients recorded now.
         rooms: Rooms with at least one member.
+        memberships: Room memberships: one per client and room it is in.
     """
 
     members: int
     rooms: int
+    memberships: int = 0
 
 
 class MemoryPresence:
@@ -218,6 +239,7 @@ class MemoryPresence:
     def __init__(self, *, instance_id: str | None = None) -> None:
         self.instance_id = _check_instance_id(instance_id)
         self._clients: dict[str, Member] = {}
+        self._joined: dict[str, dict[str, Member]] = {}  # client -> joined room -> member
         self._rooms: dict[str, dict[str, Member]] = {}
         self._via = ("", "")
 
@@ -241,16 +263,48 @@ class MemoryPresence:
     heal = join
 
     def leave(self, client_id: str, room: str) -> None:
-        if self.knows(client_id, room):  # not a late leave of a connection to another room
+        if self.knows(client_id, room) or (  # not a late leave of a connection elsewhere
+            client_id not in self._clients and client_id in self._joined
+        ):
             self._remove(client_id)
 
     def _remove(self, client_id: str) -> None:
         member = self._clients.pop(client_id, None)
         if member is not None:
-            room = self._rooms[member.room]
-            del room[client_id]
-            if not room:
-                del self._rooms[member.room]
+            self._out_of(member.room, client_id)
+        for room in self._joined.pop(client_id, ()):
+            self._out_of(room, client_id)
+
+    def _out_of(self, room_id: str, client_id: str) -> None:
+        room = self._rooms[room_id]
+        del room[client_id]
+        if not room:
+            del self._rooms[room_id]
+
+    def join_room(self, client_id: str, room: str) -> None:
+        home = self._clients.get(client_id)
+        joined = self._joined.get(client_id)
+        if (home is not None and home.room == room) or (joined is not None and room in joined):
+            return
+        member = Member(
+            client_id=client_id,
+            room=room,
+            instance=self.instance_id,
+            joined_at=time.time(),
+            fields=home.fields if home is not None else {},
+            broker=self._via[0],
+            broker_instance=self._via[1],
+        )
+        self._joined.setdefault(client_id, {})[room] = member
+        self._rooms.setdefault(room, {})[client_id] = member
+
+    def leave_room(self, client_id: str, room: str) -> None:
+        joined = self._joined.get(client_id)
+        if joined is None or joined.pop(room, None) is None:
+            return
+        if not joined:
+            del self._joined[client_id]
+        self._out_of(room, client_id)
 
     def through(self, broker: str, instance: str) -> int:
         self._via = (broker, instance)
@@ -258,6 +312,12 @@ class MemoryPresence:
             m.client_id
             for m in self._clients.values()
             if m.broker == broker and m.broker_instance != instance
+        ]
+        gone += [  # clients known only from their joined rooms
+            client_id
+            for client_id, rooms in self._joined.items()
+            if client_id not in self._clients
+            and any(m.broker == broker and m.broker_instance != instance for m in rooms.values())
         ]
         for client_id in gone:
             self._remove(client_id)
@@ -289,7 +349,11 @@ class MemoryPresence:
 
     def statistics(self) -> MemoryPresenceStatistics:
         """How many members and rooms there are now."""
-        return MemoryPresenceStatistics(members=len(self._clients), rooms=len(self._rooms))
+        return MemoryPresenceStatistics(
+            members=len(self._clients),
+            rooms=len(self._rooms),
+            memberships=sum(len(members) for members in self._rooms.values()),
+        )
 
 
 def _check_instance_id(value: str | None) -> str:

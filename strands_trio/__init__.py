@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         PresenceIncomplete,
         ProtocolError,
         RemoteProtocolError,
+        RoomsUnsupported,
         StrandsError,
     )
     from ._host import (
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
         use_guards,
         use_middleware,
     )
+    from ._rooms import RoomListener
     from ._router import MessageRoute, Router, make_message_converter
     from ._sender import Sender
     from ._statistics import ClientStatistics
@@ -76,6 +78,7 @@ _HOMES: dict[str, str] = {
     "PresenceIncomplete": "._errors",
     "ProtocolError": "._errors",
     "RemoteProtocolError": "._errors",
+    "RoomsUnsupported": "._errors",
     "StrandsError": "._errors",
     "ConnectionHost": "._host",
     "ConnectionRequestHost": "._host",
@@ -103,6 +106,7 @@ _HOMES: dict[str, str] = {
     "MessageRoute": "._router",
     "Router": "._router",
     "make_message_converter": "._router",
+    "RoomListener": "._rooms",
     "Sender": "._sender",
     "ClientStatistics": "._statistics",
     "BrokerIdentity": "._brokers",
@@ -144,6 +148,8 @@ __all__ = [
     "ProtocolError",
     "Reflector",
     "RemoteProtocolError",
+    "RoomListener",
+    "RoomsUnsupported",
     "Router",
     "Sender",
     "StrandsApp",

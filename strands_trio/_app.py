@@ -34,6 +34,7 @@ from ._parts import (
     validate_pipeline,
 )
 from ._pipeline import make_jobs
+from ._rooms import change_room
 from ._router import Router
 from ._statistics import ClientStatistics
 from ._util import running, serve_until_signal
@@ -279,6 +280,18 @@ class StrandsApp:
         """Ask the broker to close *client_id*'s socket: see
         :meth:`StrandsClient.close_connection` (an extension the reference broker ignores)."""
         await self._running_engine().close_connection(client_id, code, reason, wait=wait)
+
+    async def join_room(self, client_id: str, room_id: str, *, wait: bool = False) -> None:
+        """Put *client_id* in *room_id* too: see :meth:`StrandsClient.join_room` (an
+        extension of strands-trio's broker; :class:`~strands_trio.RoomsUnsupported` on the
+        reference broker)."""
+        engine = self._running_engine()
+        await change_room(engine, self.middleware, client_id, room_id, join=True, wait=wait)
+
+    async def leave_room(self, client_id: str, room_id: str, *, wait: bool = False) -> None:
+        """Take *client_id* out of a room it joined: see :meth:`StrandsClient.leave_room`."""
+        engine = self._running_engine()
+        await change_room(engine, self.middleware, client_id, room_id, join=False, wait=wait)
 
     async def presence(self, room_id: str, *, wait: bool = False) -> list[BrokerMember]:
         """Ask the broker who is in *room_id*: see :meth:`StrandsClient.presence` (an

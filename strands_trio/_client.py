@@ -30,6 +30,7 @@ from ._parts import (
     validate_pipeline,
 )
 from ._pipeline import make_jobs
+from ._rooms import change_room
 from ._statistics import ClientStatistics
 from ._util import running
 from .context import ConnectionRequestContext, Context
@@ -183,6 +184,36 @@ class StrandsClient:
             NotConnectedError: as :meth:`send_room_message`.
         """
         await self._engine.close_connection(client_id, code, reason, wait=wait)
+
+    async def join_room(self, client_id: str, room_id: str, *, wait: bool = False) -> None:
+        """Put the client *client_id* in *room_id* too, besides the room it connected to:
+        it gets the room's messages (``send_room_message``) until :meth:`leave_room` or its
+        disconnection. Joining a room it is in does nothing. Middleware that implements
+        :class:`~strands_trio.RoomListener` (the presence middleware) is told once the action
+        is sent. See :meth:`send_room_message` for *wait*, and ``docs/rooms.md``.
+
+        An extension of strands-trio's broker (a cluster reaches the client on whichever
+        node it is).
+
+        Raises:
+            RoomsUnsupported: the broker is the reference one (it sent no ``hello``): its
+                clients have one room each, fixed at connect.
+            NotConnectedError: as :meth:`send_room_message`.
+            TypeError: *client_id* or *room_id* is not a string.
+        """
+        await change_room(self._engine, self._middleware, client_id, room_id, join=True, wait=wait)
+
+    async def leave_room(self, client_id: str, room_id: str, *, wait: bool = False) -> None:
+        """Take the client *client_id* out of *room_id*, a room it joined with
+        :meth:`join_room` (a client leaves its connect-time room only by disconnecting:
+        leaving that one does nothing). As :meth:`join_room` otherwise.
+
+        Raises:
+            RoomsUnsupported: as :meth:`join_room`.
+            NotConnectedError: as :meth:`send_room_message`.
+            TypeError: *client_id* or *room_id* is not a string.
+        """
+        await change_room(self._engine, self._middleware, client_id, room_id, join=False, wait=wait)
 
     async def presence(self, room_id: str, *, wait: bool = False) -> list[BrokerMember]:
         """Ask the broker who is in *room_id*: each member's client id and the broker node

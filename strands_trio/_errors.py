@@ -18,6 +18,7 @@ __all__ = [
     "PresenceIncomplete",
     "ProtocolError",
     "RemoteProtocolError",
+    "RoomsUnsupported",
     "StrandsError",
 ]
 
@@ -67,6 +68,12 @@ class PresenceIncomplete(StrandsError):
     def __init__(self, message: str, members: list[Any]) -> None:
         super().__init__(message)
         self.members = members
+
+
+class RoomsUnsupported(StrandsError):
+    """``join_room`` or ``leave_room`` was called while the backend is connected to the
+    reference broker, whose clients have one room each, fixed at connect (``docs/rooms.md``
+    says why strands-trio does not emulate more rooms there)."""
 
 
 def raise_type_error(**arguments: object) -> NoReturn:

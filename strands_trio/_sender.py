@@ -41,6 +41,15 @@ class Sender(Protocol):
         broker)."""
         ...
 
+    async def join_room(self, client_id: str, room_id: str, *, wait: bool = False) -> None:
+        """Put *client_id* in *room_id* too (an extension of strands-trio's broker)."""
+        ...
+
+    async def leave_room(self, client_id: str, room_id: str, *, wait: bool = False) -> None:
+        """Take *client_id* out of a room it joined (an extension of strands-trio's
+        broker)."""
+        ...
+
     async def presence(self, room_id: str, *, wait: bool = False) -> list[BrokerMember]:
         """Ask the broker who is in *room_id* (an extension of strands-trio's broker)."""
         ...

@@ -26,8 +26,10 @@ thread, so no locks: every method that does not ``await`` is atomic.
   :class:`ClientLink`: a message to a room is one :class:`Delivery` (framed once) handed to
   every member; the links are flushed once per batch of actions, so a burst costs one write
   per client, not one per message.
-- A cluster node (:meth:`Hub.join_cluster`) is told about local joins and leaves and handed
-  what has no local target; it calls back the ``deliver_*`` and ``close_client`` methods.
+- A client is in its connect-time room and the rooms it joined (``_memberships.py``); its
+  ``disconnected`` lists them all (``rooms``). A cluster node (:meth:`Hub.join_cluster`) is
+  told about local joins and leaves and handed what has no local target; it calls back the
+  ``deliver_*``, ``join_room``, ``leave_room`` and ``close_client`` methods.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ from ..protocol import (
     CloseConnection,
     Disconnected,
     ErrorEvent,
+    JoinRoom,
+    LeaveRoom,
     MessageToConnection,
     MessageToRoom,
     NewConnection,
@@ -61,6 +65,7 @@ from ._backend_set import BackendSet
 from ._config import BrokerConfig
 from ._handshake import Handshake
 from ._hub_statistics import HubStatistics, hub_metrics
+from ._memberships import Memberships
 from ._ports import Admission, BackendPort, ClientLink, ClusterPort, Delivery
 from ._prometheus import Metric
 from ._queue import EventQueue
@@ -74,9 +79,8 @@ logger = logging.getLogger("strands_trio.broker")
 REPLACED = "replaced by a new connection with the same client id"
 
 
-_COUNTERS = (
-    "no_backend", "messages_in", "messages_out", "unknown_targets", "replaced", "flow_pauses",
-)  # fmt: skip
+_COUNTERS = ("no_backend", "messages_in", "messages_out", "unknown_targets", "replaced",
+             "flow_pauses")  # fmt: skip
 
 
 class Hub:
@@ -87,9 +91,11 @@ class Hub:
         reference: Behave like the reference broker where strands-trio's broker differs
             (for ``FakeBroker``'s reference mode): every later event of a client carries, as
             its metadata, the whole ``params`` of the response that accepted it (WIRE.md
-            quirk 1), the extension actions (``close_connection``, ``presence``) are
-            ignored like any unknown action, and connection requests carry no ``query``. By
-            default events carry the metadata the backend set, and the extensions work.
+            quirk 1), the extension actions (``close_connection``, ``presence``,
+            ``join_room``, ``leave_room``) are ignored like any unknown action, and
+            connection requests and ``disconnected`` events carry no extension fields
+            (``query``, ``rooms``). By default events carry the metadata the backend set,
+            and the extensions work.
     """
 
     def __init__(self, config: BrokerConfig, *, reference: bool = False) -> None:
@@ -101,6 +107,10 @@ class Hub:
         self._roster = Roster()
         # The roster's dicts, read directly on hot paths.
         self._clients, self._rooms = self._roster.clients, self._roster.rooms
+        self._memberships = rooms = Memberships(self._roster, self.count_unknown_target)
+        #: ``(client_id, room_id) -> bool``: put a client connected here in a room too, or
+        #: take it out; whether it is connected here (``_memberships.py``).
+        self.join_room, self.leave_room = rooms.join, rooms.leave
         self._backends = BackendSet(self._backends_changed)
         self._admissions = Admissions(config.request_timeout, send_query=not reference)
         self._queue = EventQueue(config.queue_size, config.queue_bytes)
@@ -116,14 +126,17 @@ class Hub:
             Response: self._response,
             CloseConnection: self._close,
             PresenceRequest: self._presence,
+            JoinRoom: rooms.on_join,
+            LeaveRoom: rooms.on_leave,
         }
         if reference:  # the reference ignores actions it does not know
-            del self._handlers[CloseConnection], self._handlers[PresenceRequest]
+            for extension in (CloseConnection, PresenceRequest, JoinRoom, LeaveRoom):
+                del self._handlers[extension]
 
     def join_cluster(self, node: ClusterPort) -> None:
         """Make this hub a node of a cluster: *node* hears of local joins and leaves and gets
         what has no local target (see ``cluster/``)."""
-        self._cluster = node
+        self._cluster = self._memberships.cluster = node
 
     # ------------------------------------------------------------------ WebSocket side
 
@@ -209,12 +222,14 @@ class Hub:
 
     def disconnect(self, client: ClientEntry) -> None:
         """A client's socket closed: forget it, and send its backend ``disconnected``."""
+        rooms = None if self._nested_metadata else self._roster.rooms_of(client)
         if self._forget(client):
-            self._event(
-                client, encode(Disconnected(request_id=self._next_id(), context=client.context))
-            )
+            event = Disconnected(request_id=self._next_id(), context=client.context, rooms=rooms)
+            self._event(client, encode(event))
 
     def _forget(self, client: ClientEntry) -> bool:
+        if client in self._roster.joined_by and self._clients.get(client.client_id) is client:
+            self._memberships.leave_all(client)
         removed, room_emptied = self._roster.remove(client)
         if removed and self._cluster is not None:
             self._cluster.left(client.client_id, client.room_id, room_emptied=room_emptied)
@@ -288,8 +303,7 @@ class Hub:
         """Carry out a batch of actions from *backend*; every client they reached is flushed
         once, at the end. Actions the hub has no use for are ignored, as the reference does
         (an ``authenticate`` after the first frame: the link checked the first one)."""
-        handlers = self._handlers
-        self._batching = True
+        handlers, self._batching = self._handlers, True
         try:
             for action in actions:
                 handler = handlers.get(type(action))
@@ -335,7 +349,11 @@ class Hub:
     def _presence(self, backend: BackendPort | None, action: PresenceRequest) -> None:
         if backend is None:
             return
-        answer = _answer_to(backend)
+
+        def answer(reply: PresenceReply) -> None:
+            if backend.alive:
+                backend.send(encode(reply))
+
         if self._cluster is not None:
             self._cluster.presence(action, answer)
         else:
@@ -425,6 +443,10 @@ class Hub:
         """``(client_id, room_id)`` of every client connected here."""
         return self._roster.ids()
 
+    def local_joined_rooms(self) -> Iterator[tuple[str, str]]:
+        """``(client_id, room_id)`` of every room the clients connected here joined."""
+        return self._roster.joined_rooms()
+
     def local_presence(self, request: PresenceRequest, *, complete: bool = True) -> PresenceReply:
         """The answer to *request* from this node's own clients."""
         return self._roster.presence(request, self.node_id, complete)
@@ -450,6 +472,7 @@ class Hub:
             backends=len(self._backends),
             queued=len(self._queue),
             pending_requests=self._admissions.waiting,
+            **self._memberships.counts(),
             **self._all_counts(),
         )
 
@@ -465,21 +488,10 @@ class Hub:
 
     def health(self) -> dict[str, Any]:
         """The hub's part of ``GET /healthz``."""
-        return {
-            "connections": len(self._clients),
-            "rooms": len(self._rooms),
-            "backends": len(self._backends),
-            "queued": len(self._queue),
-        }
+        clients, rooms, backends = len(self._clients), len(self._rooms), len(self._backends)
+        return {"connections": clients, "rooms": rooms, "backends": backends,
+                "queued": len(self._queue)}  # fmt: skip
 
     def metrics(self) -> list[Metric]:
         """The hub's part of ``GET /metrics``."""
         return hub_metrics(self.statistics())
-
-
-def _answer_to(backend: BackendPort) -> Any:
-    def answer(reply: PresenceReply) -> None:
-        if backend.alive:
-            backend.send(encode(reply))
-
-    return answer

@@ -32,6 +32,12 @@ class HubStatistics:
         unknown_targets: Actions for unknown clients, rooms or requests.
         replaced: Clients closed because another connected with their id.
         flow_pauses: Times a client's reading paused for its backend (flow control).
+        memberships: Room memberships now: one per client for its connect-time room, plus
+            the rooms clients joined (``join_room``).
+        room_joins: ``join_room`` actions that put a client in a room.
+        room_leaves: ``leave_room`` actions that took a client out of a room.
+        room_noops: ``join_room`` of a room the client was in, ``leave_room`` of a room it
+            had not joined (ignored).
     """
 
     connections: int
@@ -52,6 +58,10 @@ class HubStatistics:
     unknown_targets: int
     replaced: int
     flow_pauses: int
+    memberships: int = 0
+    room_joins: int = 0
+    room_leaves: int = 0
+    room_noops: int = 0
 
 
 def hub_metrics(s: HubStatistics) -> list[Metric]:
@@ -59,6 +69,8 @@ def hub_metrics(s: HubStatistics) -> list[Metric]:
     return [
         gauge("connections", "WebSocket clients connected", s.connections),
         gauge("rooms", "Rooms with at least one client", s.rooms),
+        gauge("room_memberships", "Clients in rooms, counting each room a client is in",
+              s.memberships),
         gauge("backends", "Backends connected", s.backends),
         gauge("queue_depth", "Events waiting for a backend", s.queued),
         gauge("pending_requests", "Connection requests waiting for a backend",
@@ -81,6 +93,10 @@ def hub_metrics(s: HubStatistics) -> list[Metric]:
                 s.unknown_targets),
         counter("clients_replaced", "Clients closed because another took their id",
                 s.replaced),
+        counter("room_joins", "Clients put in a room by join_room", s.room_joins),
+        counter("room_leaves", "Clients taken out of a room by leave_room", s.room_leaves),
+        counter("room_noops", "join_room and leave_room actions that changed nothing",
+                s.room_noops),
         counter("flow_pauses", "Times a client's reading paused for its backend",
                 s.flow_pauses),
     ]  # fmt: skip

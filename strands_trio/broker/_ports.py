@@ -179,6 +179,20 @@ class ClusterPort(Protocol):
         """A client connected here left (*room_emptied*: the last of its room here)."""
         ...
 
+    def room_joined(self, client_id: str, room_id: str, *, room_created: bool) -> None:
+        """A client connected here joined another room (*room_created*: its first member on
+        this node)."""
+        ...
+
+    def room_left(self, client_id: str, room_id: str, *, room_emptied: bool) -> None:
+        """A client connected here left a room it had joined (*room_emptied*: its last member
+        on this node)."""
+        ...
+
+    def room_action(self, client_id: str, room_id: str, *, join: bool) -> None:
+        """A backend made a client that is not connected here join (or leave) a room."""
+        ...
+
     def room_message(self, room_id: str, message: str, *, local_members: bool) -> None:
         """A backend sent to a room (already delivered to this node's members)."""
         ...

@@ -128,7 +128,6 @@ _to_room = _slot_constructor(MessageToRoom)  # (request_id, room_id, message)
 _to_connection = _slot_constructor(MessageToConnection)  # (request_id, conn_id, message)
 _broadcast = _slot_constructor(Broadcast)  # (request_id, message)
 _new_connection = _slot_constructor(NewConnection)  # (request_id, context)
-_disconnected = _slot_constructor(Disconnected)  # (request_id, context)
 
 
 def _fast_context(value: Any) -> Context | None:
@@ -163,7 +162,18 @@ def _fast_new_connection(params: dict[str, Any], request_id: str) -> NewConnecti
 
 def _fast_disconnected(params: dict[str, Any], request_id: str) -> Disconnected | None:
     context = _fast_context(params.get("context"))
-    return None if context is None else _disconnected(request_id, context)
+    if context is None:
+        return None
+    rooms = params.get("rooms")  # an extension: one of the wrong type is read as None
+    return Disconnected(request_id=request_id, context=context, rooms=room_list(rooms))
+
+
+def room_list(value: Any) -> tuple[str, ...] | None:
+    """``Disconnected.rooms`` from its JSON value: a tuple for a list of strings, else
+    ``None``."""
+    if type(value) is list and all(type(room) is str for room in value):
+        return tuple(value)
+    return None
 
 
 # The broker's hot path: the three message actions, as plainly valid as the events above.

@@ -26,7 +26,7 @@ from cattrs.preconf.orjson import OrjsonConverter
 
 from .._strict import describe_error, make_strict_converter
 from ..context import ConnectionRequestContext, Context
-from ._frames import ACTION_TYPES, EVENT_TYPES, ConnectionRequest, Response
+from ._frames import ACTION_TYPES, EVENT_TYPES, ConnectionRequest, Disconnected, Response
 
 __all__ = ["describe_error", "make_converter"]
 
@@ -80,6 +80,18 @@ def make_converter(*, wire: bool, detailed_validation: bool = False) -> OrjsonCo
 
     converter.register_structure_hook(ConnectionRequest, connection_request_hook)
 
+    structure_disconnected = make_dict_structure_fn(Disconnected, converter)
+
+    def disconnected_hook(value: Any, cls: type[Disconnected]) -> Disconnected:
+        # ``rooms`` is an extension: one that is not a list of strings is read as None.
+        if type(value) is dict and value.get("rooms") is not None:
+            rooms = value["rooms"]
+            if not (type(rooms) is list and all(type(room) is str for room in rooms)):
+                value = {key: item for key, item in value.items() if key != "rooms"}
+        return structure_disconnected(value, cls)
+
+    converter.register_structure_hook(Disconnected, disconnected_hook)
+
     structure_request = make_dict_structure_fn(
         ConnectionRequestContext,
         converter,
@@ -113,7 +125,7 @@ def make_converter(*, wire: bool, detailed_validation: bool = False) -> OrjsonCo
             make_dict_unstructure_fn(
                 cls,
                 converter,
-                _cattrs_omit_if_default=cls is Response or cls is ConnectionRequest,
+                _cattrs_omit_if_default=cls in (Response, ConnectionRequest, Disconnected),
                 request_id=override(omit=True),
             ),
         )

@@ -31,6 +31,8 @@ __all__ = [
     "Frame",
     "Heartbeat",
     "Hello",
+    "JoinRoom",
+    "LeaveRoom",
     "MessageToConnection",
     "MessageToRoom",
     "NewConnection",
@@ -83,11 +85,19 @@ class NewMessage:
 
 @attrs.frozen(kw_only=True)
 class Disconnected:
-    """A WebSocket client left."""
+    """A WebSocket client left.
+
+    ``rooms`` is an extension of strands-trio's broker: every room the client was in (its
+    connect-time room, ``context.room_id``, first, then the rooms it joined with
+    :class:`JoinRoom`). ``None`` when the broker did not send it (the reference never does;
+    the field is then left out on the wire); a value that is not a list of strings is read as
+    ``None``, without losing the event.
+    """
 
     ACTION: ClassVar[str] = "disconnected"
     request_id: str
     context: Context
+    rooms: tuple[str, ...] | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -210,6 +220,38 @@ class CloseConnection:
 
 
 @attrs.frozen(kw_only=True)
+class JoinRoom:
+    """Put the client ``conn_id`` in the room ``room_id`` too, besides the room it connected
+    to: it gets that room's messages until it leaves it (:class:`LeaveRoom`) or disconnects.
+    Joining a room the client is already in does nothing.
+
+    An extension of strands-trio's broker: the reference broker ignores unknown actions (its
+    clients have one room each, fixed at connect), so the client refuses to send it there
+    (:class:`~strands_trio.RoomsUnsupported`).
+    """
+
+    ACTION: ClassVar[str] = "join_room"
+    request_id: str
+    conn_id: str
+    room_id: str
+
+
+@attrs.frozen(kw_only=True)
+class LeaveRoom:
+    """Take the client ``conn_id`` out of a room it joined with :class:`JoinRoom`.
+
+    A client stays in its connect-time room until it disconnects: leaving that room, or a room
+    the client is not in, does nothing (counted by the broker). An extension, as
+    :class:`JoinRoom`.
+    """
+
+    ACTION: ClassVar[str] = "leave_room"
+    request_id: str
+    conn_id: str
+    room_id: str
+
+
+@attrs.frozen(kw_only=True)
 class Authenticate:
     """A backend's first frame to a broker configured with a shared secret.
 
@@ -294,8 +336,9 @@ Event = (
     | PresenceReply
     | Hello
 )
-#: A frame a backend sends to the broker (:class:`CloseConnection`, :class:`Authenticate` and
-#: :class:`PresenceRequest` are strands-trio's extensions).
+#: A frame a backend sends to the broker (:class:`CloseConnection`, :class:`Authenticate`,
+#: :class:`PresenceRequest`, :class:`JoinRoom` and :class:`LeaveRoom` are strands-trio's
+#: extensions).
 Action = (
     Response
     | MessageToRoom
@@ -304,6 +347,8 @@ Action = (
     | CloseConnection
     | Authenticate
     | PresenceRequest
+    | JoinRoom
+    | LeaveRoom
 )
 #: Any frame, either way.
 Frame = Event | Action
@@ -326,4 +371,6 @@ ACTION_TYPES: tuple[type[Action], ...] = (
     CloseConnection,
     Authenticate,
     PresenceRequest,
+    JoinRoom,
+    LeaveRoom,
 )

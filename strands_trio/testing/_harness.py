@@ -223,11 +223,15 @@ class MiddlewareHarness:
         *,
         room_id: str = "room",
         metadata: dict[str, Any] | None = None,
+        rooms: Sequence[str] | None = None,
     ) -> Outcome:
-        """Feed a ``disconnected`` for a client with this context."""
+        """Feed a ``disconnected`` for a client with this context (and *rooms*, every room
+        the client was in, as strands-trio's broker lists them; ``None``: not listed, as
+        the reference broker sends it)."""
         context = Context(client_id=client_id, room_id=room_id, metadata=metadata or {})
+        listed = None if rooms is None else tuple(rooms)
         return await self._feed(
-            self._jobs.disconnect, Disconnected(request_id="r", context=context)
+            self._jobs.disconnect, Disconnected(request_id="r", context=context, rooms=listed)
         )
 
     async def error(self, error: str, *, client_id: str = "c1", room_id: str = "room") -> Outcome:

@@ -471,6 +471,57 @@ async def test_disconnected_on_client_close(broker: Driver, nursery: trio.Nurser
     assert broker.hub.statistics().connections == 1
 
 
+async def test_a_joined_room_delivers_once_and_leaving_stops_it(
+    broker: Driver, nursery: trio.Nursery
+) -> None:
+    """join_room puts a client in a second room: its messages reach it once, whichever
+    rooms it is in; leave_room stops them; its connect-time room stays."""
+    backend, _ = await start_backend(nursery, broker)
+    with trio.fail_after(DEADLINE):
+        ann = await join(broker, "ann", "home")
+        bob = await join(broker, "bob", "games")
+        await backend.join_room("ann", "games")
+        await backend.join_room("ann", "games")
+        await backend.send_room_message("games", "to games")
+        await backend.send_room_message("home", "to home")
+        assert await ann.receive() == "to games"
+        assert await ann.receive() == "to home"  # "to games" came once
+        assert await bob.receive() == "to games"
+        await backend.leave_room("ann", "games")
+        await backend.leave_room("ann", "home")  # its connect-time room: ignored
+        await backend.send_room_message("games", "games again")
+        await backend.send_room_message("home", "home again")
+        assert await bob.receive() == "games again"
+        assert await ann.receive() == "home again"
+    stats = broker.hub.statistics()
+    assert (stats.memberships, stats.room_joins, stats.room_leaves, stats.room_noops) == (
+        2, 1, 1, 2,
+    )  # fmt: skip
+
+
+async def test_disconnect_leaves_every_room_even_racing_a_join(
+    broker: Driver, nursery: trio.Nursery
+) -> None:
+    """A client that leaves is taken out of every room it joined; a join sent while it
+    leaves leaves no ghost membership behind, whichever arrives first."""
+    backend, _ = await start_backend(nursery, broker)
+    with trio.fail_after(DEADLINE):
+        ann = await join(broker, "ann", "home")
+        bob = await join(broker, "bob", "b")
+        await backend.join_room("ann", "x")
+        await backend.join_room("ann", "b")
+        await wait_until(lambda: broker.hub.statistics().memberships == 4)
+        await ann.close()
+        await backend.join_room("ann", "y")  # races the disconnection
+        await backend.wait_for(lambda: bool(backend.of_kind("disconnected")))
+        await backend.join_room("ann", "z")  # after it: an unknown client
+        await backend.send_room_message("b", "sync")
+        assert await bob.receive() == "sync"
+        await wait_until(lambda: broker.hub.statistics().unknown_targets >= 1)
+    stats = broker.hub.statistics()
+    assert (stats.memberships, stats.rooms, stats.connections) == (1, 1, 1)
+
+
 async def test_events_wait_for_a_backend_and_arrive_in_order(
     broker: Driver, nursery: trio.Nursery
 ) -> None:

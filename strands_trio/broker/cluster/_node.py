@@ -15,6 +15,8 @@ the ``cluster_prefix``, Redis holds:
 ``P clients``           hash client id -> node: where a private message goes
 ``P presence:<room>``   hash client id -> node: who is in a room, for presence queries
 ``P owned:<node>``      hash client id -> room: what a node registered, to sweep it
+``P joined:<node>``     hash client id NUL room -> room: the rooms a node's clients joined
+                        (``join_room``), to sweep them
 ``P backends``          hash node -> number of backends, for nodes that have none
 ====================== =================================================================
 
@@ -135,6 +137,24 @@ class ClusterNode:
         if room_emptied:
             self._relay.room_emptied(room_id)
         self._registry.left(client_id, room_id)
+
+    def room_joined(self, client_id: str, room_id: str, *, room_created: bool) -> None:
+        """A client of this node joined another room: register it (and listen to the room's
+        channel)."""
+        if room_created:
+            self._relay.room_created(room_id)
+        self._registry.room_joined(client_id, room_id)
+
+    def room_left(self, client_id: str, room_id: str, *, room_emptied: bool) -> None:
+        """A client of this node left a room it had joined: deregister it (and stop
+        listening to an emptied room)."""
+        if room_emptied:
+            self._relay.room_emptied(room_id)
+        self._registry.room_left(client_id, room_id)
+
+    def room_action(self, client_id: str, room_id: str, *, join: bool) -> None:
+        """Make a client of another node join or leave a room."""
+        self._relay.room_action(client_id, room_id, join=join)
 
     def room_message(self, room_id: str, message: str, *, local_members: bool) -> None:
         """Publish a room message for the other nodes' members."""

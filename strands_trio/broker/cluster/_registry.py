@@ -62,6 +62,8 @@ class RegistryHub(Protocol):
 
     def local_clients(self) -> Iterator[tuple[str, str]]: ...
 
+    def local_joined_rooms(self) -> Iterator[tuple[str, str]]: ...
+
     def local_presence(
         self, request: PresenceRequest, *, complete: bool = True
     ) -> PresenceReply: ...
@@ -150,6 +152,16 @@ class Registry:
         command = scripts.call(scripts.LEAVE, self._prefix, self._node, client_id, room_id)
         self._writer.write(command, self._on_written)
 
+    def room_joined(self, client_id: str, room_id: str) -> None:
+        """Register a room a client of this node joined."""
+        command = scripts.call(scripts.JOIN_ROOM, self._prefix, self._node, client_id, room_id)
+        self._writer.write(command, self._on_written)
+
+    def room_left(self, client_id: str, room_id: str) -> None:
+        """Deregister a room a client of this node had joined (and left, or with itself)."""
+        command = scripts.call(scripts.LEAVE_ROOM, self._prefix, self._node, client_id, room_id)
+        self._writer.write(command, self._on_written)
+
     def _on_join(self, reply: Any) -> None:
         if reply == 1:
             self._replaced += 1
@@ -226,12 +238,16 @@ class Registry:
         pairs: list[str] = []
         for client_id, room_id in self._hub.local_clients():
             pairs += (client_id, room_id)
+        joined: list[str] = []
+        for client_id, room_id in self._hub.local_joined_rooms():
+            joined += (client_id, room_id)
         write, prefix, node = self._writer.write, self._prefix, self._node
         write(scripts.call(scripts.RESYNC, prefix, node), self._on_written)
         chunk = 2 * _RESYNC_CHUNK
-        for start in range(0, len(pairs), chunk):
-            command = scripts.call(scripts.ADD_MANY, prefix, node, *pairs[start : start + chunk])
-            write(command, self._on_written)
+        for script, args in ((scripts.ADD_MANY, pairs), (scripts.JOIN_ROOM, joined)):
+            for start in range(0, len(args), chunk):
+                command = scripts.call(script, prefix, node, *args[start : start + chunk])
+                write(command, self._on_written)
         await self._writer.call(("PING",))  # returns once all of it went through
         return len(pairs) // 2
 

@@ -5,7 +5,8 @@ Theory of operation. An action from a backend reaches this node's clients direct
 did that), then the hub hands it here and it is published:
 
 - a room message on the room's channel ``P room:<room>``; a broadcast on ``P all``;
-- a private message or a close for a client that is not here, with the ``SEND`` script: it
+- a private message, a close, or a room join or leave (``join_room``, ``leave_room``) for a
+  client that is not here, with the ``SEND`` script: it
   looks the client's node up in ``P clients``, checks that node's ``alive`` key, and
   publishes on that node's channel ``P node:<node>``, in one round trip and to one node.
 
@@ -63,6 +64,10 @@ class RelayHub(Protocol):
     def flush(self) -> None: ...
 
     def close_client(self, client_id: str, code: int, reason: str) -> bool: ...
+
+    def join_room(self, client_id: str, room_id: str) -> bool: ...
+
+    def leave_room(self, client_id: str, room_id: str) -> bool: ...
 
     def count_unknown_target(self) -> None: ...
 
@@ -153,6 +158,11 @@ class Relay:
             client_id, self._channels.envelope(k="close", c=client_id, code=code, reason=reason)
         )
 
+    def room_action(self, client_id: str, room_id: str, *, join: bool) -> None:
+        """Make a client of another node join (or leave) a room."""
+        kind = "join" if join else "leave"
+        self._send(client_id, self._channels.envelope(k=kind, c=client_id, r=room_id))
+
     def _send(self, client_id: str, envelope: bytes) -> None:
         command = scripts.call(scripts.SEND, self._prefix, client_id, envelope)
         self._writer.publish(command, self._on_sent)
@@ -218,6 +228,14 @@ class Relay:
             if type(code) is not int or type(reason) is not str:
                 return
             if not hub.close_client(client_id, code, reason):
+                hub.count_unknown_target()
+        elif kind == "join" or kind == "leave":
+            room_id = envelope.get("r")
+            if type(room_id) is not str:
+                self._bad_message(self._channels.node, orjson.dumps(envelope))
+                return
+            apply = hub.join_room if kind == "join" else hub.leave_room
+            if not apply(client_id, room_id):  # it left meanwhile: no ghost membership
                 hub.count_unknown_target()
         elif type(text) is str:
             if hub.deliver_to_client(client_id, text, flush=False):

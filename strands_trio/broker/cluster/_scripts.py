@@ -23,7 +23,9 @@ __all__ = [
     "ALL",
     "BACKENDS",
     "JOIN",
+    "JOIN_ROOM",
     "LEAVE",
+    "LEAVE_ROOM",
     "PRESENCE",
     "REFRESH",
     "RESYNC",
@@ -38,7 +40,9 @@ def call(script: Script, *args: Arg) -> tuple[Arg, ...]:
     return ("EVALSHA", script.sha1, 0, *args)
 
 
-# Removes what node ARGV[2] registered (only the entries that still point to it).
+# Removes what node ARGV[2] registered (only the entries that still point to it). The rooms
+# its clients joined are in P joined:<node>, field client .. NUL .. room, value room (the
+# client is the field without the value's length and the NUL, whatever bytes both hold).
 _CLEAR_NODE: Final = """
 local function clear(prefix, node)
   local owned = prefix .. 'owned:' .. node
@@ -51,6 +55,15 @@ local function clear(prefix, node)
     if redis.call('HGET', presence, client) == node then redis.call('HDEL', presence, client) end
   end
   redis.call('DEL', owned)
+  local joined = prefix .. 'joined:' .. node
+  entries = redis.call('HGETALL', joined)
+  for i = 1, #entries, 2 do
+    local room = entries[i + 1]
+    local client = string.sub(entries[i], 1, #entries[i] - #room - 1)
+    local presence = prefix .. 'presence:' .. room
+    if redis.call('HGET', presence, client) == node then redis.call('HDEL', presence, client) end
+  end
+  redis.call('DEL', joined)
 end
 """
 
@@ -78,6 +91,28 @@ local presence = prefix .. 'presence:' .. ARGV[4]
 if redis.call('HGET', clients, client) == node then redis.call('HDEL', clients, client) end
 if redis.call('HGET', presence, client) == node then redis.call('HDEL', presence, client) end
 redis.call('HDEL', prefix .. 'owned:' .. node, client)
+return 0
+""")
+
+#: ARGV: prefix, node, then client, room pairs: register the rooms these clients of the node
+#: joined (a join, or again after a clear).
+JOIN_ROOM: Final = Script("""
+local prefix, node = ARGV[1], ARGV[2]
+local joined = prefix .. 'joined:' .. node
+for i = 3, #ARGV, 2 do
+  local client, room = ARGV[i], ARGV[i + 1]
+  redis.call('HSET', prefix .. 'presence:' .. room, client, node)
+  redis.call('HSET', joined, client .. '\0' .. room, room)
+end
+return 0
+""")
+
+#: ARGV: prefix, node, client, room: the client left a room it had joined.
+LEAVE_ROOM: Final = Script("""
+local prefix, node, client, room = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local presence = prefix .. 'presence:' .. room
+if redis.call('HGET', presence, client) == node then redis.call('HDEL', presence, client) end
+redis.call('HDEL', prefix .. 'joined:' .. node, client .. '\0' .. room)
 return 0
 """)
 
@@ -169,4 +204,16 @@ return sweep(prefix, prefix .. 'nodes', function(node) clear(prefix, node) end)
 )
 
 #: Every script: what the writer loads on each new connection.
-ALL: Final = (JOIN, LEAVE, ADD_MANY, SEND, PRESENCE, REFRESH, BACKENDS, RESYNC, SWEEP)
+ALL: Final = (
+    JOIN,
+    LEAVE,
+    JOIN_ROOM,
+    LEAVE_ROOM,
+    ADD_MANY,
+    SEND,
+    PRESENCE,
+    REFRESH,
+    BACKENDS,
+    RESYNC,
+    SWEEP,
+)

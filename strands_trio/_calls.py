@@ -133,15 +133,12 @@ class Calls:
         ref = ctx.ref
         assert ref is not None
         client_id = ctx.client_id
-        if self._dropped(client_id, ref, "reply"):
+        if self._gone and self._dropped(client_id, ref, "reply"):
             return
         try:
-            text = reply_message(
-                ref,
-                self._converter.unstructure(value),
-                type_field=self._type_field,
-                reply_field=self.reply_field,
-            )
+            frame = {self._type_field: REPLY, self.reply_field: ref}
+            frame["data"] = self._converter.unstructure(value)
+            text = orjson.dumps(frame).decode()
         except (TypeError, ValueError, cattrs.BaseValidationError) as exc:
             logger.error(
                 "cannot encode the reply of %r to client %s: %s",
@@ -151,7 +148,11 @@ class Calls:
             )
             await ctx.send_error("internal_error", _INTERNAL)
             return
-        await self._send(ctx, client_id, text)
+        try:
+            await ctx.get_client().send_private_message(client_id, text)
+        except StrandsError as exc:
+            logger.warning("cannot send the reply to client %s: %s", client_id, exc)
+            return
         self._counters.replies_sent += 1
 
     async def failed(self, ctx: ExecutionContext, exc: BaseException) -> None:
@@ -170,10 +171,3 @@ class Calls:
         self._counters.replies_dropped += 1
         logger.debug("dropped the %s to call %r: client %s left", what, ref, client_id)
         return True
-
-    @staticmethod
-    async def _send(ctx: ExecutionContext, client_id: str, text: str) -> None:
-        try:
-            await ctx.get_client().send_private_message(client_id, text)
-        except StrandsError as exc:
-            logger.warning("cannot send the reply to client %s: %s", client_id, exc)

@@ -441,9 +441,12 @@ class Pipeline:
         context: Context = ctx.get_args()[2]
         data = ctx.payload
         reply_field = self._reply_field
+        ref = None
         try:
-            if reply_field is not None and reply_field in data and ctx.ref is None:
-                raise ValueError(f"{reply_field!r} must be a string or a number")
+            if reply_field is not None and reply_field in data:
+                ref = ctx.ref
+                if ref is None:
+                    raise ValueError(f"{reply_field!r} must be a string or a number")
             payload = self._router.structure(route, data)
         except ValueError as exc:
             self._counters.messages_invalid += 1
@@ -455,7 +458,7 @@ class Pipeline:
                 await self._on_error(reason, context)
             return
         result = await fn(payload, context)
-        if ctx.ref is not None:
+        if ref is not None:
             assert self.calls is not None
             await self.calls.reply(ctx, result)
 

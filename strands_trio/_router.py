@@ -200,11 +200,13 @@ class Router:
         if model is None:
             return data
         field = self.type_field
-        if field in data and not _has_field(model, field):
-            data = {k: v for k, v in data.items() if k != field}
+        drop_type = field in data and not _has_field(model, field)
         reply_field = self.reply_field
-        if reply_field is not None and reply_field in data:
-            data = {k: v for k, v in data.items() if k != reply_field}
+        if reply_field is not None and reply_field in data:  # a call: both go, in one copy
+            drop = (field, reply_field) if drop_type else (reply_field,)
+            data = {k: v for k, v in data.items() if k not in drop}
+        elif drop_type:
+            data = {k: v for k, v in data.items() if k != field}
         try:
             return self.converter.structure(data, model)
         except (cattrs.BaseValidationError, TypeError, ValueError, KeyError) as exc:

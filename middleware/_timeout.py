@@ -55,7 +55,7 @@ class HandlerTimeout(StrandsError):
     cancelled.
 
     A call (a message with a ref) that times out gets a ``timeout`` error frame with its ref
-    (:attr:`error_code`, :attr:`client_reason`).
+    (its ``error_code`` and ``client_reason``).
 
     Attributes:
         seconds: The deadline that passed.

@@ -52,9 +52,11 @@ _INTERNAL = "the server could not handle this message"
 def reply_message(
     ref: str | int | float, data: Any, *, type_field: str = "type", reply_field: str = "ref"
 ) -> str:
-    """The JSON text of a reply frame: ``{"type": "reply", "ref": ref, "data": data}``.
+    """The JSON text of a reply frame: ``{"type": "reply", "ref": ref, "data": data}``, for a
+    handler that answers a call itself (a raw ``on_message``, a middleware); the app's typed
+    routes send it for you (see the replies guide in the docs).
 
-    *data* must be JSON data already (see :meth:`Calls.reply` for models).
+    *data* must be JSON data already (unstructure a model with the app's converter first).
 
     Raises:
         TypeError: *data* is not JSON-able.
@@ -116,10 +118,6 @@ class Calls:
         """*client_id* disconnected: replies to its calls in flight will be dropped."""
         if client_id in self._in_flight:
             self._gone.add(client_id)
-
-    def in_flight(self) -> int:
-        """How many calls are being handled now."""
-        return sum(self._in_flight.values())
 
     # ---------------------------------------------------------------- answers
 

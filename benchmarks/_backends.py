@@ -19,6 +19,11 @@ carrying the same message (the replay benchmark's handler).
   that never matches): the fixed cost of the pipeline;
 - ``noop5``: ``StrandsClient`` with five middleware that only ``await call_next(ctx)``;
 - ``stack``: ``StrandsClient`` with the real stack of :func:`real_stack`.
+- ``replies``: a ``StrandsApp`` with two typed routes on one model (``benchmarks/replies.py``):
+  ``ping`` sends a ``pong`` to its sender (``app.send_private_message``: plain typed ping-pong),
+  ``echo`` returns the same ``Pong`` (a call with a ref: the app sends the ``reply``). It
+  does not echo what it is sent: load it with ``_wsload.py pingpong --format typed`` or
+  ``call``.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import socket
 import sys
 from typing import Any
 
+import attrs
 import orjson
 import trio
 
@@ -40,6 +46,7 @@ from strands_trio import (
     ClientConfig,
     Context,
     ExecutionContext,
+    StrandsApp,
     StrandsClient,
     exception_handler,
 )
@@ -194,6 +201,36 @@ def run_pystrands(port: int) -> None:
     asyncio.run(main())
 
 
+@attrs.frozen
+class Text:
+    """The payload of both routes of :func:`run_replies`."""
+
+    text: str
+
+
+@attrs.frozen
+class Pong:
+    """What both routes answer: sent as ``{"type": "pong", ...}``, or a reply's data."""
+
+    text: str
+
+
+def run_replies(port: int) -> None:
+    app = StrandsApp(config=ClientConfig(reconnect=False))
+    app.outgoing("pong")(Pong)
+
+    @app.on_message("ping", model=Text)
+    async def ping(payload: Text, context: Context) -> None:
+        await app.send_private_message(context.client_id, Pong(text=payload.text))
+
+    @app.on_message("echo", model=Text)
+    async def echo(payload: Text, context: Context) -> Pong:
+        return Pong(text=payload.text)
+
+    with contextlib.suppress(BrokerConnectionError):  # the driver closed the connection
+        trio.run(app.serve, "127.0.0.1", port)
+
+
 def main() -> None:
     kind, port = sys.argv[1], int(sys.argv[2])
     if kind == "raw":
@@ -210,6 +247,8 @@ def main() -> None:
         run_strands(port, middleware=[noop] * 5)
     elif kind == "stack":
         run_strands(port, middleware=real_stack())
+    elif kind == "replies":
+        run_replies(port)
     elif kind == "flood":
         _SleepyEcho.sleep = float(sys.argv[3])
         run_strands(port, _SleepyEcho)

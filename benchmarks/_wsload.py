@@ -2,7 +2,7 @@
 
     python benchmarks/_wsload.py pingpong PORT --clients N --warmup S --duration S --out FILE
                                  [--path P] [--firehose K] [--label L] [--deflate]
-                                 [--straggler S] [--late]
+                                 [--straggler S] [--late] [--format echo|typed|call]
     python benchmarks/_wsload.py fanout PORT --clients N --duration S [--warmup S] [--out FILE]
     python benchmarks/_wsload.py flood PORT --size BYTES --duration S
     python benchmarks/_wsload.py idle PORT --connections N
@@ -23,7 +23,10 @@ two loopback sockets included: half of what the leanest Trio echo server spends
   window go to ``--out`` (float64 seconds, native byte order; with ``--late``, those of the
   messages sent in the window and answered after it too: a stall at the end is not left out).
   ``--deflate``: the clients offer permessage-deflate and fail unless the server accepts it
-  (see below).
+  (see below). ``--format``: what a message is and what answers it (:data:`FORMATS`): ``echo``
+  (the text itself), ``typed`` (``{"type":"ping","text":...}`` answered by a ``pong``) or
+  ``call`` (``{"type":"echo","ref":N,"text":...}`` answered by the ``reply`` with that ref, as
+  ``strands.js``'s ``call()`` sends them): ``benchmarks/replies.py``.
 - ``fanout``: N receivers, each its own connection, print ``ready N`` once all are connected,
   then count what a publisher (another process) sends them. Each message is text
   ``"<time_ns> <seq> <padding>"``: ``time.time_ns()`` at its sending (the wall clock, the one
@@ -325,11 +328,37 @@ def closes(clients: Sequence[Any]) -> list[str]:
 # ---------------------------------------------------------------------- pingpong
 
 
+def _echo(text: bytes, sequence: int) -> tuple[bytes, bytes]:
+    return text, text
+
+
+def _typed(text: bytes, sequence: int) -> tuple[bytes, bytes]:
+    return b'{"type":"ping","text":"%s"}' % text, b'{"type":"pong","text":"%s"}' % text
+
+
+def _call(text: bytes, sequence: int) -> tuple[bytes, bytes]:
+    return (
+        b'{"type":"echo","ref":%d,"text":"%s"}' % (sequence, text),
+        b'{"type":"reply","ref":%d,"data":{"text":"%s"}}' % (sequence, text),
+    )
+
+
+#: ``--format``: a message's text and its sequence number -> (what is sent, the exact answer).
+FORMATS: dict[str, Callable[[bytes, int], tuple[bytes, bytes]]] = {
+    "echo": _echo,
+    "typed": _typed,
+    "call": _call,
+}
+
+
 class PingPong:
     """The shared state of the ping-pong clients (callbacks of one event loop)."""
 
-    def __init__(self, clients: int, firehose: int, late: bool = False) -> None:
+    def __init__(
+        self, clients: int, firehose: int, late: bool = False, shape: str = "echo"
+    ) -> None:
         self.clients = clients
+        self.shape = FORMATS[shape]
         self.firehose = firehose
         self.start = self.end = float("inf")  # perf_counter() bounds of the timed window
         #: Round trips of the messages sent in the window and answered in it (or later too,
@@ -363,9 +392,9 @@ class PingPongClient(Client):
         self.done = False
 
     def send_next(self) -> None:
-        message = self.prefix + b"%d" % self.sequence
+        message, answer = self.run.shape(self.prefix + b"%d" % self.sequence, self.sequence)
         self.sequence += 1
-        self.in_flight.append((message, time.perf_counter()))
+        self.in_flight.append((answer, time.perf_counter()))
         self.run.sent += 1
         self.send_text(message)
 
@@ -404,7 +433,7 @@ class PingPongClient(Client):
 
 async def pingpong(args: argparse.Namespace) -> tuple[array[float], dict[str, object]]:
     """Run the ping-pong; return the round-trip times of the timed window and a summary."""
-    run = PingPong(args.clients, args.firehose, args.late)
+    run = PingPong(args.clients, args.firehose, args.late, args.format)
     loop = asyncio.get_running_loop()
     clock = time.perf_counter
     deadline = loop.time() + CONNECT_DEADLINE
@@ -473,6 +502,7 @@ async def pingpong(args: argparse.Namespace) -> tuple[array[float], dict[str, ob
         "timed_out": timed_out,
         "path": args.path,
         "firehose": args.firehose,
+        "format": args.format,
         "stuck": stuck,
         "closes": closes(clients),
     }
@@ -753,6 +783,7 @@ def main() -> None:
     ping.add_argument("--path", default=PATH)
     ping.add_argument("--firehose", type=int, default=1, help="messages in flight per client")
     ping.add_argument("--deflate", action="store_true", help="offer permessage-deflate")
+    ping.add_argument("--format", choices=list(FORMATS), default="echo", help="what is sent")
     ping.add_argument(
         "--late", action="store_true",
         help="--out also has the round trips of messages sent in the window, answered after it",

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 import trio
@@ -54,6 +54,9 @@ class HandlerTimeout(StrandsError):
     """The rest of the chain did not finish within a :class:`Timeout`'s deadline and was
     cancelled.
 
+    A call (a message with a ref) that times out gets a ``timeout`` error frame with its ref
+    (its ``error_code`` and ``client_reason``).
+
     Attributes:
         seconds: The deadline that passed.
         event_type: The kind of event being handled.
@@ -69,6 +72,14 @@ class HandlerTimeout(StrandsError):
         self.seconds = seconds
         self.event_type = event_type
         self.client_id = client_id
+
+    #: The code of the error frame a call that timed out gets.
+    error_code: ClassVar[str] = "timeout"
+
+    @property
+    def client_reason(self) -> str:
+        """What a caller is told: the deadline, never the handler's name."""
+        return f"no answer within {self.seconds:g} s"
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.seconds, self.event_type, self.client_id))

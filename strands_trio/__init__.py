@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from ._app import StrandsApp
     from ._backoff import Backoff
     from ._brokers import BrokerIdentity, BrokerLink, BrokerLinkListener
+    from ._calls import reply_message
     from ._client import StrandsClient
     from ._config import ClientConfig
     from ._errors import (
@@ -90,6 +91,7 @@ _HOMES: dict[str, str] = {
     "MessageHost": "._host",
     "MetadataKey": "._host",
     "error_message": "._host",
+    "reply_message": "._calls",
     "CallNext": "._parts",
     "ExceptionHandler": "._parts",
     "FastMiddleware": "._parts",
@@ -160,6 +162,7 @@ __all__ = [
     "exception_handler",
     "make_message_converter",
     "reflector",
+    "reply_message",
     "set_metadata",
     "use_exception_handlers",
     "use_guards",

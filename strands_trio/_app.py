@@ -46,7 +46,9 @@ __all__ = ["StrandsApp"]
 logger = logging.getLogger("strands_trio.app")
 
 M = TypeVar("M")
-R = TypeVar("R", bound="Awaitable[None] | None")
+#: What a typed route's handler returns: ``None``, or the reply to a call (a model instance or
+#: JSON-able data), maybe awaitable.
+R = TypeVar("R")
 #: What a message may be: text, or an instance of a routed (or outgoing) model.
 Outgoing = str | attrs.AttrsInstance
 RequestHandler = TypeVar(
@@ -99,10 +101,15 @@ class StrandsApp:
         message_type_field: The field of a JSON message that :meth:`on_message` routes on.
         converter: The cattrs converter that structures routed payloads (strict, unknown
             keys refused, by default) and unstructures the models the app sends.
+        reply_field: The field of a message that carries a call's correlation id: a typed
+            route's handler then answers the caller alone with what it returns (see the
+            replies guide in the docs). ``None``: no replies. No routed model may have a
+            field of that name.
 
     Raises:
         TypeError: a middleware is not async, a guard has no ``can_activate``, or an
             exception handler has no ``exception_types`` / ``catch``.
+        ValueError: *reply_field* is empty or the same as *message_type_field*.
     """
 
     def __init__(
@@ -115,6 +122,7 @@ class StrandsApp:
         on_forbidden: ForbiddenHook | None = None,
         message_type_field: str = "type",
         converter: cattrs.Converter | None = None,
+        reply_field: str | None = "ref",
     ) -> None:
         if config is not None and not isinstance(config, ClientConfig):
             raise TypeError(f"config must be a ClientConfig, got {type(config).__name__}")
@@ -124,7 +132,9 @@ class StrandsApp:
         self.guards = list(guards)
         self.exception_handlers = list(exception_handlers)
         self.on_forbidden = on_forbidden
-        self.router = Router(type_field=message_type_field, converter=converter)
+        self.router = Router(
+            type_field=message_type_field, converter=converter, reply_field=reply_field
+        )
         self._handlers: dict[str, Callable[..., Any]] = {}
         self._limiter = trio.CapacityLimiter(self.config.max_threads)
         self._engine: Engine | None = None
@@ -133,6 +143,11 @@ class StrandsApp:
     def message_type_field(self) -> str:
         """The field of a JSON message that names its type (``"type"`` by default)."""
         return self.router.type_field
+
+    @property
+    def reply_field(self) -> str | None:
+        """The field of a message that carries a call's ref (``"ref"`` by default)."""
+        return self.router.reply_field
 
     # ------------------------------------------------------------------ registration
 
@@ -172,8 +187,14 @@ class StrandsApp:
         ``on_error`` is called with it. Without *model*, the payload is the decoded dict.
         Instances of *model* can then be sent as messages of that type.
 
+        A message carrying the app's reply field (``"ref"``) is a call: what the handler
+        returns (a model instance, JSON-able data, or ``None``) is sent to the caller alone as
+        ``{"type": "reply", "ref": ..., "data": ...}``, and every failure as an error frame with
+        the ref. A message without a ref gets no reply.
+
         Raises:
-            ValueError: the type (or the raw handler) already has a handler.
+            ValueError: the type (or the raw handler) already has a handler, or *model* has
+                a field named as the reply field.
             TypeError: the handler cannot take two arguments.
         """
         if isinstance(fn_or_type, str):

@@ -17,9 +17,8 @@ the backlog halves: the kernel's buffers fill and TCP pushes back on the broker,
 handlers cannot grow memory whatever the size of the events. Sends are encoded and queued on
 the connection's outbox, which one writer task flushes in coalesced writes.
 
-A connection request is one job, a :class:`~strands_trio._requests.PendingRequest`, always
-answered on the connection it came on (``_requests.py``). Replies the broker sends back, such
-as presence answers, are matched to the waiting call by ``request_id`` (``_replies.py``).
+A connection request is one job (``_requests.py``), answered on the connection it came on;
+presence answers are matched to the waiting call by ``request_id`` (``_replies.py``).
 
 Cancellation: the services live in a shielded cancel scope, so the caller's cancellation does
 not hit handlers mid-way. The watcher task, outside the shield, sees it and starts a graceful
@@ -31,10 +30,9 @@ Links: each connection's first frame says which broker it is to (a ``hello``, or
 the reference broker); a :class:`~strands_trio._brokers.LinkWatch` records it and tells the
 middleware that listen, before the first event is dispatched and when the connection ends.
 
-Reconnection: a connection ends on EOF, a broken socket, a failed write, or silence (nothing
-for ``heartbeat_interval * dead_after_heartbeats``); the loop waits the next backoff delay and
-connects again. Handlers keep running; their sends fail with :class:`NotConnectedError` while
-there is no connection (or wait for one, with ``wait=True``).
+Reconnection: a connection ends on EOF, a broken socket, a failed write, or silence; the loop
+connects again after a backoff. Handlers keep running; their sends fail with
+:class:`NotConnectedError` meanwhile (or wait for a connection, with ``wait=True``).
 """
 
 from __future__ import annotations
@@ -424,7 +422,7 @@ class Engine:
         decoder = FrameDecoder(Role.BACKEND, max_line_length=self.config.max_line_length)
         silence = self.config.silence_timeout
         message_job, new_connection_job = jobs.message, jobs.new_connection
-        disconnect_job, error_job = jobs.disconnect, jobs.error
+        disconnect_job, error_job, left = jobs.disconnect, jobs.error, jobs.left
         answer = partial(
             answer_request,
             decide=jobs.request,
@@ -463,6 +461,8 @@ class Engine:
                     elif kind is NewConnection:
                         submit(frame.context.client_id, new_connection_job, frame, _EVENT_OVERHEAD)  # type: ignore[union-attr]
                     elif kind is Disconnected:
+                        if left is not None:  # at once, not in turn (see Jobs.left)
+                            left(frame.context.client_id)  # type: ignore[union-attr]
                         submit(frame.context.client_id, disconnect_job, frame, _EVENT_OVERHEAD)  # type: ignore[union-attr]
                     elif kind is ConnectionRequest:
                         pending = PendingRequest(frame, outbox)  # type: ignore[arg-type]

@@ -130,6 +130,10 @@ class Jobs:
     #: Told when a link to the broker comes up or goes down (middleware's
     #: ``on_broker_link``, see ``_brokers.py``); ``None`` when nobody listens.
     broker_link: LinkHook | None = None
+    #: Told a client's id the moment its ``disconnected`` arrives, before the client's earlier
+    #: events have finished (they run in order): replies to its calls in flight are dropped
+    #: (``_calls.py``). ``None`` when nobody listens.
+    left: Callable[[str], None] | None = None
 
 
 def is_async_callable(fn: object) -> bool:

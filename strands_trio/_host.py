@@ -70,14 +70,26 @@ class EventTypeError(StrandsError, TypeError):
     """A ``switch_to_*()`` call asked for a view of another kind of event."""
 
 
-def error_message(code: str, reason: str, *, type_field: str = "type") -> str:
+def error_message(
+    code: str,
+    reason: str,
+    *,
+    type_field: str = "type",
+    ref: str | int | float | None = None,
+    reply_field: str = "ref",
+) -> str:
     """The JSON text of an error frame sent to a WebSocket client:
     ``{"type": "error", "code": code, "reason": reason}``.
 
     Built-in middleware and the router send these when they refuse or drop a client's message;
     *type_field* is the app's message type field, so clients route errors like any message.
+    The error of a call (a message with a ref: see ``docs/replies.md``) carries its *ref*, in
+    the app's *reply_field*, so the caller can match it.
     """
-    return orjson.dumps({type_field: "error", "code": code, "reason": reason}).decode()
+    if ref is None:
+        return orjson.dumps({type_field: "error", "code": code, "reason": reason}).decode()
+    frame = {type_field: "error", reply_field: ref, "code": code, "reason": reason}
+    return orjson.dumps(frame).decode()
 
 
 @attrs.frozen
@@ -187,6 +199,19 @@ class HostContext:
     def payload(self, value: Any) -> None:
         self._extras()["payload"] = value
 
+    @property
+    def ref(self) -> str | int | float | None:
+        """The correlation id of a message sent with ``call()`` (its reply field, ``"ref"``
+        by default), or ``None``: every error frame :meth:`send_error` sends for the message
+        carries it, and the handler's return value is sent back with it."""
+        return None if self._extra is None else self._extra.get("ref")
+
+    def set_ref(self, ref: str | int | float, reply_field: str) -> None:
+        """Mark this message as a call with *ref* in *reply_field* (the pipeline does)."""
+        extra = self._extras()
+        extra["ref"] = ref
+        extra["reply_field"] = reply_field
+
     def _extras(self) -> dict[str, Any]:
         if self._extra is None:
             self._extra = {}
@@ -270,7 +295,8 @@ class HostContext:
                     key.set(context, value)
 
     async def send_error(self, code: str, reason: str) -> None:
-        """Send an error frame (see :func:`error_message`) to this event's WebSocket client.
+        """Send an error frame (see :func:`error_message`) to this event's WebSocket client,
+        with the message's :attr:`ref` if it is a call.
 
         Does nothing for a connection request: the client is not connected yet, and the
         rejection is its answer. Errors sending it (no connection to the broker) are logged.
@@ -281,10 +307,15 @@ class HostContext:
         if not client_id:
             return
         field = getattr(self._target.app, "message_type_field", "type")
-        try:
-            await self.get_client().send_private_message(
-                client_id, error_message(code, reason, type_field=field)
+        extra = self._extra
+        if extra is not None and "ref" in extra:
+            text = error_message(
+                code, reason, type_field=field, ref=extra["ref"], reply_field=extra["reply_field"]
             )
+        else:
+            text = error_message(code, reason, type_field=field)
+        try:
+            await self.get_client().send_private_message(client_id, text)
         except StrandsError as exc:
             logger.warning("cannot send the %s error to client %s: %s", code, client_id, exc)
 

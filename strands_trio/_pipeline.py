@@ -46,6 +46,7 @@ import attrs
 import trio
 
 from ._brokers import link_listeners
+from ._calls import REF_TYPES, Calls
 from ._handlers import Jobs, as_async, direct_jobs, is_default_handler
 from ._host import EventType, ExecutionContext, Target
 from ._parts import (
@@ -223,6 +224,9 @@ class Pipeline:
         self._on_error = as_async(callbacks["on_error"], limiter)
         self._report_invalid = not is_default_handler(callbacks["on_error"])
         self._router = router if router is not None and router.routes else None
+        self._reply_field = None if self._router is None else self._router.reply_field
+        #: Answers to calls (messages with a ref), when there are typed routes.
+        self.calls = None if self._router is None else Calls(self._router, counters)
 
         # One chain per handler, each for one kind of event.
         self.request = self._build(
@@ -238,7 +242,9 @@ class Pipeline:
         self.message = self._build(callbacks["on_message"], self._call_message, _MESSAGE)
         self.routes: dict[str, Chain] = {}
         if self._router is not None:
-            if not message_fallback:
+            if message_fallback:  # the raw handler answers calls too (data: its return value)
+                self.message = self._build(callbacks["on_message"], self._call_fallback, _MESSAGE)
+            else:
                 self.message = self._build(_unrouted_message, self._call_unrouted, _MESSAGE)
             for kind, route in self._router.routes.items():
                 typed = partial(self._call_typed, route)
@@ -287,6 +293,7 @@ class Pipeline:
             message=self._message_job,
             disconnect=partial(self._context_job, EventType.DISCONNECT, self.disconnect),
             error=self._error_job,
+            left=None if self.calls is None else self.calls.left,
         )
 
     # ------------------------------------------------------------------ running a chain
@@ -361,10 +368,37 @@ class Pipeline:
         ctx = ExecutionContext(_MESSAGE, (event, event.message, event.context), chain)
         if payload is not None:
             ctx.payload = payload
+            field = self._reply_field
+            if field is not None and type(payload) is dict and field in payload:
+                ref = payload[field]
+                if type(ref) in REF_TYPES:  # else the typed call refuses the message
+                    await self._call_job(chain, ctx, ref, field)
+                    return
         try:
             await chain.run(ctx)
         except Exception as exc:
             await self._catch(chain, ctx, exc)
+
+    async def _call_job(
+        self, chain: Chain, ctx: ExecutionContext, ref: str | float, field: str
+    ) -> None:
+        """A message with a ref: as any message, but whatever happens the caller is told."""
+        calls = self.calls
+        assert calls is not None
+        ctx.set_ref(ref, field)
+        client_id = ctx.client_id
+        calls.begin(client_id)
+        try:
+            try:
+                await chain.run(ctx)
+            except Exception as exc:
+                try:
+                    await self._catch(chain, ctx, exc)
+                except Exception as uncaught:
+                    await calls.failed(ctx, uncaught)
+                    raise
+        finally:
+            calls.end(client_id)
 
     async def _error_job(self, event: ErrorEvent) -> None:
         chain = self.error
@@ -405,8 +439,15 @@ class Pipeline:
     ) -> None:
         assert self._router is not None
         context: Context = ctx.get_args()[2]
+        data = ctx.payload
+        reply_field = self._reply_field
+        ref = None
         try:
-            payload = self._router.structure(route, ctx.payload)
+            if reply_field is not None and reply_field in data:
+                ref = ctx.ref
+                if ref is None:
+                    raise ValueError(f"{reply_field!r} must be a string or a number")
+            payload = self._router.structure(route, data)
         except ValueError as exc:
             self._counters.messages_invalid += 1
             reason = f"invalid {route.type!r} message: {exc}"
@@ -416,7 +457,19 @@ class Pipeline:
             if self._report_invalid:  # the default on_error would call it the broker's
                 await self._on_error(reason, context)
             return
-        await fn(payload, context)
+        result = await fn(payload, context)
+        if ref is not None:
+            assert self.calls is not None
+            await self.calls.reply(ctx, result)
+
+    async def _call_fallback(
+        self, fn: Callable[..., Awaitable[Any]], ctx: ExecutionContext
+    ) -> None:
+        args = ctx._args
+        result = await fn(args[1], args[2])
+        if ctx.ref is not None:
+            assert self.calls is not None
+            await self.calls.reply(ctx, result)
 
     async def _call_unrouted(
         self, fn: Callable[..., Awaitable[Any]], ctx: ExecutionContext

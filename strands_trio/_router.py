@@ -80,12 +80,29 @@ class Router:
     Args:
         type_field: The field of a message that names its type.
         converter: How payloads are structured; :func:`make_message_converter` by default.
+        reply_field: The field of a message that carries its correlation id (a call, answered
+            with a reply: see ``docs/replies.md``), or ``None`` for no replies. It is removed
+            from a payload before validation, so no model may have a field of that name.
+
+    Raises:
+        ValueError: a field name is empty, or both are the same.
     """
 
-    def __init__(self, *, type_field: str = "type", converter: cattrs.Converter | None = None):
+    def __init__(
+        self,
+        *,
+        type_field: str = "type",
+        converter: cattrs.Converter | None = None,
+        reply_field: str | None = "ref",
+    ):
         if not isinstance(type_field, str) or not type_field:
             raise ValueError("type_field must be a non-empty string")
+        if reply_field is not None and (not isinstance(reply_field, str) or not reply_field):
+            raise ValueError("reply_field must be a non-empty string, or None for no replies")
+        if reply_field == type_field:
+            raise ValueError(f"reply_field and type_field cannot both be {type_field!r}")
         self.type_field = type_field
+        self.reply_field = reply_field
         self.converter = converter or make_message_converter()
         self.routes: dict[str, MessageRoute] = {}
         #: Each model's message type, for sending instances (see :meth:`encode`).
@@ -95,13 +112,24 @@ class Router:
         """Route messages of *type* to *handler*.
 
         Raises:
-            ValueError: *type* already has a handler.
+            ValueError: *type* already has a handler, or *model* has a field named as the
+                reply field (which is removed before validation).
             TypeError: *type* is not a string, or *model* not a class.
         """
         if not isinstance(type, str):
             raise TypeError(f"a message type must be a str, got {type!r}")
         if model is not None and not isinstance(model, builtins.type):
             raise TypeError(f"model must be a class (an attrs class), got {model!r}")
+        if (
+            model is not None
+            and self.reply_field is not None
+            and _has_field(model, self.reply_field)
+        ):
+            raise ValueError(
+                f"{model.__qualname__} has a field {self.reply_field!r}, the app's reply field "
+                "(a call's correlation id, removed before validation): rename the field, or "
+                "choose another with StrandsApp(reply_field=...) (None: no replies)"
+            )
         if type in self.routes:
             raise ValueError(f"message type {type!r} already has a handler")
         self.routes[type] = MessageRoute(type, handler, model)
@@ -162,7 +190,7 @@ class Router:
 
     def structure(self, route: MessageRoute, data: dict[str, Any]) -> Any:
         """The route's payload: *data* structured into its model (the type field left out,
-        unless the model has a field of that name).
+        unless the model has a field of that name; the reply field always left out).
 
         Raises:
             ValueError: *data* does not fit the model; the message lists every problem as
@@ -172,7 +200,12 @@ class Router:
         if model is None:
             return data
         field = self.type_field
-        if field in data and not _has_field(model, field):
+        drop_type = field in data and not _has_field(model, field)
+        reply_field = self.reply_field
+        if reply_field is not None and reply_field in data:  # a call: both go, in one copy
+            drop = (field, reply_field) if drop_type else (reply_field,)
+            data = {k: v for k, v in data.items() if k not in drop}
+        elif drop_type:
             data = {k: v for k, v in data.items() if k != field}
         try:
             return self.converter.structure(data, model)

@@ -50,6 +50,10 @@ class ClientStatistics:
     messages_invalid: int = 0
     #: Messages no route matched, with no fallback handler (the client was told).
     messages_unrouted: int = 0
+    #: Replies sent to calls (messages with a ref) after their handler returned.
+    replies_sent: int = 0
+    #: Replies and errors of calls whose caller had left before they were ready (not sent).
+    replies_dropped: int = 0
 
 
 class Counters:
@@ -63,6 +67,7 @@ class Counters:
         self.frames_sent = self.writes = self.frames_dropped = self.sends_refused = 0
         self.events_dropped = self.events_refused = 0
         self.messages_invalid = self.messages_unrouted = 0
+        self.replies_sent = self.replies_dropped = 0
 
     def snapshot(
         self,

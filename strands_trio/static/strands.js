@@ -8,6 +8,7 @@
  *     const client = new StrandsClient("/ws/lobby", { token: async () => getToken() });
  *     client.on("chat.said", (message) => show(message.text));
  *     client.send("chat.say", { text: "hi" });
+ *     const older = await client.call("chat.history", { before: 20 }); // the handler's return
  *
  * Theory of operation. A client is one logical connection made of successive WebSockets.
  * Each attempt asks the token provider for a token, builds the URL (or the subprotocols),
@@ -24,6 +25,13 @@
  * after a gap while it asks the backend for what is missing (`strands.recover`). After every
  * reconnection it asks for every room it knows; until `strands.recovered` answers, the
  * replayed and the live messages of those rooms are held, then delivered in offset order.
+ *
+ * Calls. call() sends a typed message with a correlation id (the `replyField`, "ref") and
+ * keeps its promise in `_calls` until the backend answers: a `reply` frame with that ref
+ * resolves it, an `error` frame with that ref rejects it (and is no global "error" event), and
+ * so do its own timeout, the loss of the socket it was written on, or the end of the client.
+ * A call made while not open is queued like a send, and leaves the queue if it times out
+ * first. See docs/replies.md.
  */
 
 /** The version of this file; the broker sends it as `X-Strands-Version`. */
@@ -126,6 +134,29 @@ export function subprotocols(token, tokenIn) {
   return tokenIn === "subprotocol" && token != null ? ["strands", `bearer.${token}`] : undefined;
 }
 
+/**
+ * Why a call() failed: the backend's error code (invalid_message, unknown_type, forbidden,
+ * rate_limited, unauthenticated, internal_error, timeout, or the app's own), or the client's
+ * (timeout, connection_lost, queue_full, closed, bad_payload, not_json).
+ */
+export class StrandsCallError extends Error {
+  /**
+   * @param {string} code - What went wrong, in one word.
+   * @param {string} reason - Words for a person.
+   * @param {{type?: string, ref?: (string|number), source?: "server"|"client"}} [details]
+   */
+  constructor(code, reason, details = {}) {
+    super(`${details.type ?? "call"} failed: ${code}${reason ? `: ${reason}` : ""}`);
+    this.name = "StrandsCallError";
+    this.code = code;
+    this.reason = reason;
+    this.type = details.type;
+    this.ref = details.ref;
+    /** "server": the backend answered with an error frame; "client": strands.js gave up. */
+    this.source = details.source ?? "client";
+  }
+}
+
 const DEFAULT_RECONNECT = Object.freeze({ minDelay: 250, maxDelay: 2000, factor: 2, jitter: 0.5 });
 
 function checkOptions(options) {
@@ -172,6 +203,8 @@ export class StrandsClient {
    * @param {number} [options.maxQueue=100] - Sends kept while not open.
    * @param {number} [options.recoverTimeout=10000] - Milliseconds to wait for the answer to
    *     a recovery before giving up on it ("recovery_failed" with the reason "timeout").
+   * @param {string} [options.replyField="ref"] - The JSON field carrying a call's correlation
+   *     id: the backend's `StrandsApp(reply_field=...)`.
    * @throws {TypeError} An option is invalid, or the URL is not a WebSocket URL.
    */
   constructor(url, options = {}) {
@@ -182,6 +215,13 @@ export class StrandsClient {
     this._typeField = options.typeField ?? "type";
     this._maxQueue = options.maxQueue ?? 100;
     this._token = options.token ?? null;
+    this._replyField = options.replyField ?? "ref";
+    if (typeof this._replyField !== "string" || !this._replyField) {
+      throw new TypeError("strands.js: replyField must be a non-empty string");
+    }
+    /** Calls waiting for their answer, by ref: {resolve, reject, timer, text, type}. */
+    this._calls = new Map();
+    this._nextRef = 1;
     buildUrl(url, {}); // a bad URL fails here, not in a later attempt
     this._listeners = new Map();
     this._queue = [];
@@ -279,29 +319,107 @@ export class StrandsClient {
    * @returns {boolean} true if written now, false if queued or refused (see send).
    */
   sendRaw(text) {
-    if (this._closed) {
+    const outcome = this._write(String(text));
+    if (outcome === "closed") {
       this._clientError("closed", "the client was closed: nothing is sent any more");
-      return false;
-    }
-    const ws = this._ws;
-    if (this.state === "open" && ws && ws.readyState === WebSocket.OPEN) {
-      ws.send(String(text));
-      if (this._unheard) {
-        // A refusal comes at once; this many writes without a word means we were accepted.
-        if (this._unheard.length < this._maxQueue) this._unheard.push(String(text));
-        else this._unheard = null;
-      }
-      return true;
-    }
-    if (this._queue.length >= this._maxQueue) {
+    } else if (outcome === "queue_full") {
       this._clientError(
         "queue_full",
         `${this._queue.length} messages already wait for the connection: this one is not sent`
       );
-      return false;
     }
-    this._queue.push(String(text));
-    return false;
+    return outcome === "sent";
+  }
+
+  /**
+   * Send a typed message as a call and wait for the backend's answer: what its handler
+   * returned (the reply's `data`; null for a handler that returns nothing).
+   *
+   * @param {string} type - The message's type, e.g. "chat.history".
+   * @param {object} [payload] - Its other fields (a plain object; the ref is added).
+   * @param {{timeout?: number}} [options] - timeout: milliseconds from now (10000 by default;
+   *     Infinity for none), queued time included.
+   * @returns {Promise<*>} Resolves with the reply's data; rejects with a StrandsCallError:
+   *     the backend's code, or timeout, connection_lost (the socket died while the call was
+   *     out: it may or may not have run), queue_full, closed, bad_payload, not_json.
+   */
+  call(type, payload = {}, { timeout = 10000 } = {}) {
+    const fail = (code, reason) =>
+      Promise.reject(new StrandsCallError(code, reason, { type, source: "client" }));
+    if (typeof type !== "string" || payload === null || typeof payload !== "object" ||
+        Array.isArray(payload)) {
+      return fail("bad_payload", "call(type, payload) takes a string and a plain object");
+    }
+    if (!(timeout > 0)) return fail("bad_payload", `timeout must be > 0 ms, got ${timeout}`);
+    const ref = this._nextRef++;
+    let text;
+    try {
+      text = JSON.stringify({ ...payload, [this._typeField]: type, [this._replyField]: ref });
+    } catch (err) {
+      return fail("not_json", `the payload of ${type} is not JSON: ${err.message}`);
+    }
+    const outcome = this._write(text);
+    if (outcome === "closed") return fail("closed", "the client was closed");
+    if (outcome === "queue_full") {
+      return fail("queue_full", `${this._queue.length} messages already wait for the connection`);
+    }
+    return new Promise((resolve, reject) => {
+      const call = { resolve, reject, text, type, timer: null };
+      if (timeout !== Infinity) {
+        call.timer = setTimeout(() => {
+          const queued = this._queue.indexOf(text);
+          if (queued >= 0) this._queue.splice(queued, 1); // never sent: never sent late
+          this._settle(ref, new StrandsCallError("timeout", `no answer within ${timeout} ms`,
+            { type, ref }));
+        }, timeout);
+      }
+      this._calls.set(ref, call);
+    });
+  }
+
+  /** The number of calls waiting for their answer. */
+  get pendingCalls() {
+    return this._calls.size;
+  }
+
+  /** Write `text` now, or queue it: "sent", "queued", "queue_full" or "closed". */
+  _write(text) {
+    if (this._closed) return "closed";
+    const ws = this._ws;
+    if (this.state === "open" && ws && ws.readyState === WebSocket.OPEN) {
+      ws.send(text);
+      if (this._unheard) {
+        // A refusal comes at once; this many writes without a word means we were accepted.
+        if (this._unheard.length < this._maxQueue) this._unheard.push(text);
+        else this._unheard = null;
+      }
+      return "sent";
+    }
+    if (this._queue.length >= this._maxQueue) return "queue_full";
+    this._queue.push(text);
+    return "queued";
+  }
+
+  /** Resolve (with `data`) or reject (with a StrandsCallError) the call `ref`, once. */
+  _settle(ref, error, data) {
+    const call = this._calls.get(ref);
+    if (!call) return false;
+    this._calls.delete(ref);
+    clearTimeout(call.timer);
+    if (error) call.reject(error);
+    else call.resolve(data);
+    return true;
+  }
+
+  /**
+   * Reject the calls no longer in the queue (written on a socket that died: "connection_lost"),
+   * or every call ("closed").
+   */
+  _failCalls(code, reason) {
+    for (const [ref, call] of [...this._calls]) {
+      if (code === "connection_lost" && this._queue.includes(call.text)) continue;
+      this._settle(ref, new StrandsCallError(code, reason, { type: call.type, ref }));
+    }
   }
 
   /**
@@ -318,6 +436,7 @@ export class StrandsClient {
     this._timer = null;
     const dropped = this._queue.length;
     this._queue = [];
+    this._failCalls("closed", "close() was called before the answer came");
     if (dropped) {
       this._clientError("queue_dropped", `close() dropped ${dropped} queued messages`, dropped);
     }
@@ -385,6 +504,8 @@ export class StrandsClient {
         if (unheard?.length && REFUSAL_CODES.includes(event.code)) {
           this._queue = [...unheard, ...this._queue];
         }
+        const lost = explainClose(event.code, event.reason);
+        this._failCalls("connection_lost", `the connection was lost (${lost}): it may have run`);
       }
       this._closedSocket(event, opened);
     };
@@ -420,6 +541,7 @@ export class StrandsClient {
       this.state = "closed";
       const dropped = this._queue.length;
       this._queue = [];
+      this._failCalls("closed", `the connection ended for good: ${explanation}`);
       this._emit("close", closeEvent);
       if (REFUSAL_CODES.includes(code)) this._emit("refused", { code, reason, explanation });
       if (dropped) {
@@ -464,6 +586,9 @@ export class StrandsClient {
       } catch {
         data = raw; // not JSON: delivered as the string it is
       }
+    }
+    if (this._calls.size && data !== null && typeof data === "object" && this._answer(data)) {
+      return; // the answer to a call: its promise, not an event
     }
     if (parsed === undefined && this._history(data, raw)) return; // ordered by _history
     this._emit("message", data, raw);
@@ -607,6 +732,20 @@ export class StrandsClient {
       this._rooms.delete(room);
       this._release(room);
     }
+  }
+
+  // ---------------------------------------------------------------- calls
+
+  /** Settle the call a `reply` or `error` frame answers; false if it answers none. */
+  _answer(data) {
+    const type = data[this._typeField];
+    const ref = data[this._replyField];
+    if ((type !== "reply" && type !== "error") || !this._calls.has(ref)) return false;
+    if (type === "reply") return this._settle(ref, null, data.data ?? null);
+    const { code = "error", reason = "" } = data;
+    const call = this._calls.get(ref);
+    return this._settle(ref, new StrandsCallError(code, reason,
+      { type: call.type, ref, source: "server" }));
   }
 
   _clientError(code, reason, count) {

@@ -146,13 +146,13 @@ class MiddlewareHarness:
         return recorded
 
     async def _feed(self, job: Callable[..., Any], *args: Any) -> Outcome:
-        self._last.clear()
         before = len(self._reached)
         await job(*args)
         reached = len(self._reached) > before
-        return Outcome(
-            reached=reached, args=self._reached[-1] if reached else None, ctx=self._last.pop()
-        )
+        # Its own context: events may be fed concurrently (a disconnect during a slow call).
+        ctx = next(c for c in reversed(self._last) if c.get_args()[0] is args[0])
+        self._last.remove(ctx)
+        return Outcome(reached=reached, args=self._reached[-1] if reached else None, ctx=ctx)
 
     # ------------------------------------------------------------------ events
 
@@ -227,9 +227,12 @@ class MiddlewareHarness:
     ) -> Outcome:
         """Feed a ``disconnected`` for a client with this context (and *rooms*, every room
         the client was in, as strands-trio's broker lists them; ``None``: not listed, as
-        the reference broker sends it)."""
+        the reference broker sends it), told at once to the pipeline's calls in flight, as
+        the client's engine does on its arrival."""
         context = Context(client_id=client_id, room_id=room_id, metadata=metadata or {})
         listed = None if rooms is None else tuple(rooms)
+        if self._jobs.left is not None:
+            self._jobs.left(client_id)
         return await self._feed(
             self._jobs.disconnect, Disconnected(request_id="r", context=context, rooms=listed)
         )

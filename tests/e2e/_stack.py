@@ -14,9 +14,16 @@ from typing import Any
 import attrs
 import trio
 
-from strands_trio import ConnectionRequestContext, Context, StrandsApp
+from strands_trio import (
+    ConnectionRequestContext,
+    Context,
+    ExecutionContext,
+    StrandsApp,
+    use_guards,
+    use_middleware,
+)
 from strands_trio.broker import BrokerAddress, BrokerConfig, serve_broker
-from strands_trio.middleware import History, Rate, RateLimit
+from strands_trio.middleware import History, Rate, RateLimit, Timeout
 
 #: The test page: it imports the module from the broker, as an application's page would,
 #: and records events in ``window.events`` through ``track(client, names)``.
@@ -53,6 +60,34 @@ class Say:
     text: str = attrs.field(validator=attrs.validators.max_len(10))
 
 
+@attrs.frozen
+class Add:
+    """A call: ``{"type": "calc.add", "ref": 1, "a": 1, "b": 2}``, answered with a :class:`Sum`."""
+
+    a: int
+    b: int
+
+
+@attrs.frozen
+class Sum:
+    """The data of the reply to :class:`Add`."""
+
+    total: int
+
+
+@attrs.frozen
+class Nap:
+    """``{"type": "calc.slow", "seconds": 0.1}``: the handler sleeps that long (its route's
+    deadline is 0.5 s) and answers ``"awake"``."""
+
+    seconds: float
+
+
+async def never(ctx: ExecutionContext) -> bool:
+    """A guard that refuses everything."""
+    return False
+
+
 class Backend:
     """What the tests' backends saw, across restarts: the token of every connection request
     (from its query string) and the text of every ``echo``, in order.
@@ -67,6 +102,8 @@ class Backend:
         self.history = history
         self.tokens: list[str | None] = []
         self.echoes: list[str] = []
+        #: The totals of the ``calc.add`` calls handled, in order.
+        self.calls: list[int] = []
 
     def make_app(self) -> StrandsApp:
         """A fresh app (an app serves once) that records into this object."""
@@ -100,6 +137,35 @@ class Backend:
         @app.on_message("chat.say", model=Say)
         async def say(payload: Say, context: Context) -> None:
             pass
+
+        @app.on_message("calc.add", model=Add)
+        async def add(payload: Add, context: Context) -> Sum:
+            self.calls.append(payload.a + payload.b)
+            return Sum(total=payload.a + payload.b)
+
+        @app.on_message("calc.none")
+        async def none(payload: dict[str, Any], context: Context) -> None:
+            pass
+
+        @app.on_message("calc.secret")
+        @use_guards(never)
+        async def secret(payload: dict[str, Any], context: Context) -> str:
+            return "never"
+
+        @app.on_message("calc.fail")
+        async def fail(payload: dict[str, Any], context: Context) -> None:
+            raise RuntimeError("a secret stack detail")
+
+        @app.on_message("calc.hang")
+        async def hang(payload: dict[str, Any], context: Context) -> str:
+            await trio.sleep(3)  # past a stack's stop: the broker goes first
+            return "too late"
+
+        @app.on_message("calc.slow", model=Nap)
+        @use_middleware(Timeout(0.5))
+        async def slow(payload: Nap, context: Context) -> str:
+            await trio.sleep(payload.seconds)
+            return "awake"
 
         return app
 

@@ -74,9 +74,35 @@ async def say(payload: Say, context: Context) -> None:
     await app.send_room_message(context.room_id, Said(by=context.client_id, text=payload.text))
 
 
+@attrs.frozen
+class Count:
+    """A call: ``{"type": "chat.count", "ref": 1}``; answered with a :class:`Counted`."""
+
+
+@attrs.frozen
+class Counted:
+    """The reply's data: ``{"type": "reply", "ref": 1, "data": {"lines": 3}}``."""
+
+    lines: int
+
+
+@app.on_message("chat.count", model=Count)
+async def count(payload: Count, context: Context) -> Counted:
+    """Answer the caller alone with a model instance (a call: the message had a ref)."""
+    return Counted(lines=3)
+
+
+@app.on_message("chat.rooms")
+def rooms(payload: dict[str, object], context: Context) -> list[str] | None:
+    """A sync handler answering with JSON data (or None: ``data: null``)."""
+    return [context.room_id]
+
+
 # The decorators return the function they were given, with its type.
 _admit: Callable[[ConnectionRequestContext], Awaitable[bool]] = admit
 _say: Callable[[Say, Context], Awaitable[None]] = say
+_count: Callable[[Count, Context], Awaitable[Counted]] = count
+_rooms: Callable[[dict[str, object], Context], list[str] | None] = rooms
 
 if TYPE_CHECKING:  # mistakes mypy must report (never run: some are refused at run time too)
 

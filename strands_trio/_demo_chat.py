@@ -14,11 +14,13 @@ broker at ``/``, from files shipped in the package: no build step, no CDN) is wr
   the ``admin`` role only (sign in as "admin" to have it);
 - ``Presence`` keeps who is in each room, and the room gets the list of names (a
   ``members`` message) at every join and leave;
-- the backend keeps the last :data:`HISTORY_LINES` chat lines of each room, in memory, and
-  sends them to each client as it connects (a ``history`` message, to that client only), so
-  that a client back after a broker restart sees the lines said while it was away; every
-  ``said`` carries an ``id``, increasing in its room, for the page to skip what it has shown.
-  This is the demo's own history, not a library feature.
+- ``said`` lines go through ``History`` (a ``MemoryHistory``): each carries its room, an
+  offset and an epoch, and a page back after a broker restart or a network blip gets what it
+  missed from ``strands.js``'s recovery, once and in order;
+- the page calls (``client.call``) ``chat.older`` for a room's lines before an offset (the
+  "Load older" button, and once at sign-in for the recent lines), and ``chat.join`` /
+  ``chat.leave`` for a second room (``app.join_room``); their wire format is in
+  :mod:`strands_trio._demo_chat_models`.
 
 ``demo --broker-only`` and ``demo --backend-only`` run the two halves as separate processes
 sharing ``$STRANDS_DEMO_SECRET``, so that the broker can be killed and restarted under a
@@ -31,25 +33,43 @@ import json
 import logging
 import secrets
 import time
-from collections import deque
 from functools import partial
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs
 
-import attrs
 import trio
 
 from ._app import StrandsApp
 from ._config import ClientConfig
+from ._demo_chat_models import (
+    MAX_JOINED,
+    Announce,
+    Announcement,
+    BadRoom,
+    Joined,
+    Left,
+    Line,
+    Lines,
+    Members,
+    Older,
+    RoomIndex,
+    RoomRequest,
+    Said,
+    Say,
+    check_room,
+)
+from ._host import ExecutionContext
 from ._util import serve_until_signal
 from .broker import BrokerAddress, BrokerConfig, serve_broker
 from .context import ConnectionRequestContext, Context
 from .middleware import (
     IDENTITY,
     Auth,
+    History,
     JWTVerifier,
     Logging,
+    MemoryHistory,
     Presence,
     Rate,
     RateLimit,
@@ -58,7 +78,7 @@ from .middleware import (
     roles,
 )
 
-__all__ = ["DemoChat", "RoomHistory", "serve_demo", "serve_demo_backend", "serve_demo_broker"]
+__all__ = ["DemoChat", "serve_demo", "serve_demo_backend", "serve_demo_broker"]
 
 logger = logging.getLogger("strands_trio.demo")
 
@@ -73,9 +93,6 @@ SECRET_VARIABLE = "STRANDS_DEMO_SECRET"
 #: restarted broker has its backend back well within the page's 2 s.
 BACKEND_CONFIG = ClientConfig(reconnect_delay=0.25, max_reconnect_delay=0.5)
 
-#: How many chat lines of each room the backend keeps for the ``history`` message.
-HISTORY_LINES = 50
-
 #: What the page is made of: (path, file in ``_demo_static``, content type).
 STATIC_FILES = (
     ("/", "index.html", "text/html; charset=utf-8"),
@@ -85,103 +102,24 @@ STATIC_FILES = (
 )
 
 
-@attrs.frozen
-class Say:
-    """A chat line: ``{"type": "chat.say", "text": "..."}``."""
-
-    text: str = attrs.field(validator=attrs.validators.max_len(500))
-
-
-@attrs.frozen
-class Announce:
-    """An announcement to every room, for admins: ``{"type": "chat.announce", "text": "..."}``."""
-
-    text: str = attrs.field(validator=attrs.validators.max_len(500))
-
-
-@attrs.frozen
-class Joined:
-    """Someone joined the room: ``{"type": "joined", "name": "..."}``."""
-
-    name: str
-
-
-@attrs.frozen
-class Left:
-    """Someone left the room: ``{"type": "left", "name": "..."}``."""
-
-    name: str
-
-
-@attrs.frozen
-class Members:
-    """Who is in the room, oldest first: ``{"type": "members", "names": ["...", ...]}``; sent
-    to the room at every join and leave."""
-
-    names: list[str]
-
-
-@attrs.frozen
-class Said:
-    """A chat line, as the room sees it: ``{"type": "said", "id": 7, "name": "...", "text":
-    "..."}``. Ids increase in each room: the page orders lines by id and skips one it has
-    shown."""
-
-    id: int
-    name: str
-    text: str
-
-
-@attrs.frozen
-class History:
-    """The room's last chat lines, oldest first, sent to a client as it connects:
-    ``{"type": "history", "lines": [{"id": 7, "name": "...", "text": "..."}, ...]}``."""
-
-    lines: list[Said]
-
-
-class RoomHistory:
-    """The last *size* chat lines of each room, in memory (lost when the backend stops).
-
-    A line's id is the microseconds of the wall clock when it was said, or one more than the
-    room's previous id if that is larger: ids increase in a room, and a restarted backend's
-    ids (the history starting empty) follow those of the lines it said before, which a page
-    may still show.
-    """
-
-    def __init__(self, size: int = HISTORY_LINES) -> None:
-        self.size = size
-        self._rooms: dict[str, deque[Said]] = {}
-
-    def add(self, room: str, name: str, text: str) -> Said:
-        """Record a line said by *name* in *room*; returns it, with its id."""
-        lines = self._rooms.setdefault(room, deque(maxlen=self.size))
-        last = lines[-1].id if lines else 0
-        said = Said(id=max(last + 1, time.time_ns() // 1000), name=name, text=text)
-        lines.append(said)
-        return said
-
-    def lines(self, room: str) -> list[Said]:
-        """The lines kept for *room*, oldest first."""
-        return list(self._rooms.get(room, ()))
-
-
-@attrs.frozen
-class Announcement:
-    """An admin's announcement: ``{"type": "announcement", "name": "...", "text": "..."}``."""
-
-    name: str
-    text: str
-
-
 class DemoChat:
     """The demo's chat backend and its token issuer, sharing one secret: *secret*, or a fresh
     one."""
 
     def __init__(self, secret: str | None = None) -> None:
         self.secret = secret or secrets.token_urlsafe(48)
-        self.history = history = RoomHistory()
+        self.index = index = RoomIndex()
+        # Every room of the demo is open to every signed-in user: any may read its history.
+        self.history = history = History(
+            store=MemoryHistory(size=100, max_age=600),
+            types={"said"},
+            can_recover=lambda ctx, room: True,
+        )
         self.presence = presence = Presence(fields={"name": by_metadata("name")})
+        #: Calls and messages refused with ``bad_room``.
+        self.refused = 0
+        #: The rooms each client joined besides its connect-time room (this backend's joins).
+        self.joined: dict[str, set[str]] = {}
         self.app = app = StrandsApp(
             middleware=[
                 Logging(),
@@ -191,21 +129,30 @@ class DemoChat:
                 ),
                 presence,
                 RateLimit(messages=Rate(burst=5, per_second=1)),
+                history,
             ],
             config=BACKEND_CONFIG,
         )
+        joined_rooms = self.joined
 
         for kind, model in (("joined", Joined), ("left", Left), ("said", Said)):
             app.outgoing(kind)(model)
         app.outgoing("members")(Members)
-        app.outgoing("history")(History)
+        app.outgoing("announcement")(Announcement)
 
         async def roll_call(room: str) -> None:
             # Presence has recorded the join (or the leave) before the handler runs.
             names = [member.fields.get("name", "?") for member in await presence.members(room)]
-            await app.send_room_message(room, Members(names=names))
+            await app.send_room_message(room, Members(room=room, names=names))
 
-        app.outgoing("announcement")(Announcement)
+        def rooms_of(context: Context) -> list[str]:
+            return [context.room_id, *sorted(joined_rooms.get(context.client_id, ()))]
+
+        def room_of(context: Context, room: str) -> str:
+            """*room* ("": the connect-time room) if the client is in it, else BadRoom."""
+            if room and room not in rooms_of(context):
+                raise BadRoom(f"you are not in room {room[:40]!r}: join it first")
+            return room or context.room_id
 
         @app.on_connection_request
         async def place(request: ConnectionRequestContext) -> bool:
@@ -216,23 +163,69 @@ class DemoChat:
             return True
 
         @app.on_new_connection
-        async def joined(context: Context) -> None:
-            # Privately, the lines said before: a client back after a broker restart gets
-            # those sent while it was away (the page skips lines it has shown, by id).
-            recent = History(lines=history.lines(context.room_id))
-            await app.send_private_message(context.client_id, recent)
-            await app.send_room_message(context.room_id, Joined(name=context.metadata["name"]))
+        async def connected(context: Context) -> None:
+            await app.send_room_message(
+                context.room_id, Joined(name=context.metadata["name"], room=context.room_id)
+            )
             await roll_call(context.room_id)
 
         @app.on_disconnect
         async def left(context: Context) -> None:
-            await app.send_room_message(context.room_id, Left(name=context.metadata["name"]))
-            await roll_call(context.room_id)
+            rooms = rooms_of(context)
+            joined_rooms.pop(context.client_id, None)
+            for room in rooms:
+                await app.send_room_message(room, Left(name=context.metadata["name"], room=room))
+                await roll_call(room)
 
         @app.on_message("chat.say", model=Say)
         async def say(payload: Say, context: Context) -> None:
-            said = history.add(context.room_id, context.metadata["name"], payload.text)
-            await app.send_room_message(context.room_id, said)
+            room = room_of(context, payload.room)
+            name = context.metadata["name"]
+            # Through the history: kept with the room's next offset, recovered by pages that
+            # were away; the index keeps it for "load older".
+            position = await history.send_room_message(
+                app, room, Said(name=name, text=payload.text)
+            )
+            if position is not None:
+                index.add(room, position.epoch, Line(position.offset, name, payload.text))
+
+        @app.on_message("chat.older", model=Older)
+        async def older(payload: Older, context: Context) -> Lines:
+            return index.older(room_of(context, payload.room), payload.before)
+
+        @app.on_message("chat.join", model=RoomRequest)
+        async def join(payload: RoomRequest, context: Context) -> Members:
+            room = check_room(payload.room)
+            mine = joined_rooms.setdefault(context.client_id, set())
+            if room != context.room_id and room not in mine:
+                if len(mine) >= MAX_JOINED:
+                    raise BadRoom(f"you are in {MAX_JOINED + 1} rooms already: leave one first")
+                await app.join_room(context.client_id, room)
+                mine.add(room)
+                await app.send_room_message(room, Joined(name=context.metadata["name"], room=room))
+                await roll_call(room)
+            names = [member.fields.get("name", "?") for member in await presence.members(room)]
+            return Members(room=room, names=names)
+
+        @app.on_message("chat.leave", model=RoomRequest)
+        async def leave(payload: RoomRequest, context: Context) -> None:
+            room = payload.room
+            if room == context.room_id:
+                raise BadRoom(f"{room[:40]!r} is the room you signed in to: it cannot be left")
+            mine = joined_rooms.get(context.client_id, set())
+            if room not in mine:
+                raise BadRoom(f"you are not in room {room[:40]!r}")
+            await app.leave_room(context.client_id, room)
+            mine.discard(room)
+            await app.send_room_message(room, Left(name=context.metadata["name"], room=room))
+            await roll_call(room)
+
+        @app.exception_handler(BadRoom)
+        async def bad_room(ctx: ExecutionContext, exc: BadRoom) -> None:
+            # A page's mistake, not the backend's: logged in one line, counted, answered.
+            self.refused += 1
+            logger.info("refused (bad_room): %s", exc.client_reason)
+            await ctx.send_error(BadRoom.error_code, exc.client_reason)
 
         @roles("admin")
         @app.on_message("chat.announce", model=Announce)

@@ -63,7 +63,7 @@ async def test_chat_with_auth_roles_and_rate_limit(
     member cannot announce and an admin can; a flood gets the rate limit's error frame."""
     with trio.fail_after(10):
         ann = await sign_in(nursery, demo.ws_port, "ann")
-        assert await next_of(ann, "joined") == {"type": "joined", "name": "ann"}
+        assert await next_of(ann, "joined") == {"type": "joined", "name": "ann", "room": "lobby"}
         root = await sign_in(nursery, demo.ws_port, "admin")
         assert (await next_of(ann, "joined"))["name"] == "admin"
 
@@ -102,13 +102,30 @@ async def test_members_on_every_join_and_leave(demo: BrokerAddress, nursery: tri
         assert (await next_of(ann, "members"))["names"] == ["ann"]
 
 
-async def test_history_on_every_connection(demo: BrokerAddress, nursery: trio.Nursery) -> None:
-    """Every ``said`` has an id, increasing in its room; a client that connects is sent the
-    room's lines so far, oldest first, privately (before it is announced), and another room's
-    lines are not in it."""
+async def call(ws: WebSocketConnection, kind: str, ref: int, **payload: Any) -> dict[str, Any]:
+    """What ``client.call`` does: send *kind* with a ref; the reply or error frame with it."""
+    await ws.send_message(json.dumps({"type": kind, "ref": ref, **payload}))
+    while True:
+        message = json.loads(await ws.get_message())
+        if message.get("ref") == ref:
+            return message  # type: ignore[no-any-return]
+
+
+async def test_lines_are_kept_and_older_ones_are_called_for(
+    demo: BrokerAddress, nursery: trio.Nursery
+) -> None:
+    """Every ``said`` goes through ``History``: it carries its room, an offset counting from 1
+    and an epoch; ``chat.older`` answers the caller alone with up to 20 lines before an offset
+    (or the last ones), oldest first, and whether there are more; another room's lines are not
+    in it."""
     with trio.fail_after(10):
         ann = await sign_in(nursery, demo.ws_port, "ann", "past")
-        assert await next_of(ann, "history") == {"type": "history", "lines": []}
+        empty = await call(ann, "chat.older", 1, room="past")
+        assert empty == {
+            "type": "reply",
+            "ref": 1,
+            "data": {"room": "past", "epoch": "", "lines": [], "more": False},
+        }
         eve = await sign_in(nursery, demo.ws_port, "eve", "elsewhere")
         await eve.send_message(json.dumps({"type": "chat.say", "text": "not in past"}))
         await next_of(eve, "said")
@@ -116,33 +133,80 @@ async def test_history_on_every_connection(demo: BrokerAddress, nursery: trio.Nu
         for text in ("one", "two"):
             await ann.send_message(json.dumps({"type": "chat.say", "text": text}))
             said.append(await next_of(ann, "said"))
-        assert [(line["name"], line["text"]) for line in said] == [("ann", "one"), ("ann", "two")]
-        assert said[0]["id"] < said[1]["id"]
+        assert [(line["name"], line["text"], line["room"]) for line in said] == [
+            ("ann", "one", "past"),
+            ("ann", "two", "past"),
+        ]
+        assert [line["offset"] for line in said] == [1, 2]
+        assert said[0]["epoch"] == said[1]["epoch"]
 
         bob = await sign_in(nursery, demo.ws_port, "bob", "past")
-        first = json.loads(await bob.get_message())
-        assert first == {
-            "type": "history",
-            "lines": [{key: line[key] for key in ("id", "name", "text")} for line in said],
+        recent = (await call(bob, "chat.older", 7))["data"]
+        assert recent == {
+            "room": "past",
+            "epoch": said[0]["epoch"],
+            "lines": [{"offset": n, "name": "ann", "text": t} for n, t in ((1, "one"), (2, "two"))],
+            "more": False,
         }
-        assert (await next_of(bob, "joined"))["name"] == "bob"
+        before = (await call(bob, "chat.older", 8, room="past", before=2))["data"]
+        assert [line["text"] for line in before["lines"]] == ["one"]
 
 
-def test_room_history_keeps_the_last_lines(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A room keeps its last *size* lines; ids increase in a room even when the clock goes
-    back, and a new history's ids (a restarted backend's) follow the old one's."""
-    from strands_trio import _demo_chat
+def test_older_pages_through_more_than_twenty_lines() -> None:
+    """``chat.older`` gives 20 lines at most, the latest before the offset, and ``more`` while
+    older ones are indexed."""
+    from strands_trio._demo_chat_models import Line, RoomIndex
 
-    clock = iter([5_000_000, 4_000_000, 4_000_000, 3_000_000, 6_000_000, 6_000_001])
-    monkeypatch.setattr(_demo_chat.time, "time_ns", lambda: next(clock) * 1000)
-    history = _demo_chat.RoomHistory(size=3)
-    lines = [history.add("r", "ann", str(n)) for n in range(4)]
-    assert [line.id for line in lines] == [5_000_000, 5_000_001, 5_000_002, 5_000_003]
-    assert history.lines("r") == lines[1:]
-    assert history.lines("elsewhere") == []
-    restarted = _demo_chat.RoomHistory(size=3)
-    assert restarted.add("r", "bob", "back").id == 6_000_000
-    assert history.add("other", "eve", "x").id == 6_000_001
+    index = RoomIndex(size=30)
+    for n in range(1, 46):
+        index.add("r", "e1", Line(n, "ann", str(n)))
+    last = index.older("r", None)
+    assert [line.offset for line in last.lines] == list(range(26, 46))
+    assert last.more
+    rest = index.older("r", 26)
+    assert ([line.offset for line in rest.lines], rest.more) == (list(range(16, 26)), False)
+    index.add("r", "e2", Line(1, "bob", "new epoch"))
+    assert index.older("r", None).lines == [Line(1, "bob", "new epoch")]
+    assert index.older("nowhere", 3).lines == []
+
+
+async def test_second_room_join_say_leave(demo: BrokerAddress, nursery: trio.Nursery) -> None:
+    """``chat.join`` puts the caller in a second room (answered with its members), whose lines
+    then reach it once; a bad room name or one not joined is a ``bad_room`` error for the
+    call; ``chat.leave`` stops the room's lines; the connect-time room cannot be left."""
+    with trio.fail_after(10):
+        ann = await sign_in(nursery, demo.ws_port, "ann", "lobby")
+        bob = await sign_in(nursery, demo.ws_port, "bob", "side")
+        bad = await call(ann, "chat.join", 1, room="no spaces!")
+        assert (bad["type"], bad["code"]) == ("error", "bad_room")
+        assert "bad room name" in bad["reason"]
+        refused = await call(ann, "chat.say", 2, room="side", text="too early")
+        assert (refused["code"], refused["reason"]) == (
+            "bad_room",
+            "you are not in room 'side': join it first",
+        )
+
+        joined = await call(ann, "chat.join", 3, room="side")
+        assert joined["data"] == {"room": "side", "names": ["bob", "ann"]}
+        while (joined_bob := await next_of(bob, "joined"))["name"] != "ann":
+            pass  # bob's own, first
+        assert joined_bob == {"type": "joined", "name": "ann", "room": "side"}
+        await ann.send_message(json.dumps({"type": "chat.say", "room": "side", "text": "hi side"}))
+        for ws in (ann, bob):
+            said = await next_of(ws, "said")
+            assert (said["room"], said["text"], said["offset"]) == ("side", "hi side", 1)
+        await bob.send_message(json.dumps({"type": "chat.say", "text": "from bob"}))
+        assert (await next_of(ann, "said"))["text"] == "from bob"
+
+        assert (await call(ann, "chat.leave", 5, room="lobby"))["code"] == "bad_room"
+        assert (await call(ann, "chat.leave", 6, room="side"))["data"] is None
+        assert (await next_of(bob, "left")) == {"type": "left", "name": "ann", "room": "side"}
+        await bob.send_message(json.dumps({"type": "chat.say", "text": "after"}))
+        assert (await next_of(bob, "said"))["text"] == "after"
+        await ann.send_message(json.dumps({"type": "chat.say", "text": "mine"}))
+        # Ann's next line is her own, in the lobby: bob's "after" never reached her.
+        said = await next_of(ann, "said")
+        assert (said["room"], said["text"]) == ("lobby", "mine")
 
 
 def test_split_demo_needs_a_shared_secret(

@@ -8,7 +8,7 @@ broker at ``/``, from files shipped in the package: no build step, no CDN) is wr
 
 - ``Auth`` verifies the token (a bad one is refused before the upgrade, and the page says so);
 - ``RateLimit`` allows 5 messages at once, then 1 per second (the page's "flood" button shows
-  the error frame);
+  the error frame), and as many calls, apart;
 - ``Logging`` logs every event, tokens redacted;
 - ``chat.say`` messages are typed (an attrs class, validated), and ``chat.announce`` is for
   the ``admin`` role only (sign in as "admin" to have it);
@@ -73,6 +73,7 @@ from .middleware import (
     Presence,
     Rate,
     RateLimit,
+    by_client,
     by_metadata,
     from_query,
     roles,
@@ -102,6 +103,12 @@ STATIC_FILES = (
 )
 
 
+def calls_apart(ctx: ExecutionContext) -> str | None:
+    """The rate limit's key: the client's calls (``chat.older`` at sign-in, ``chat.join`` at
+    reconnection) have a budget of their own, so that they do not eat the chat lines'."""
+    return f"{ctx.client_id}/calls" if ctx.ref is not None else by_client(ctx)
+
+
 class DemoChat:
     """The demo's chat backend and its token issuer, sharing one secret: *secret*, or a fresh
     one."""
@@ -128,7 +135,7 @@ class DemoChat:
                     source=from_query("token"),
                 ),
                 presence,
-                RateLimit(messages=Rate(burst=5, per_second=1)),
+                RateLimit(messages=Rate(burst=5, per_second=1), message_key=calls_apart),
                 history,
             ],
             config=BACKEND_CONFIG,

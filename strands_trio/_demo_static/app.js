@@ -53,14 +53,16 @@ async function signIn(name, room, forged = false) {
     return;
   }
   const previous = client;
-  session = {name, room, forged, token: forged ? token.slice(0, -4) + "AAAA" : token};
+  session = {name, room, forged, token: forged ? token.slice(0, -4) + "AAAA" : token, rooms: new Map(), client: null};
   if (previous) previous.close(); // signing in again replaces the session
   $("chat").hidden = false;
   $("log").replaceChildren();
-  $("members").replaceChildren();
   sayError("");
+  $("older-note").textContent = $("room-error").textContent = "";
   outage = false;
-  client = connect(session);
+  roomState(session, room);
+  renderRooms(session);
+  client = session.client = connect(session);
 }
 
 function connect(mine) {
@@ -77,10 +79,16 @@ function connect(mine) {
     reconnect: {minDelay: 250, maxDelay: 1500, factor: 2, jitter: 0.5},
   });
   status("connecting...", "waiting");
+  let opened = false;
   chat.on("open", () => {
     status(`connected as ${mine.name} in ${mine.room}`, "ok");
     if (outage) show("reconnected", "notice");
     outage = false;
+    if (!opened) loadOlder(mine, mine.room, true); // the recent lines, once
+    // A new connection is in its first room only: join the others again (strands.js has
+    // asked for what was missed in every room already).
+    else for (const room of mine.rooms.keys()) if (room !== mine.room) joinRoom(mine, room, true);
+    opened = true;
   });
   let retrying = false; // the last close will be retried: a refusal then is not final
   chat.on("close", (event) => {
@@ -117,50 +125,139 @@ function connect(mine) {
     sayError(text);
   });
   chat.on("said", (message) => showSaid(mine, message));
-  // The room's last lines, sent privately at every connection: after a broker restart they
-  // hold what was said while this page was away. Lines already shown are skipped.
-  chat.on("history", (message) => { for (const line of message.lines) showSaid(mine, line); });
-  chat.on("joined", (message) => show(`${message.name} joined`, "notice"));
-  chat.on("left", (message) => show(`${message.name} left`, "notice"));
-  chat.on("announcement", (message) => show(`📣 ${message.name}: ${message.text}`, "announcement"));
-  chat.on("members", (message) => {
-    $("members").replaceChildren(...message.names.map((name) => {
-      const item = document.createElement("li");
-      item.textContent = name;
-      return item;
-    }));
+  // strands.js could not give what was missed in a room (its history was lost, or no longer
+  // reaches back): say so, and reload the room's recent lines.
+  chat.on("recovery_failed", ({room, reason}) => {
+    if (session !== mine) return;
+    show(`could not recover what was said in ${room} (${reason}): reloading its recent lines`, "notice");
+    loadOlder(mine, room, true);
   });
+  chat.on("joined", (message) => show(`${message.name} joined`, "notice").dataset.room = message.room);
+  chat.on("left", (message) => show(`${message.name} left`, "notice").dataset.room = message.room);
+  chat.on("announcement", (message) => show(`📣 ${message.name}: ${message.text}`, "announcement"));
+  chat.on("members", (message) => setMembers(mine, message.room, message.names));
   return chat;
 }
 
+/** This session's rooms: the one signed in to first, then the joined ones, in the selector. */
+function roomState(mine, room) {
+  if (!mine.rooms.has(room)) mine.rooms.set(room, {members: [], more: true});
+  return mine.rooms.get(room);
+}
+
+function renderRooms(mine) {
+  const target = $("target");
+  const current = target.value;
+  target.replaceChildren(...[...mine.rooms.keys()].map((room) => new Option(room, room)));
+  target.value = mine.rooms.has(current) ? current : mine.room;
+  $("leave").disabled = target.value === mine.room;
+  renderMembers(mine);
+}
+
+/** The "Here:" list: who is in the room selected. */
+function renderMembers(mine) {
+  const state = mine.rooms.get($("target").value);
+  $("members").replaceChildren(...(state ? state.members : []).map((name) => {
+    const item = document.createElement("li");
+    item.textContent = name;
+    return item;
+  }));
+}
+
+function setMembers(mine, room, names) {
+  if (session !== mine || !mine.rooms.has(room)) return;
+  mine.rooms.get(room).members = names;
+  if ($("target").value === room) renderMembers(mine);
+}
+
+/** The chat lines shown of a room, in the log's order. */
+function linesOf(room) {
+  return [...$("log").querySelectorAll("li[data-offset]")].filter((item) => item.dataset.room === room);
+}
+
 /**
- * Show a chat line ({id, name, text}) once: a line whose id is shown already is skipped, and
- * one older than lines shown goes before them (ids increase in a room), so that the log
- * keeps the room's order whether a line came as "said" or in a "history".
+ * Show a chat line ({room, epoch, offset, name, text}) once: one shown already (same room,
+ * epoch and offset) is skipped, and one older than lines shown of its room goes before them,
+ * so that each room's lines keep their order whether they came live, recovered or loaded.
  */
-function showSaid(mine, message) {
-  const log = $("log");
-  const id = String(message.id);
-  if ([...log.querySelectorAll("li[data-id]")].some((item) => item.dataset.id === id)) return;
+function showSaid(mine, message, older = false) {
+  if (session !== mine) return;
+  const {room, epoch, offset} = message;
+  const lines = linesOf(room).filter((item) => item.dataset.epoch === epoch);
+  if (lines.some((item) => Number(item.dataset.offset) === offset)) return;
   // A line of ours that was queued is delivered: the room's copy replaces its pending line.
-  if (message.name === mine.name) {
-    const line = [...log.querySelectorAll("li.pending")].find((item) => item.dataset.text === message.text);
+  if (!older && message.name === mine.name) {
+    const line = [...$("log").querySelectorAll("li.pending")].find((item) => item.dataset.text === message.text);
     if (line) line.remove();
   }
-  const item = show(`${message.name}: ${message.text}`);
-  item.dataset.id = id;
-  const later = [...log.querySelectorAll("li[data-id]")].find((other) => Number(other.dataset.id) > message.id);
+  const item = document.createElement("li");
+  item.textContent = `${message.name}: ${message.text}`;
+  Object.assign(item.dataset, {room, epoch, offset: String(offset)});
+  const later = lines.find((other) => Number(other.dataset.offset) > offset);
   if (later) later.before(item);
+  else if (older) $("log").prepend(item);
+  else { $("log").append(item); item.scrollIntoView({block: "end"}); }
+}
+
+/** Ask for the lines of *room* before the oldest shown (or its recent lines), and show them. */
+async function loadOlder(mine, room, recent = false) {
+  const note = (text, kind = "error") => { $("older-note").textContent = text; $("older-note").className = kind; };
+  note("");
+  const shown = linesOf(room);
+  const before = recent || !shown.length ? null : Math.min(...shown.map((item) => Number(item.dataset.offset)));
+  let page;
+  try {
+    page = await mine.client.call("chat.older", {room, before});
+  } catch (error) {
+    if (session === mine) note(`could not load older lines (${error.code}): ${error.reason}`);
+    return;
+  }
+  if (session !== mine) return;
+  // Lines of an epoch gone (the backend restarted) cannot be ordered with the new ones.
+  if (page.epoch) for (const item of linesOf(room)) if (item.dataset.epoch !== page.epoch) item.remove();
+  for (const line of [...page.lines].reverse()) showSaid(mine, {room, epoch: page.epoch, ...line}, true);
+  roomState(mine, room).more = page.more;
+  if (!recent && !page.lines.length) note(`no older lines in ${room}`, "hint");
+}
+
+/** Join another room (a call: the answer is its members), or leave the one selected. */
+async function joinRoom(mine, room, quiet = false) {
+  $("room-error").textContent = "";
+  try {
+    const members = await mine.client.call("chat.join", {room});
+    if (session !== mine) return;
+    roomState(mine, room).members = members.names;
+    renderRooms(mine);
+    if (!quiet) { $("target").value = room; renderRooms(mine); loadOlder(mine, room, true); }
+  } catch (error) {
+    if (session !== mine) return;
+    $("room-error").textContent = `cannot join ${room} (${error.code}): ${error.reason}`;
+    if (quiet) { mine.rooms.delete(room); renderRooms(mine); }
+  }
+}
+
+async function leaveRoom(mine, room) {
+  $("room-error").textContent = "";
+  try {
+    await mine.client.call("chat.leave", {room});
+  } catch (error) {
+    $("room-error").textContent = `cannot leave ${room} (${error.code}): ${error.reason}`;
+    return;
+  }
+  mine.rooms.delete(room);
+  renderRooms(mine);
+  show(`you left ${room}`, "notice").dataset.room = room;
 }
 
 /** Send a typed message; one that cannot go now is queued and shown as pending. */
-function send(type, text) {
+function send(type, payload) {
   if (!client) return false;
   sayError("");
   const before = client.queued;
-  client.send(type, {text});
+  client.send(type, payload);
   if (client.queued > before && type === "chat.say") {
-    show(`${session.name}: ${text}`, "pending").dataset.text = text; // until the room echoes it
+    const line = show(`${session.name}: ${payload.text}`, "pending"); // until the room echoes it
+    Object.assign(line.dataset, {text: payload.text, room: payload.room});
   }
   return client.queued > before || client.state === "open";
 }
@@ -173,10 +270,27 @@ $("badtoken").addEventListener("click", () => signIn($("name").value.trim() || "
 $("say").addEventListener("submit", (event) => {
   event.preventDefault();
   // The input is cleared only when the line was sent or queued: nothing typed is lost.
-  if (send("chat.say", $("text").value)) $("text").value = "";
+  if (send("chat.say", {text: $("text").value, room: $("target").value})) $("text").value = "";
 });
-$("flood").addEventListener("click", () => { for (let n = 1; n <= 10; n++) send("chat.say", `flood ${n}`); });
+$("flood").addEventListener("click", () => {
+  for (let n = 1; n <= 10; n++) send("chat.say", {text: `flood ${n}`, room: $("target").value});
+});
 $("announce").addEventListener("submit", (event) => {
   event.preventDefault();
-  if (send("chat.announce", $("announcement").value)) $("announcement").value = "";
+  if (send("chat.announce", {text: $("announcement").value})) $("announcement").value = "";
 });
+$("rooms").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const room = $("newroom").value.trim();
+  if (!session || !room) return;
+  $("newroom").value = "";
+  joinRoom(session, room);
+});
+$("leave").addEventListener("click", () => { if (session) leaveRoom(session, $("target").value); });
+$("target").addEventListener("change", () => {
+  if (!session) return;
+  $("leave").disabled = $("target").value === session.room;
+  $("older-note").textContent = "";
+  renderMembers(session);
+});
+$("older").addEventListener("click", () => { if (session) loadOlder(session, $("target").value); });

@@ -130,6 +130,9 @@ function connect(mine) {
   chat.on("recovery_failed", ({room, reason}) => {
     if (session !== mine) return;
     show(`could not recover what was said in ${room} (${reason}): reloading its recent lines`, "notice");
+    // The lines shown are of a history that is gone (another epoch) or has a hole: drop them
+    // (strands.js delivers the room's held lines after this event).
+    for (const item of linesOf(room)) item.remove();
     loadOlder(mine, room, true);
   });
   chat.on("joined", (message) => show(`${message.name} joined`, "notice").dataset.room = message.room);

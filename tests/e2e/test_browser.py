@@ -226,10 +226,14 @@ def test_flood_meets_the_rate_limit(browser: Browser, demo_url: str) -> None:
 @pytest.mark.timeout(60)
 def test_page_reconnects_when_the_demo_restarts(browser: Browser, tmp_path: Path) -> None:
     """When the demo dies and comes back on the same port, the page reconnects by itself with
-    a fresh token (the new process signs with a new secret) and the chat goes on."""
+    a fresh token (the new process signs with a new secret) and the chat goes on; the new
+    backend's history is not the old one's: the page says it could not recover the room, and
+    reloads its lines (none yet), dropping the old backend's."""
     with running_demo(tmp_path / "first.log") as url:
         page = open_page(browser, url)
         sign_in(page, "ann", "lobby")
+        say(page, "said to the first demo")
+        expect(page.locator("#log")).to_contain_text("ann: said to the first demo")
     try:
         expect(page.get_by_role("status")).to_contain_text("reconnecting in", timeout=WAIT_MS)
         port = urlsplit(url).port
@@ -240,6 +244,12 @@ def test_page_reconnects_when_the_demo_restarts(browser: Browser, tmp_path: Path
             )
             say(page, "still here")
             expect(page.locator("#log")).to_contain_text("ann: still here", timeout=WAIT_MS)
+            expect(page.locator("#log li.notice", has_text="could not recover")).to_have_text(
+                [
+                    "could not recover what was said in lobby (epoch_changed): reloading its recent lines"
+                ]
+            )
+            expect(page.locator("#log li", has_text="said to the first demo")).to_have_count(0)
     finally:
         page.context.close()
 
@@ -248,8 +258,8 @@ def test_page_reconnects_when_the_demo_restarts(browser: Browser, tmp_path: Path
 def test_nothing_lost_across_a_broker_restart(browser: Browser, tmp_path: Path) -> None:
     """With the broker killed (SIGKILL) under a running backend: a line typed meanwhile is kept,
     shown as pending, and delivered to the room once a new broker is up on the same ports; the
-    other person, back only after it went out to the room, sees it too (from the backend's
-    history), and each page shows each line exactly once, in order; both pages reconnect by
+    other person, back only after it went out to the room, sees it too (strands.js recovers
+    it from the backend's History), and each page shows each line exactly once, in order; both pages reconnect by
     themselves, show no error line (no token blamed) on the way, and talk again."""
     with contextlib.ExitStack() as stack:
         first = contextlib.ExitStack()
@@ -305,9 +315,104 @@ def test_nothing_lost_across_a_broker_restart(browser: Browser, tmp_path: Path) 
             expect(page.locator("#log li.pending")).to_have_count(0, timeout=WAIT_MS)
             expect(page.locator("#log li.error")).to_have_count(0, timeout=WAIT_MS)
             assert "token" not in page.locator("#log").inner_text()
+            assert "could not recover" not in page.locator("#log").inner_text()
         say(bob, "and back")
         expect(ann.locator("#log")).to_contain_text("bob: and back", timeout=WAIT_MS)
         expect(bob.locator("#log li").last).to_have_text("bob: and back")
+
+
+#: Says *count* lines ("line 1", ...) in a room, five per WebSocket (the rate limit's burst),
+#: one socket after the other, each waiting for the room's copy of its last line.
+SEED_LINES = """async ([room, count]) => {
+  const {token} = await (await fetch("/token?name=seed")).json();
+  for (let first = 1; first <= count; first += 5) {
+    const ws = new WebSocket(`/ws/${room}?token=${token}`);
+    await new Promise((resolve) => { ws.onopen = resolve; });
+    const last = Math.min(first + 4, count);
+    const echoed = new Promise((resolve) => {
+      ws.onmessage = (event) => { if (JSON.parse(event.data).text === `line ${last}`) resolve(); };
+    });
+    for (let n = first; n <= last; n++) ws.send(JSON.stringify({type: "chat.say", text: `line ${n}`}));
+    await echoed;
+    ws.close();
+  }
+}"""
+
+
+@pytest.mark.timeout(60)
+def test_load_older_messages(browser: Browser, demo_url: str) -> None:
+    """With 25 lines said before, signing in shows the last 20 (one chat.older call); "Load
+    older messages" puts the 5 before them above, in order, without duplicates; once more, the
+    page says there is nothing older."""
+    page = open_page(browser, demo_url)
+    try:
+        page.evaluate(SEED_LINES, ["older", 25])
+        sign_in(page, "ann", "older")
+        lines = page.locator("#log li", has_text=re.compile(r"^seed: "))
+        expect(lines).to_have_text([f"seed: line {n}" for n in range(6, 26)], timeout=WAIT_MS)
+        page.get_by_role("button", name="Load older messages").click()
+        expect(lines).to_have_text([f"seed: line {n}" for n in range(1, 26)], timeout=WAIT_MS)
+        page.get_by_role("button", name="Load older messages").click()
+        expect(page.locator("#older-note")).to_have_text("no older lines in older")
+        expect(lines).to_have_count(25)
+        say(page, "and a new one")
+        expect(page.locator("#log li").last).to_have_text("ann: and a new one")
+    finally:
+        page.context.close()
+
+
+@pytest.mark.timeout(60)
+def test_second_room(browser: Browser, demo_url: str) -> None:
+    """Ann, signed in to "main", joins "side" where bob is: a bad room name is refused next to
+    the Join button; the "Here:" list follows the room selected; a line said in "side" reaches
+    both once, one said in "main" only ann; after ann leaves "side", its lines stop reaching
+    her."""
+    ann, bob = open_page(browser, demo_url), open_page(browser, demo_url)
+    try:
+        sign_in(ann, "ann", "main")
+        sign_in(bob, "bob", "side")
+        ann.get_by_placeholder("Another room").fill("no spaces!")
+        ann.get_by_role("button", name="Join").click()
+        expect(ann.locator("#room-error")).to_contain_text("cannot join no spaces! (bad_room)")
+
+        ann.get_by_placeholder("Another room").fill("side")
+        ann.get_by_role("button", name="Join").click()
+        expect(ann.locator("#target")).to_have_value("side")
+        expect(ann.locator("#room-error")).to_have_text("")
+        expect(ann.locator("#members li")).to_have_text(["bob", "ann"])
+        expect(bob.locator("#members li")).to_have_text(["bob", "ann"])
+        expect(bob.locator("#log li").last).to_have_text("ann joined")
+
+        say(ann, "hi side")
+        say(bob, "hello ann")
+        for page in (ann, bob):
+            for line in ("ann: hi side", "bob: hello ann"):
+                expect(page.locator("#log li", has_text=line)).to_have_count(1, timeout=WAIT_MS)
+                expect(page.locator("#log li", has_text=line)).to_have_attribute(
+                    "data-room", "side"
+                )
+
+        ann.locator("#target").select_option("main")
+        expect(ann.locator("#members li")).to_have_text(["ann"])
+        say(ann, "only in main")
+        expect(ann.locator("#log li").last).to_have_text("ann: only in main")
+
+        ann.locator("#target").select_option("side")
+        ann.get_by_role("button", name="Leave").click()
+        expect(ann.locator("#log li").last).to_have_text("you left side")
+        expect(ann.locator("#target option")).to_have_text(["main"])
+        expect(bob.locator("#log li").last).to_have_text("ann left")
+        expect(bob.locator("#members li")).to_have_text(["bob"])
+        say(bob, "after ann left")
+        expect(bob.locator("#log li").last).to_have_text("bob: after ann left")
+        # Ann's own line comes back after anything the room sent her before it.
+        say(ann, "still in main")
+        expect(ann.locator("#log li").last).to_have_text("ann: still in main")
+        expect(ann.locator("#log li", has_text="after ann left")).to_have_count(0)
+        expect(bob.locator("#log li", has_text="only in main")).to_have_count(0)
+    finally:
+        ann.context.close()
+        bob.context.close()
 
 
 @pytest.mark.timeout(30)

@@ -160,10 +160,6 @@ def test_two_people_chat_in_a_room(browser: Browser, demo_url: str) -> None:
         for reader in (ann, bob):
             expect(reader.locator("#members li")).to_have_text(["ann", "bob"], timeout=WAIT_MS)
 
-        if screenshot := os.environ.get("STRANDS_SCREENSHOT"):
-            Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
-            ann.screenshot(path=screenshot)
-
         bob.context.close()
         expect(ann.locator("#log li").last).to_have_text("bob left", timeout=WAIT_MS)
         expect(ann.locator("#members li")).to_have_text(["ann"], timeout=WAIT_MS)
@@ -391,6 +387,10 @@ def test_second_room(browser: Browser, demo_url: str) -> None:
                 expect(page.locator("#log li", has_text=line)).to_have_attribute(
                     "data-room", "side"
                 )
+
+        if screenshot := os.environ.get("STRANDS_SCREENSHOT"):
+            Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
+            ann.screenshot(path=screenshot)
 
         ann.locator("#target").select_option("main")
         expect(ann.locator("#members li")).to_have_text(["ann"])

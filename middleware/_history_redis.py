@@ -11,7 +11,8 @@ increasing (the time never goes back, the offset always goes up), and time-order
 ``XADD ... MAXLEN ~ size`` trims by count and ``XTRIM MINID ~`` by age, in O(1) amortised.
 
 Another script (:data:`SINCE_LUA`) answers a recovery: the room's epoch and offset and, if the
-client's epoch is the room's, the last ``offset - asked`` entries (at most ``size``) with
+client's epoch is the room's (or the client follows the room from its start: ``""`` and
+offset 0), the last ``offset - asked`` entries (at most ``size``) with
 ``XREVRANGE ... COUNT``. Python then drops those older than ``max_age`` (trimming with ``~``
 keeps a few more) and judges, as :class:`MemoryHistory` does, whether they reach back.
 
@@ -82,7 +83,8 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local want = offset - tonumber(ARGV[3])
 local entries = {}
-if epoch == ARGV[2] and want > 0 and want <= tonumber(ARGV[4]) then
+local from_start = ARGV[2] == '' and tonumber(ARGV[3]) == 0
+if (epoch == ARGV[2] or from_start) and want > 0 and want <= tonumber(ARGV[4]) then
   entries = redis.call('XREVRANGE', log, '+', '-', 'COUNT', want)
 end
 return {epoch, offset, now, entries}

@@ -112,7 +112,13 @@ def judge(
     position: Position, epoch: str, offset: int, oldest: int | None
 ) -> tuple[bool, str | None]:
     """Whether a client at (*epoch*, *offset*) can catch up on a room at *position* whose
-    oldest kept message has offset *oldest* (``None``: none kept), and if not, why."""
+    oldest kept message has offset *oldest* (``None``: none kept), and if not, why.
+
+    ``("", 0)`` is a client that has seen nothing of the room yet and follows it from its
+    start (``strands.js``'s ``follow``): it catches up while the room's first message is still
+    kept, under whatever epoch the room has."""
+    if epoch == "" and offset == 0:
+        epoch = position.epoch
     if epoch != position.epoch:
         return False, EPOCH_CHANGED
     if offset > position.offset:

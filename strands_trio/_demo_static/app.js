@@ -53,7 +53,7 @@ async function signIn(name, room, forged = false) {
     return;
   }
   const previous = client;
-  session = {name, room, forged, token: forged ? token.slice(0, -4) + "AAAA" : token, rooms: new Map(), client: null};
+  session = {name, room, forged, token: forged ? token.slice(0, -4) + "AAAA" : token, rooms: new Map(), held: [], client: null};
   if (previous) previous.close(); // signing in again replaces the session
   $("chat").hidden = false;
   $("log").replaceChildren();
@@ -78,6 +78,8 @@ function connect(mine) {
     tokenIn: "query",
     reconnect: {minDelay: 250, maxDelay: 1500, factor: 2, jitter: 0.5},
   });
+  // Its lines are recovered after a reconnection even if none has come yet (strands.js).
+  chat.follow(mine.room);
   status("connecting...", "waiting");
   let opened = false;
   chat.on("open", () => {
@@ -230,12 +232,21 @@ async function joinRoom(mine, room, quiet = false) {
     const members = await mine.client.call("chat.join", {room});
     if (session !== mine) return;
     roomState(mine, room).members = members.names;
+    mine.client.follow(room);
     renderRooms(mine);
+    // Lines typed for this room while the connection was down go out now that we are back in it.
+    const held = mine.held.filter((payload) => payload.room === room);
+    mine.held = mine.held.filter((payload) => payload.room !== room);
+    for (const payload of held) mine.client.send("chat.say", payload);
     if (!quiet) { $("target").value = room; renderRooms(mine); loadOlder(mine, room, true); }
   } catch (error) {
     if (session !== mine) return;
     $("room-error").textContent = `cannot join ${room} (${error.code}): ${error.reason}`;
     if (quiet) { mine.rooms.delete(room); renderRooms(mine); }
+    if (mine.held.some((payload) => payload.room === room)) {
+      sayError(`lines for ${room} were not sent: cannot join it again (${error.reason})`);
+      mine.held = mine.held.filter((payload) => payload.room !== room);
+    }
   }
 }
 
@@ -248,6 +259,7 @@ async function leaveRoom(mine, room) {
     return;
   }
   mine.rooms.delete(room);
+  mine.client.unfollow(room); // no recovery of a room left
   renderRooms(mine);
   show(`you left ${room}`, "notice").dataset.room = room;
 }
@@ -257,6 +269,14 @@ function send(type, payload) {
   if (!client) return false;
   sayError("");
   const before = client.queued;
+  if (type === "chat.say" && client.state !== "open" && payload.room !== session.room) {
+    // A new connection is in its first room only: a line for another room waits here until
+    // the page has joined that room again (see joinRoom), or the room would refuse it.
+    session.held.push(payload);
+    const line = show(`${session.name}: ${payload.text}`, "pending");
+    Object.assign(line.dataset, {text: payload.text, room: payload.room});
+    return true;
+  }
   client.send(type, payload);
   if (client.queued > before && type === "chat.say") {
     const line = show(`${session.name}: ${payload.text}`, "pending"); // until the room echoes it

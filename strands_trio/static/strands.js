@@ -256,6 +256,39 @@ export class StrandsClient {
     return Object.freeze(rooms);
   }
 
+  /**
+   * Follow `room`'s kept messages from its start, before any of them has come: after a
+   * reconnection the client then asks for what the room said meanwhile even if it had seen
+   * none of its messages (`{epoch: "", offset: 0}` in `strands.recover`: everything since the
+   * room's first message, while the backend still keeps it). A room is otherwise followed
+   * from its first kept message the client receives. Call it for the room a page is placed in
+   * and for each room it joins.
+   *
+   * @param {string} room
+   * @returns {StrandsClient} this, to chain.
+   */
+  follow(room) {
+    if (typeof room !== "string" || !room) {
+      throw new TypeError("strands.js: follow(room) takes a room id");
+    }
+    if (!this._rooms.has(room)) this._rooms.set(room, { epoch: "", offset: 0 });
+    return this;
+  }
+
+  /**
+   * Stop following `room` (a page that left it): its position is forgotten, so no later
+   * recovery asks for it, and its messages held for a recovery are dropped.
+   *
+   * @param {string} room
+   * @returns {StrandsClient} this, to chain.
+   */
+  unfollow(room) {
+    this._rooms.delete(room);
+    this._held.delete(room);
+    this._recovering.delete(room);
+    return this;
+  }
+
   /** The number of sends waiting for the connection to open. */
   get queued() {
     return this._queue.length;
@@ -617,6 +650,7 @@ export class StrandsClient {
       return false;
     }
     const at = this._rooms.get(room);
+    if (at !== undefined && at.epoch === "" && offset === at.offset + 1) at.epoch = epoch; // followed
     if (this._recovering.has(room)) {
       this._hold(room, offset, data, raw);
     } else if (at === undefined) {
@@ -648,6 +682,7 @@ export class StrandsClient {
     for (const offset of offsets) {
       const [data, raw] = held.get(offset);
       const at = this._rooms.get(room);
+      if (at !== undefined && at.epoch === "" && offset === at.offset + 1) at.epoch = data.epoch;
       if (at === undefined) {
         this._rooms.set(room, { epoch: data.epoch, offset });
       } else if (data.epoch !== at.epoch || offset <= at.offset) {
@@ -694,6 +729,10 @@ export class StrandsClient {
       const at = this._rooms.get(room);
       const caughtUp = () => at !== undefined && at.offset >= answer.offset;
       if (answer.recovered) {
+        // A room followed from its start takes the epoch of the answer (it had none).
+        if (at !== undefined && at.epoch === "" && typeof answer.epoch === "string") {
+          at.epoch = answer.epoch;
+        }
         this._release(room);
         if (!caughtUp()) this._failed(room, "incomplete", answer);
       } else {

@@ -317,6 +317,57 @@ def test_nothing_lost_across_a_broker_restart(browser: Browser, tmp_path: Path) 
         expect(bob.locator("#log li").last).to_have_text("bob: and back")
 
 
+@pytest.mark.timeout(90)
+def test_a_joined_rooms_line_survives_a_broker_restart(browser: Browser, tmp_path: Path) -> None:
+    """A line typed for a joined room while the broker is down waits on the page (a new
+    connection is in its first room only) until the page has joined that room again, then
+    reaches the room once: bob, who is in it, sees it; ann's page shows it once."""
+    with contextlib.ExitStack() as stack:
+        first = contextlib.ExitStack()
+        stack.callback(first.close)
+        banner = first.enter_context(
+            demo_process(tmp_path / "broker-1.log", "--broker-only", "--ws-port", "0")
+        )
+        url, tcp_port = banner.group(1), banner.group(2)
+        stack.enter_context(
+            demo_process(
+                tmp_path / "backend.log",
+                "--backend-only",
+                "--tcp-port",
+                tcp_port,
+                banner=r"backend connected to",
+            )
+        )
+        ann, bob = open_page(browser, url), open_page(browser, url)
+        stack.callback(ann.context.close)
+        stack.callback(bob.context.close)
+        sign_in(ann, "ann", "main")
+        sign_in(bob, "bob", "side")
+        ann.get_by_placeholder("Another room").fill("side")
+        ann.get_by_role("button", name="Join").click()
+        expect(bob.locator("#members li")).to_have_text(["bob", "ann"])
+
+        first.close()  # SIGKILL
+        expect(ann.get_by_role("status")).to_contain_text("reconnecting in", timeout=WAIT_MS)
+        expect(ann.locator("#target")).to_have_value("side")
+        say(ann, "for side while down")
+        expect(ann.locator("#log li.pending")).to_have_text(["ann: for side while down"])
+
+        port = str(urlsplit(url).port)
+        options = ("--broker-only", "--ws-port", port, "--tcp-port", tcp_port)
+        stack.enter_context(demo_process(tmp_path / "broker-2.log", *options))
+        line = "ann: for side while down"
+        for page in (ann, bob):
+            expect(page.locator("#log li:not(.pending)", has_text=line)).to_have_count(
+                1, timeout=WAIT_MS
+            )
+            expect(page.locator("#log li:not(.pending)", has_text=line)).to_have_attribute(
+                "data-room", "side"
+            )
+        expect(ann.locator("#log li.pending")).to_have_count(0)
+        expect(ann.locator("#say-error")).to_have_text("")
+
+
 #: Says *count* lines ("line 1", ...) in a room, five per WebSocket (the rate limit's burst),
 #: one socket after the other, each waiting for the room's copy of its last line.
 SEED_LINES = """async ([room, count]) => {

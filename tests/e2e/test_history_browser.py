@@ -91,6 +91,47 @@ def test_ordering_dedupe_gaps_and_recovery_in_the_page(browser: Browser) -> None
     assert result["rooms"] == {"r": {"epoch": "e1", "offset": 9}, "q": {"epoch": "e2", "offset": 5}}
 
 
+@pytest.mark.timeout(60)
+def test_follow_asks_for_a_room_from_its_start_and_unfollow_forgets_it(browser: Browser) -> None:
+    """Against a fake socket: a followed room with no message yet is asked for from its start
+    after a reconnection ({epoch: "", offset: 0}) and takes the epoch of its first message;
+    live and replayed messages of it are delivered once, in order; an unfollowed room is not
+    asked for again."""
+    with running_stack(Backend()) as address:
+        page = open_test_page(browser, address.ws_port)
+        try:
+            result = page.evaluate("""async () => {
+                const sockets = installFakeWebSocket();
+                const c = new strands.StrandsClient("ws://x/ws/", {
+                    reconnect: { minDelay: 0, maxDelay: 0, jitter: 0 } });
+                const got = [];
+                c.on("said", (m) => got.push(`${m.room}:${m.offset}`));
+                c.follow("side").follow("gone").unfollow("gone");
+                await until(() => sockets.length === 1);
+                sockets[0].open();
+                sockets[0].drop(1006);
+                await until(() => sockets.length === 2);
+                const ws = sockets[1];
+                ws.open();
+                const ask = JSON.parse(ws.sent[0]);
+                const say = (offset) => ws.onmessage({
+                    data: JSON.stringify({ type: "said", room: "side", offset, epoch: "e9" }) });
+                say(2); say(1); // the live 2 first, then the replay: held until the answer
+                ws.onmessage({ data: JSON.stringify({ type: "strands.recovered",
+                    rooms: { side: { recovered: true, epoch: "e9", offset: 2 } } }) });
+                say(3);
+                return { ask, got, rooms: c.rooms };
+            }""")
+        finally:
+            page.context.close()
+    assert result["ask"] == {
+        "type": "strands.recover",
+        "rooms": {"side": {"epoch": "", "offset": 0}},
+    }
+    assert result["got"] == ["side:1", "side:2", "side:3"]
+    assert result["rooms"] == {"side": {"epoch": "e9", "offset": 3}}
+
+
 @pytest.mark.timeout(90)
 def test_a_page_recovers_what_it_missed_across_a_broker_restart(browser: Browser) -> None:
     """A page posts, loses its broker, and while it is away (held back by its token

@@ -96,6 +96,23 @@ async def test_an_unknown_epoch_or_offset_cannot_recover() -> None:
     assert (ahead.recovered, ahead.reason) == (False, "ahead")
 
 
+async def test_a_client_that_saw_nothing_catches_up_from_the_start() -> None:
+    """("", 0) follows a room from its start: everything while its first message is kept
+    (nothing for a room that has said nothing), too_old once it is gone."""
+    store = MemoryHistory(size=3)
+    with trio.fail_after(5):
+        empty = await store.since("quiet", "", 0)
+        for n in range(1, 4):
+            await store.append("a", f'{{"n":{n}}}')
+        whole = await store.since("a", "", 0)
+        await store.append("a", '{"n":4}')
+        gone = await store.since("a", "", 0)
+    assert (empty.recovered, empty.messages, empty.offset) == (True, (), 0)
+    assert whole.recovered
+    assert [n for n, _ in whole.messages] == [1, 2, 3]
+    assert (gone.recovered, gone.reason) == (False, "too_old")
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error"),
     [

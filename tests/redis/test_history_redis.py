@@ -44,6 +44,25 @@ async def test_offsets_never_skip_nor_repeat_across_instances(redis_url: str) ->
     assert a.statistics().appended + b.statistics().appended == 200
 
 
+async def test_a_client_that_saw_nothing_catches_up_from_the_start(redis_url: str) -> None:
+    """("", 0) follows a room from its start, as with the memory store: everything while its
+    first message is kept, nothing for a quiet room, too_old once the first is gone."""
+    with trio.fail_after(10):
+        async with open_live_redis(redis_url) as live:
+            await live.wait_available()
+            store = RedisHistory(live, size=3)
+            empty = await store.since("quiet", "", 0)
+            for n in range(1, 4):
+                await store.append("a", f'{{"n":{n}}}')
+            whole = await store.since("a", "", 0)
+            await store.append("a", '{"n":4}')
+            gone = await store.since("a", "", 0)
+    assert (empty.recovered, empty.messages) == (True, ())
+    assert whole.recovered
+    assert [n for n, _ in whole.messages] == [1, 2, 3]
+    assert (gone.recovered, gone.reason) == (False, "too_old")
+
+
 async def test_size_and_age_bound_recovery(redis_url: str) -> None:
     """A recovery that would replay more than *size* messages, or messages older than
     *max_age*, is refused as ``too_old``."""

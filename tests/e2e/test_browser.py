@@ -250,6 +250,32 @@ def test_page_reconnects_when_the_demo_restarts(browser: Browser, tmp_path: Path
         page.context.close()
 
 
+def split_demo(
+    stack: contextlib.ExitStack, tmp_path: Path
+) -> tuple[contextlib.ExitStack, str, str]:
+    """The demo as two processes in *stack*: a broker (in a stack of its own, returned, whose
+    ``close()`` kills it with SIGKILL) and a backend connected to it; the page's URL and the
+    backends' port."""
+    first = contextlib.ExitStack()
+    stack.callback(first.close)
+    banner = first.enter_context(
+        demo_process(tmp_path / "broker-1.log", "--broker-only", "--ws-port", "0")
+    )
+    url, tcp_port = banner.group(1), banner.group(2)
+    backend_options = ("--backend-only", "--tcp-port", tcp_port)
+    stack.enter_context(
+        demo_process(tmp_path / "backend.log", *backend_options, banner=r"backend connected to")
+    )
+    return first, url, tcp_port
+
+
+def restart_broker(stack: contextlib.ExitStack, tmp_path: Path, url: str, tcp_port: str) -> None:
+    """A new demo broker in *stack*, on the ports of the one at *url* that was killed."""
+    port = str(urlsplit(url).port)
+    options = ("--broker-only", "--ws-port", port, "--tcp-port", tcp_port)
+    stack.enter_context(demo_process(tmp_path / "broker-2.log", *options))
+
+
 @pytest.mark.timeout(90)
 def test_nothing_lost_across_a_broker_restart(browser: Browser, tmp_path: Path) -> None:
     """With the broker killed (SIGKILL) under a running backend: a line typed meanwhile is kept,
@@ -258,21 +284,7 @@ def test_nothing_lost_across_a_broker_restart(browser: Browser, tmp_path: Path) 
     it from the backend's History), and each page shows each line exactly once, in order; both pages reconnect by
     themselves, show no error line (no token blamed) on the way, and talk again."""
     with contextlib.ExitStack() as stack:
-        first = contextlib.ExitStack()
-        stack.callback(first.close)
-        banner = first.enter_context(
-            demo_process(tmp_path / "broker-1.log", "--broker-only", "--ws-port", "0")
-        )
-        url, tcp_port = banner.group(1), banner.group(2)
-        stack.enter_context(
-            demo_process(
-                tmp_path / "backend.log",
-                "--backend-only",
-                "--tcp-port",
-                tcp_port,
-                banner=r"backend connected to",
-            )
-        )
+        first, url, tcp_port = split_demo(stack, tmp_path)
         ann, bob = open_page(browser, url), open_page(browser, url)
         stack.callback(ann.context.close)
         stack.callback(bob.context.close)
@@ -292,9 +304,7 @@ def test_nothing_lost_across_a_broker_restart(browser: Browser, tmp_path: Path) 
         expect(pending).to_have_text(["ann: typed while the broker is down"], timeout=WAIT_MS)
         expect(ann.get_by_placeholder("Say something")).to_have_value("")
 
-        port = str(urlsplit(url).port)
-        options = ("--broker-only", "--ws-port", port, "--tcp-port", tcp_port)
-        stack.enter_context(demo_process(tmp_path / "broker-2.log", *options))
+        restart_broker(stack, tmp_path, url, tcp_port)
         expect(ann.get_by_role("status")).to_have_text("connected as ann in lobby")
         # Delivered once, by the room: ann's line comes back from the backend (not the pending
         # line), while bob is still away.
@@ -323,21 +333,7 @@ def test_a_joined_rooms_line_survives_a_broker_restart(browser: Browser, tmp_pat
     connection is in its first room only) until the page has joined that room again, then
     reaches the room once: bob, who is in it, sees it; ann's page shows it once."""
     with contextlib.ExitStack() as stack:
-        first = contextlib.ExitStack()
-        stack.callback(first.close)
-        banner = first.enter_context(
-            demo_process(tmp_path / "broker-1.log", "--broker-only", "--ws-port", "0")
-        )
-        url, tcp_port = banner.group(1), banner.group(2)
-        stack.enter_context(
-            demo_process(
-                tmp_path / "backend.log",
-                "--backend-only",
-                "--tcp-port",
-                tcp_port,
-                banner=r"backend connected to",
-            )
-        )
+        first, url, tcp_port = split_demo(stack, tmp_path)
         ann, bob = open_page(browser, url), open_page(browser, url)
         stack.callback(ann.context.close)
         stack.callback(bob.context.close)
@@ -353,9 +349,7 @@ def test_a_joined_rooms_line_survives_a_broker_restart(browser: Browser, tmp_pat
         say(ann, "for side while down")
         expect(ann.locator("#log li.pending")).to_have_text(["ann: for side while down"])
 
-        port = str(urlsplit(url).port)
-        options = ("--broker-only", "--ws-port", port, "--tcp-port", tcp_port)
-        stack.enter_context(demo_process(tmp_path / "broker-2.log", *options))
+        restart_broker(stack, tmp_path, url, tcp_port)
         line = "ann: for side while down"
         for page in (ann, bob):
             expect(page.locator("#log li:not(.pending)", has_text=line)).to_have_count(

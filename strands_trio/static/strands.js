@@ -157,6 +157,14 @@ export class StrandsCallError extends Error {
   }
 }
 
+/**
+ * A room followed from its start (`follow()`: no epoch yet) takes the epoch of its first
+ * message, offset 1, whether it comes live or replayed.
+ */
+function adoptEpoch(at, epoch, offset) {
+  if (at !== undefined && at.epoch === "" && offset === at.offset + 1) at.epoch = epoch;
+}
+
 const DEFAULT_RECONNECT = Object.freeze({ minDelay: 250, maxDelay: 2000, factor: 2, jitter: 0.5 });
 
 function checkOptions(options) {
@@ -650,7 +658,7 @@ export class StrandsClient {
       return false;
     }
     const at = this._rooms.get(room);
-    if (at !== undefined && at.epoch === "" && offset === at.offset + 1) at.epoch = epoch; // followed
+    adoptEpoch(at, epoch, offset);
     if (this._recovering.has(room)) {
       this._hold(room, offset, data, raw);
     } else if (at === undefined) {
@@ -682,7 +690,7 @@ export class StrandsClient {
     for (const offset of offsets) {
       const [data, raw] = held.get(offset);
       const at = this._rooms.get(room);
-      if (at !== undefined && at.epoch === "" && offset === at.offset + 1) at.epoch = data.epoch;
+      adoptEpoch(at, data.epoch, offset);
       if (at === undefined) {
         this._rooms.set(room, { epoch: data.epoch, offset });
       } else if (data.epoch !== at.epoch || offset <= at.offset) {
